@@ -1,0 +1,17 @@
+//! flashgate-core: the pure decision logic shared by the edge component (wasm32-wasip2) and
+//! the origin (native).
+//!
+//! - [`signing`]: the edge→origin HMAC envelope (headers, canonical message, freshness);
+//! - [`trace`]: W3C trace context (`traceparent`) parsing and propagation;
+//! - [`token`]: JWT verification against a JWKS, with flashgate's claim rules;
+//! - [`problem`]: RFC 9457 problem details, the one error shape of every answer;
+//! - [`routes`]: the buyer API the edge forwards.
+//!
+//! Nothing here does I/O, reads a clock or draws randomness: callers pass those in, so all
+//! of it is unit-tested natively and behaves identically inside the component.
+
+pub mod problem;
+pub mod routes;
+pub mod signing;
+pub mod token;
+pub mod trace;

@@ -1,0 +1,55 @@
+//! The buyer API the edge serves: which method and path go to the origin, and as what.
+
+/// A buyer route. Everything else is answered 404 by the edge without reaching the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuyerRoute {
+    Acquire,
+    MySlots,
+    Slot,
+    CreatePayment,
+    Payment,
+    Products,
+    Product,
+}
+
+/// Classifies a request; `Err(true)` when the path exists under another method (405),
+/// `Err(false)` when it does not exist (404).
+pub fn classify(method: &str, path: &str) -> Result<BuyerRoute, bool> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (route, allowed) = match segments.as_slice() {
+        ["slots", "acquire"] => (BuyerRoute::Acquire, "POST"),
+        ["slots", "my-slots"] => (BuyerRoute::MySlots, "GET"),
+        ["slots", id] if !id.is_empty() => (BuyerRoute::Slot, "GET"),
+        ["payments"] => (BuyerRoute::CreatePayment, "POST"),
+        ["payments", id] if !id.is_empty() => (BuyerRoute::Payment, "GET"),
+        ["products"] => (BuyerRoute::Products, "GET"),
+        ["products", id] if !id.is_empty() => (BuyerRoute::Product, "GET"),
+        _ => return Err(false),
+    };
+    if method == allowed { Ok(route) } else { Err(true) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_the_buyer_api() {
+        assert_eq!(classify("POST", "/slots/acquire"), Ok(BuyerRoute::Acquire));
+        assert_eq!(classify("GET", "/slots/my-slots"), Ok(BuyerRoute::MySlots));
+        assert_eq!(classify("GET", "/slots/abc"), Ok(BuyerRoute::Slot));
+        assert_eq!(classify("POST", "/payments"), Ok(BuyerRoute::CreatePayment));
+        assert_eq!(classify("GET", "/payments/abc"), Ok(BuyerRoute::Payment));
+        assert_eq!(classify("GET", "/products"), Ok(BuyerRoute::Products));
+        assert_eq!(classify("GET", "/products/abc"), Ok(BuyerRoute::Product));
+    }
+
+    #[test]
+    fn wrong_methods_and_unknown_paths_are_told_apart() {
+        assert_eq!(classify("GET", "/slots/acquire"), Err(true));
+        assert_eq!(classify("POST", "/products"), Err(true));
+        assert_eq!(classify("GET", "/admin"), Err(false));
+        assert_eq!(classify("GET", "/slots/"), Err(false));
+        assert_eq!(classify("GET", "/slots/a/b"), Err(false));
+    }
+}

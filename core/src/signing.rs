@@ -1,0 +1,252 @@
+//! The edge→origin trust envelope.
+//!
+//! The edge forwards an admitted request with the buyer's id, its arrival stamp (µs since the
+//! epoch, taken when the request reached the edge), the W3C `traceparent`, its edge id and an
+//! HMAC-SHA256 over those, the method, the path and the body, keyed by a secret that only the
+//! edge and the origin hold. The origin recomputes the MAC and checks the stamp against its
+//! own clock; anything else is answered 401.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The buyer's user id (the JWT `sub`).
+pub const HEADER_USER: &str = "x-flashgate-user";
+/// The edge arrival stamp, µs since the Unix epoch.
+pub const HEADER_ARRIVAL: &str = "x-flashgate-arrival-us";
+/// The id of the edge instance that admitted the request.
+pub const HEADER_EDGE: &str = "x-flashgate-edge";
+/// `v1=<hex HMAC-SHA256>`.
+pub const HEADER_SIGNATURE: &str = "x-flashgate-signature";
+/// W3C trace context.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// The trace id answered on every response.
+pub const HEADER_TRACE_ID: &str = "x-trace-id";
+
+const VERSION: &str = "v1";
+/// Shortest accepted secret: 32 bytes, the HMAC-SHA256 block-size recommendation.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The shared edge↔origin secret. Debug output never shows it.
+#[derive(Clone)]
+pub struct EdgeSecret(Vec<u8>);
+
+impl fmt::Debug for EdgeSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EdgeSecret(..)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("the edge secret must be hex-encoded")]
+    NotHex,
+    #[error("the edge secret must be at least {MIN_SECRET_LEN} bytes ({} hex digits)", MIN_SECRET_LEN * 2)]
+    TooShort,
+}
+
+impl EdgeSecret {
+    /// Parses a hex-encoded secret of at least [`MIN_SECRET_LEN`] bytes.
+    pub fn from_hex(hex_secret: &str) -> Result<Self, SecretError> {
+        let bytes = hex::decode(hex_secret.trim()).map_err(|_| SecretError::NotHex)?;
+        Self::from_bytes(bytes)
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, SecretError> {
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(SecretError::TooShort);
+        }
+        Ok(Self(bytes))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length.
+        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+    }
+}
+
+/// What the edge vouches for, besides the method, path and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeStamp<'a> {
+    pub user_id: &'a str,
+    pub arrival_us: u64,
+    pub traceparent: &'a str,
+    pub edge_id: &'a str,
+}
+
+/// Why a signed request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the request carries no edge signature")]
+    Missing,
+    #[error("the edge signature header is malformed")]
+    Malformed,
+    #[error("the edge signature does not match the request")]
+    Mismatch,
+    #[error("the arrival stamp is {skew_ms} ms away from the origin's clock (at most {max_ms} ms allowed)")]
+    Stale { skew_ms: u64, max_ms: u64 },
+}
+
+fn canonical_mac(
+    secret: &EdgeSecret,
+    method: &str,
+    path_and_query: &str,
+    stamp: &EdgeStamp<'_>,
+    body: &[u8],
+) -> Hmac<Sha256> {
+    let body_hash = Sha256::digest(body);
+    let mut mac = secret.mac();
+    // Every field is length-prefixed, so no choice of values can make two different
+    // requests share a canonical form.
+    let arrival = stamp.arrival_us.to_string();
+    let body_hex = hex::encode(body_hash);
+    for field in [
+        VERSION,
+        method,
+        path_and_query,
+        stamp.user_id,
+        &arrival,
+        stamp.traceparent,
+        stamp.edge_id,
+        &body_hex,
+    ] {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field.as_bytes());
+    }
+    mac
+}
+
+/// The value of [`HEADER_SIGNATURE`] for a request.
+pub fn sign(
+    secret: &EdgeSecret,
+    method: &str,
+    path_and_query: &str,
+    stamp: &EdgeStamp<'_>,
+    body: &[u8],
+) -> String {
+    let tag = canonical_mac(secret, method, path_and_query, stamp, body).finalize();
+    format!("{VERSION}={}", hex::encode(tag.into_bytes()))
+}
+
+/// Checks a [`HEADER_SIGNATURE`] value in constant time.
+pub fn verify(
+    secret: &EdgeSecret,
+    method: &str,
+    path_and_query: &str,
+    stamp: &EdgeStamp<'_>,
+    body: &[u8],
+    signature: &str,
+) -> Result<(), SignatureError> {
+    let hex_tag = signature
+        .strip_prefix(VERSION)
+        .and_then(|rest| rest.strip_prefix('='))
+        .ok_or(SignatureError::Malformed)?;
+    let tag = hex::decode(hex_tag).map_err(|_| SignatureError::Malformed)?;
+    canonical_mac(secret, method, path_and_query, stamp, body)
+        .verify_slice(&tag)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+/// Checks that an arrival stamp is within `max_skew_us` of the origin's clock, either way.
+pub fn check_fresh(arrival_us: u64, now_us: u64, max_skew_us: u64) -> Result<(), SignatureError> {
+    let skew = arrival_us.abs_diff(now_us);
+    if skew > max_skew_us {
+        return Err(SignatureError::Stale { skew_ms: skew / 1000, max_ms: max_skew_us / 1000 });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> EdgeSecret {
+        EdgeSecret::from_hex(&"ab".repeat(32)).unwrap()
+    }
+
+    fn stamp() -> EdgeStamp<'static> {
+        EdgeStamp {
+            user_id: "5f0c3c1e-6a57-4a4c-9b8e-0d6f3e7a9b10",
+            arrival_us: 1_700_000_000_000_000,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            edge_id: "edge-1",
+        }
+    }
+
+    #[test]
+    fn a_signature_verifies() {
+        let sig = sign(&secret(), "POST", "/slots/acquire", &stamp(), b"{}");
+        assert!(sig.starts_with("v1="));
+        verify(&secret(), "POST", "/slots/acquire", &stamp(), b"{}", &sig).unwrap();
+    }
+
+    #[test]
+    fn any_changed_field_breaks_the_signature() {
+        let sig = sign(&secret(), "POST", "/slots/acquire", &stamp(), b"{}");
+        let other_user = EdgeStamp { user_id: "someone-else", ..stamp() };
+        let later = EdgeStamp { arrival_us: stamp().arrival_us + 1, ..stamp() };
+        let other_edge = EdgeStamp { edge_id: "edge-2", ..stamp() };
+        let other_trace = EdgeStamp {
+            traceparent: "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ..stamp()
+        };
+        let cases: [(&str, &str, EdgeStamp<'_>, &[u8]); 7] = [
+            ("GET", "/slots/acquire", stamp(), b"{}"),
+            ("POST", "/payments", stamp(), b"{}"),
+            ("POST", "/slots/acquire", stamp(), b"{ }"),
+            ("POST", "/slots/acquire", other_user, b"{}"),
+            ("POST", "/slots/acquire", later, b"{}"),
+            ("POST", "/slots/acquire", other_edge, b"{}"),
+            ("POST", "/slots/acquire", other_trace, b"{}"),
+        ];
+        for (method, path, st, body) in cases {
+            assert_eq!(
+                verify(&secret(), method, path, &st, body, &sig),
+                Err(SignatureError::Mismatch),
+                "{method} {path} {st:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_secret_does_not_verify() {
+        let sig = sign(&secret(), "POST", "/x", &stamp(), b"");
+        let other = EdgeSecret::from_hex(&"cd".repeat(32)).unwrap();
+        assert_eq!(verify(&other, "POST", "/x", &stamp(), b"", &sig), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
+    fn malformed_signatures_are_named() {
+        for bad in ["", "v2=00", "v1=zz", "v1", "deadbeef"] {
+            assert_eq!(
+                verify(&secret(), "POST", "/x", &stamp(), b"", bad),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn field_boundaries_cannot_be_shifted() {
+        // "ab" + "c" and "a" + "bc" must not collide.
+        let a = EdgeStamp { user_id: "ab", edge_id: "c", ..stamp() };
+        let b = EdgeStamp { user_id: "a", edge_id: "bc", ..stamp() };
+        assert_ne!(sign(&secret(), "P", "/", &a, b""), sign(&secret(), "P", "/", &b, b""));
+    }
+
+    #[test]
+    fn short_or_non_hex_secrets_are_refused() {
+        assert_eq!(EdgeSecret::from_hex("abcd").unwrap_err(), SecretError::TooShort);
+        assert_eq!(EdgeSecret::from_hex("xyz").unwrap_err(), SecretError::NotHex);
+    }
+
+    #[test]
+    fn freshness_is_symmetric() {
+        check_fresh(10_000_000, 10_500_000, 1_000_000).unwrap();
+        check_fresh(10_500_000, 10_000_000, 1_000_000).unwrap();
+        assert_eq!(
+            check_fresh(10_000_000, 12_000_001, 1_000_000),
+            Err(SignatureError::Stale { skew_ms: 2000, max_ms: 1000 })
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! Bearer-token verification: EdDSA (Ed25519) JWTs checked against a JWKS.
+//!
+//! Rules on top of the signature: `exp` is required, `nbf`/`iat` may not lie in the future
+//! beyond the leeway, `iss` and `aud` must match the configuration, `sub` must be a UUID
+//! (flashgate's ids are UUIDs) and `role` is `buyer` (the default when absent) or `admin`.
+//! A key is chosen by the header's `kid` when present; without one every key is tried, so a
+//! key set can rotate without downtime.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jwt_simple::JWTError;
+use jwt_simple::prelude::*;
+use serde::{Deserialize as De, Serialize as Ser};
+use std::time::Duration as StdDuration;
+use uuid::Uuid;
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// One JSON Web Key, as published in a JWKS document.
+#[derive(Debug, Clone, PartialEq, Eq, Ser, De)]
+pub struct Jwk {
+    pub kty: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+impl Jwk {
+    /// The JWK of an Ed25519 public key (32 raw bytes).
+    pub fn ed25519(kid: &str, public_key: &[u8]) -> Self {
+        Self {
+            kty: "OKP".into(),
+            crv: Some("Ed25519".into()),
+            x: Some(URL_SAFE_NO_PAD.encode(public_key)),
+            kid: Some(kid.into()),
+            alg: Some("EdDSA".into()),
+            use_: Some("sig".into()),
+        }
+    }
+}
+
+/// A JWKS document: `{"keys": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Ser, De)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeySetError {
+    #[error("the key set is not a JWKS document: {0}")]
+    NotJwks(String),
+    #[error("key {index} ({kid}) is not a valid Ed25519 key")]
+    BadKey { index: usize, kid: String },
+    #[error("the key set holds no usable EdDSA key")]
+    Empty,
+}
+
+#[derive(Clone)]
+struct VerifyingKey {
+    kid: Option<String>,
+    key: Ed25519PublicKey,
+}
+
+/// The issuer's public keys.
+#[derive(Clone)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<_> = self.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
+        f.debug_struct("KeySet").field("kids", &kids).finish()
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS document. Keys of types flashgate does not verify (RSA, …) are skipped;
+    /// a malformed Ed25519 key is an error, and so is a set with no usable key.
+    pub fn from_jwks_json(json: &str) -> Result<Self, KeySetError> {
+        let jwks: Jwks =
+            serde_json::from_str(json).map_err(|e| KeySetError::NotJwks(e.to_string()))?;
+        Self::from_jwks(&jwks)
+    }
+
+    pub fn from_jwks(jwks: &Jwks) -> Result<Self, KeySetError> {
+        let mut keys = Vec::new();
+        for (index, jwk) in jwks.keys.iter().enumerate() {
+            if jwk.kty != "OKP" || jwk.crv.as_deref() != Some("Ed25519") {
+                continue;
+            }
+            let bad = || KeySetError::BadKey {
+                index,
+                kid: jwk.kid.clone().unwrap_or_else(|| "no kid".into()),
+            };
+            let raw = jwk
+                .x
+                .as_deref()
+                .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
+                .ok_or_else(bad)?;
+            let key = Ed25519PublicKey::from_bytes(&raw).map_err(|_| bad())?;
+            keys.push(VerifyingKey { kid: jwk.kid.clone(), key });
+        }
+        if keys.is_empty() {
+            return Err(KeySetError::Empty);
+        }
+        Ok(Self { keys })
+    }
+}
+
+/// What a token must say besides being signed by a known key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    pub issuer: String,
+    pub audience: String,
+    /// Tolerated clock skew for `exp`, `nbf` and `iat`.
+    pub leeway: StdDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Ser, De)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Buyer,
+    Admin,
+}
+
+#[derive(Debug, Default, Ser, De)]
+struct FlashgateClaims {
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+/// A verified token: who, in what role, until when (seconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub expires_at: u64,
+}
+
+impl VerifiedToken {
+    /// The cache key of a verified token: a hash of the token under the fingerprint of the
+    /// verifier's configuration, so a key rotation or policy change starts a fresh cache.
+    pub fn cache_key(verifier_fingerprint: &str, token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(token.as_bytes());
+        format!("jwt:{verifier_fingerprint}:{}", hex::encode(&digest[..16]))
+    }
+
+    /// Compact form for a key-value store: `<uuid> <role> <exp>`.
+    pub fn encode(&self) -> String {
+        let role = match self.role {
+            Role::Buyer => "buyer",
+            Role::Admin => "admin",
+        };
+        format!("{} {role} {}", self.user_id, self.expires_at)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let mut parts = s.split(' ');
+        let user_id = Uuid::try_parse(parts.next()?).ok()?;
+        let role = match parts.next()? {
+            "buyer" => Role::Buyer,
+            "admin" => Role::Admin,
+            _ => return None,
+        };
+        let expires_at = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some(Self { user_id, role, expires_at })
+    }
+
+    /// Whether a cached verdict may still be used at `now_secs`, with the same leeway the
+    /// verifier grants.
+    pub fn usable_at(&self, now_secs: u64, leeway: StdDuration) -> bool {
+        now_secs <= self.expires_at.saturating_add(leeway.as_secs())
+    }
+}
+
+/// Why a token was refused; the `Display` text is what the 401 `detail` says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the Authorization header must be `Bearer <JWT>`")]
+    MissingBearer,
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token algorithm `{0}` is not accepted (EdDSA only)")]
+    Algorithm(String),
+    #[error("the token's key id is not one of the issuer's keys")]
+    UnknownKey,
+    #[error("the token signature does not verify")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token issuer is not accepted")]
+    Issuer,
+    #[error("the token audience is not accepted")]
+    Audience,
+    #[error("the token has no `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("the token subject must be a UUID")]
+    Subject,
+    #[error("the token role is not `buyer` or `admin`")]
+    Role,
+}
+
+/// Verifies bearer tokens against a key set and a policy.
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    keys: KeySet,
+    policy: TokenPolicy,
+}
+
+impl TokenVerifier {
+    pub fn new(keys: KeySet, policy: TokenPolicy) -> Self {
+        Self { keys, policy }
+    }
+
+    pub fn leeway(&self) -> StdDuration {
+        self.policy.leeway
+    }
+
+    /// A short digest of the keys and the policy: cached verdicts are stored under it, so
+    /// they die with a key rotation or a policy change.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for k in &self.keys.keys {
+            h.update(k.kid.as_deref().unwrap_or("").as_bytes());
+            h.update([0]);
+            h.update(k.key.to_bytes());
+        }
+        for part in [&self.policy.issuer, &self.policy.audience] {
+            h.update([1]);
+            h.update(part.as_bytes());
+        }
+        h.update(self.policy.leeway.as_secs().to_be_bytes());
+        hex::encode(&h.finalize()[..8])
+    }
+
+    /// Extracts the token from an `Authorization` header value.
+    pub fn bearer(header: Option<&str>) -> Result<&str, TokenError> {
+        let value = header.ok_or(TokenError::MissingBearer)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(TokenError::MissingBearer)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(TokenError::MissingBearer);
+        }
+        Ok(token.trim())
+    }
+
+    /// Verifies `token` at `now_secs` (seconds since the epoch).
+    pub fn verify(&self, token: &str, now_secs: u64) -> Result<VerifiedToken, TokenError> {
+        if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
+            return Err(TokenError::Malformed);
+        }
+        let meta = Token::decode_metadata(token).map_err(|_| TokenError::Malformed)?;
+        if meta.algorithm() != "EdDSA" {
+            return Err(TokenError::Algorithm(meta.algorithm().chars().take(16).collect()));
+        }
+        let kid = meta.key_id();
+        let mut candidates =
+            self.keys.keys.iter().filter(|k| kid.is_none() || k.kid.as_deref() == kid).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::UnknownKey);
+        }
+        let options = VerificationOptions {
+            allowed_issuers: Some(HashSet::from([self.policy.issuer.clone()])),
+            allowed_audiences: Some(HashSet::from([self.policy.audience.clone()])),
+            time_tolerance: Some(Duration::from_secs(self.policy.leeway.as_secs())),
+            artificial_time: Some(Duration::from_secs(now_secs)),
+            max_token_length: Some(MAX_TOKEN_LEN),
+            ..Default::default()
+        };
+        let mut last = TokenError::BadSignature;
+        for candidate in candidates {
+            match candidate.key.verify_token::<FlashgateClaims>(token, Some(options.clone())) {
+                Ok(claims) => return Self::accept(claims),
+                Err(e) => {
+                    last = map_error(&e);
+                    if last != TokenError::BadSignature {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn accept(claims: JWTClaims<FlashgateClaims>) -> Result<VerifiedToken, TokenError> {
+        let expires_at = claims.expires_at.ok_or(TokenError::MissingClaim("exp"))?.as_secs();
+        let subject = claims.subject.ok_or(TokenError::MissingClaim("sub"))?;
+        let user_id = Uuid::try_parse(&subject).map_err(|_| TokenError::Subject)?;
+        Ok(VerifiedToken {
+            user_id,
+            role: claims.custom.role.unwrap_or(Role::Buyer),
+            expires_at,
+        })
+    }
+}
+
+fn map_error(e: &jwt_simple::Error) -> TokenError {
+    match e.downcast_ref::<JWTError>() {
+        Some(JWTError::InvalidSignature) => TokenError::BadSignature,
+        Some(JWTError::TokenHasExpired) => TokenError::Expired,
+        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => TokenError::NotYetValid,
+        Some(JWTError::RequiredIssuerMismatch) => TokenError::Issuer,
+        Some(JWTError::RequiredIssuerMissing) => TokenError::MissingClaim("iss"),
+        Some(JWTError::RequiredAudienceMismatch) => TokenError::Audience,
+        Some(JWTError::RequiredAudienceMissing) => TokenError::MissingClaim("aud"),
+        Some(JWTError::AlgorithmMismatch) => TokenError::Algorithm("?".into()),
+        _ => {
+            // serde errors from the claims: an unknown role is the one we can name.
+            if e.to_string().contains("unknown variant") {
+                TokenError::Role
+            } else {
+                TokenError::Malformed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Issuer {
+        pair: Ed25519KeyPair,
+    }
+
+    impl Issuer {
+        fn new(kid: &str) -> Self {
+            Self { pair: Ed25519KeyPair::generate().with_key_id(kid) }
+        }
+        fn jwk(&self) -> Jwk {
+            let kid = self.pair.key_id().clone().unwrap();
+            Jwk::ed25519(&kid, &self.pair.public_key().to_bytes())
+        }
+        fn claims(&self) -> JWTClaims<FlashgateClaims> {
+            let mut c = Claims::with_custom_claims(
+                FlashgateClaims { role: Some(Role::Buyer) },
+                Duration::from_mins(10),
+            )
+            .with_issuer("iss")
+            .with_audience("aud")
+            .with_subject(Uuid::nil());
+            c.issued_at = Some(Duration::from_secs(NOW));
+            c.expires_at = Some(Duration::from_secs(NOW + 600));
+            c
+        }
+        fn sign(&self, claims: JWTClaims<FlashgateClaims>) -> String {
+            self.pair.sign(claims).unwrap()
+        }
+    }
+
+    fn verifier(jwks: Vec<Jwk>) -> TokenVerifier {
+        TokenVerifier::new(
+            KeySet::from_jwks(&Jwks { keys: jwks }).unwrap(),
+            TokenPolicy {
+                issuer: "iss".into(),
+                audience: "aud".into(),
+                leeway: StdDuration::from_secs(30),
+            },
+        )
+    }
+
+    #[test]
+    fn a_good_token_verifies() {
+        let issuer = Issuer::new("k1");
+        let t = issuer.sign(issuer.claims());
+        let v = verifier(vec![issuer.jwk()]).verify(&t, NOW).unwrap();
+        assert_eq!(v.user_id, Uuid::nil());
+        assert_eq!(v.role, Role::Buyer);
+        assert_eq!(v.expires_at, NOW + 600);
+    }
+
+    #[test]
+    fn expiry_honours_the_leeway() {
+        let issuer = Issuer::new("k1");
+        let t = issuer.sign(issuer.claims());
+        let v = verifier(vec![issuer.jwk()]);
+        assert!(v.verify(&t, NOW + 600 + 29).is_ok());
+        assert_eq!(v.verify(&t, NOW + 600 + 31), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn not_yet_valid_tokens_are_refused() {
+        let issuer = Issuer::new("k1");
+        let mut c = issuer.claims();
+        c.invalid_before = Some(Duration::from_secs(NOW + 120));
+        c.issued_at = Some(Duration::from_secs(NOW + 120));
+        let t = issuer.sign(c);
+        assert_eq!(verifier(vec![issuer.jwk()]).verify(&t, NOW), Err(TokenError::NotYetValid));
+    }
+
+    #[test]
+    fn wrong_key_issuer_audience_and_subject_are_refused() {
+        let issuer = Issuer::new("k1");
+        let stranger = Issuer::new("k1");
+        let v = verifier(vec![issuer.jwk()]);
+        assert_eq!(v.verify(&stranger.sign(stranger.claims()), NOW), Err(TokenError::BadSignature));
+
+        let c = issuer.claims().with_issuer("other");
+        assert_eq!(v.verify(&issuer.sign(c), NOW), Err(TokenError::Issuer));
+        let c = issuer.claims().with_audience("other");
+        assert_eq!(v.verify(&issuer.sign(c), NOW), Err(TokenError::Audience));
+        let c = issuer.claims().with_subject("not-a-uuid");
+        assert_eq!(v.verify(&issuer.sign(c), NOW), Err(TokenError::Subject));
+        let mut c = issuer.claims();
+        c.expires_at = None;
+        assert_eq!(v.verify(&issuer.sign(c), NOW), Err(TokenError::MissingClaim("exp")));
+    }
+
+    #[test]
+    fn alg_none_and_garbage_are_refused() {
+        let v = verifier(vec![Issuer::new("k1").jwk()]);
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD
+            .encode(format!(r#"{{"sub":"{}","exp":{},"iss":"iss","aud":"aud"}}"#, Uuid::nil(), NOW + 60));
+        assert_eq!(v.verify(&format!("{header}.{body}."), NOW), Err(TokenError::Algorithm("none".into())));
+        for junk in ["", "a.b", "a.b.c", "....", &"x".repeat(MAX_TOKEN_LEN + 1)] {
+            assert_eq!(v.verify(junk, NOW), Err(TokenError::Malformed), "{junk:.20}");
+        }
+    }
+
+    #[test]
+    fn keys_are_chosen_by_kid_and_rotate() {
+        let old = Issuer::new("old");
+        let new = Issuer::new("new");
+        let both = verifier(vec![old.jwk(), new.jwk()]);
+        assert!(both.verify(&old.sign(old.claims()), NOW).is_ok());
+        assert!(both.verify(&new.sign(new.claims()), NOW).is_ok());
+        let only_new = verifier(vec![new.jwk()]);
+        assert_eq!(only_new.verify(&old.sign(old.claims()), NOW), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn roles_parse_and_unknown_roles_are_refused() {
+        let issuer = Issuer::new("k1");
+        let v = verifier(vec![issuer.jwk()]);
+        let mut c = issuer.claims();
+        c.custom.role = Some(Role::Admin);
+        assert_eq!(v.verify(&issuer.sign(c), NOW).unwrap().role, Role::Admin);
+        let mut c = issuer.claims();
+        c.custom.role = None;
+        assert_eq!(v.verify(&issuer.sign(c), NOW).unwrap().role, Role::Buyer);
+    }
+
+    #[test]
+    fn cached_verdicts_round_trip_and_expire() {
+        let v = VerifiedToken { user_id: Uuid::nil(), role: Role::Admin, expires_at: NOW };
+        assert_eq!(VerifiedToken::decode(&v.encode()), Some(v.clone()));
+        for bad in ["", "x admin 1", "00000000-0000-0000-0000-000000000000 root 1", "a b c d"] {
+            assert_eq!(VerifiedToken::decode(bad), None);
+        }
+        let leeway = StdDuration::from_secs(30);
+        assert!(v.usable_at(NOW + 30, leeway));
+        assert!(!v.usable_at(NOW + 31, leeway));
+        assert_ne!(VerifiedToken::cache_key("a", "t"), VerifiedToken::cache_key("b", "t"));
+        assert_ne!(VerifiedToken::cache_key("a", "t"), VerifiedToken::cache_key("a", "u"));
+        let (k1, k2) = (Issuer::new("k1").jwk(), Issuer::new("k2").jwk());
+        assert_eq!(verifier(vec![k1.clone()]).fingerprint(), verifier(vec![k1.clone()]).fingerprint());
+        assert_ne!(verifier(vec![k1.clone()]).fingerprint(), verifier(vec![k1, k2]).fingerprint());
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(TokenVerifier::bearer(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(TokenVerifier::bearer(Some("bearer  abc ")), Ok("abc"));
+        assert_eq!(TokenVerifier::bearer(None), Err(TokenError::MissingBearer));
+        assert_eq!(TokenVerifier::bearer(Some("Basic abc")), Err(TokenError::MissingBearer));
+        assert_eq!(TokenVerifier::bearer(Some("Bearer ")), Err(TokenError::MissingBearer));
+    }
+
+    #[test]
+    fn jwks_parsing_skips_foreign_keys_and_names_bad_ones() {
+        let good = Issuer::new("k1").jwk();
+        let rsa = r#"{"kty":"RSA","n":"abc","e":"AQAB","kid":"r"}"#;
+        let json = format!(r#"{{"keys":[{rsa},{}]}}"#, serde_json::to_string(&good).unwrap());
+        assert!(KeySet::from_jwks_json(&json).is_ok());
+        assert_eq!(KeySet::from_jwks_json(&format!(r#"{{"keys":[{rsa}]}}"#)).unwrap_err(), KeySetError::Empty);
+        let bad = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"b"}]}"#;
+        assert_eq!(
+            KeySet::from_jwks_json(bad).unwrap_err(),
+            KeySetError::BadKey { index: 0, kid: "b".into() }
+        );
+        assert!(matches!(KeySet::from_jwks_json("nope"), Err(KeySetError::NotJwks(_))));
+    }
+}

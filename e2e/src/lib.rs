@@ -1,0 +1,413 @@
+//! flashgate-e2e: the harness for flashgate's end-to-end tests.
+//!
+//! Each test gets its own `redis-server` (on a Unix socket, killed on drop), its own
+//! PostgreSQL database (dropped afterwards), an origin [`Application`] on port 0 and the real
+//! edge component served by [`EdgeHost`] from the repository's `spin.toml`. Nothing is
+//! mocked. Tracing output appears only when `TEST_LOG` is set.
+
+use anyhow::{Context, Result, bail};
+use flashgate_cli::{DevIdentity, TokenSpec};
+use flashgate_core::signing::{self, EdgeSecret, EdgeStamp};
+use flashgate_core::token::{KeySet, TokenPolicy};
+use flashgate_edge_host::{EdgeHost, HostSettings};
+use flashgate_origin::clock::{Clock, SystemClock};
+use flashgate_origin::settings::Settings;
+use flashgate_origin::startup::Application;
+use flashgate_origin::state::AppState;
+use jwt_simple::prelude::Ed25519KeyPair;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ sits in the repo").to_owned()
+}
+
+fn init_tracing() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        flashgate_origin::telemetry::init("info,flashgate=debug,sqlx=warn", false);
+    }
+}
+
+/// A private `redis-server` listening on a Unix socket in a temporary directory.
+pub struct RedisServer {
+    child: Child,
+    dir: PathBuf,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("fg-redis-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (is it installed? scripts/setup.sh installs it)")?;
+        let url = format!("redis+unix://{}", socket.display());
+        let server = Self { child, dir, url };
+        let client = redis::Client::open(server.url.as_str())?;
+        for _ in 0..200 {
+            if let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("redis-server did not come up on {}", socket.display())
+    }
+
+    pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(self.url.as_str())?.get_multiplexed_async_connection().await?)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh PostgreSQL database, dropped with this value.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Result<Self> {
+        let base = std::env::var("FLASHGATE_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        let admin_url = format!("{base}/postgres");
+        let name = format!("fg_test_{}", Uuid::new_v4().simple());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .context("connecting to PostgreSQL (scripts/setup.sh starts it)")?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+        Ok(Self { url: format!("{base}/{name}"), name, admin_url })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime guarantee: use a private one on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut c =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The identity provider and the edge↔origin secret, generated per test.
+pub struct Identity {
+    dev: DevIdentity,
+    pair: Ed25519KeyPair,
+    pub jwks: String,
+    pub secret_hex: String,
+}
+
+impl Identity {
+    pub fn generate() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("fg-id-{}", Uuid::new_v4().simple()));
+        let (dev, _) = DevIdentity::ensure(&dir)?;
+        let pair = dev.key_pair()?;
+        let jwks = dev.jwks()?;
+        let secret_hex = dev.edge_secret()?;
+        Ok(Self { dev, pair, jwks, secret_hex })
+    }
+
+    pub fn secret(&self) -> EdgeSecret {
+        EdgeSecret::from_hex(&self.secret_hex).expect("generated secrets are valid")
+    }
+
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
+    pub fn token(&self, spec: &TokenSpec) -> String {
+        flashgate_cli::mint(&self.pair, spec).expect("minting")
+    }
+
+    pub fn buyer(&self, user: Uuid) -> String {
+        self.token(&TokenSpec::buyer(user))
+    }
+
+    pub fn admin(&self) -> String {
+        self.token(&TokenSpec::admin(Uuid::new_v4()))
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dev.dir);
+    }
+}
+
+/// A running origin on port 0.
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestOrigin {
+    pub async fn spawn(
+        redis: &RedisServer,
+        db: &TestDatabase,
+        id: &Identity,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        init_tracing();
+        let settings = Settings::new(
+            "127.0.0.1:0".parse()?,
+            db.url.clone(),
+            redis.url.clone(),
+            id.secret(),
+            KeySet::from_jwks_json(&id.jwks)?,
+            TokenPolicy {
+                issuer: flashgate_cli::DEV_ISSUER.into(),
+                audience: flashgate_cli::DEV_AUDIENCE.into(),
+                leeway: Duration::from_secs(30),
+            },
+        );
+        let app = Application::build_with_clock(settings, clock).await?;
+        let addr = app.local_addr();
+        let state = app.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, state, stop: Some(stop) })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests the origin has answered, `/metrics` excepted.
+    pub async fn request_count(&self) -> Result<u64> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("flashgate_http_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    /// Creates a product through the admin API; returns its id.
+    pub async fn create_product(&self, id: &Identity, stock: i64) -> Result<Uuid> {
+        let starts = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        self.create_product_starting(id, stock, starts).await
+    }
+
+    pub async fn create_product_starting(
+        &self,
+        id: &Identity,
+        stock: i64,
+        starts: time::OffsetDateTime,
+    ) -> Result<Uuid> {
+        let body = json!({
+            "name": "Limited sneaker",
+            "price": {"amount": 12900, "currency": "EUR"},
+            "stock": stock,
+            "saleStartsAt": starts.format(&time::format_description::well_known::Rfc3339)?,
+        });
+        let response = reqwest::Client::new()
+            .post(self.url("/products"))
+            .bearer_auth(id.admin())
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != 201 {
+            bail!("creating a product: {status} {body}");
+        }
+        Ok(Uuid::parse_str(body["productId"].as_str().context("productId")?)?)
+    }
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The path of the built edge component, from `spin.toml`.
+pub fn component_path() -> PathBuf {
+    repo_root().join("edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm")
+}
+
+/// The real edge component in flashgate's host, on port 0.
+pub struct TestEdge {
+    pub addr: SocketAddr,
+    pub host_kv: flashgate_edge_host::kv::KvStores,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestEdge {
+    /// Serves the repository's `spin.toml`, pointed at `origin` (any `host:port`).
+    pub async fn spawn(origin: SocketAddr, id: &Identity) -> Result<Self> {
+        Self::spawn_manifest(repo_root().join("spin.toml"), origin, id).await
+    }
+
+    pub async fn spawn_manifest(manifest: PathBuf, origin: SocketAddr, id: &Identity) -> Result<Self> {
+        init_tracing();
+        if !component_path().exists() {
+            bail!("{} is missing: run scripts/build-edge.sh first", component_path().display());
+        }
+        let mut settings = HostSettings::new(manifest, "127.0.0.1:0".parse()?);
+        settings.max_instances = 64;
+        settings.kv_capacity_bytes = 16 << 20;
+        settings.request_timeout = Duration::from_secs(5);
+        for (k, v) in [
+            ("origin_host", origin.to_string()),
+            ("edge_secret", id.secret_hex.clone()),
+            ("jwt_jwks", id.jwks.clone()),
+            ("edge_id", "edge-test".to_owned()),
+        ] {
+            settings.variables.insert(k.to_owned(), v);
+        }
+        let host = EdgeHost::build(settings).await?;
+        let addr = host.local_addr();
+        let host_kv = host.kv();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(host.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, host_kv, stop: Some(stop) })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A TCP proxy that holds each new connection for `delay` before connecting it onwards: an
+/// edge→origin network delay.
+pub async fn delay_proxy(target: SocketAddr, delay: Duration) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Everything one end-to-end test needs, started together.
+pub struct Stack {
+    pub redis: RedisServer,
+    pub db: TestDatabase,
+    pub id: Identity,
+    pub origin: TestOrigin,
+    pub edge: TestEdge,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Result<Self> {
+        let redis = RedisServer::start()?;
+        let db = TestDatabase::create().await?;
+        let id = Identity::generate()?;
+        let origin = TestOrigin::spawn(&redis, &db, &id, Arc::new(SystemClock)).await?;
+        let edge = TestEdge::spawn(origin.addr, &id).await?;
+        Ok(Self { redis, db, id, origin, edge, http: reqwest::Client::new() })
+    }
+
+    /// `POST /slots/acquire` through the edge.
+    pub async fn acquire(&self, token: &str, product: Uuid) -> Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(self.edge.url("/slots/acquire"))
+            .bearer_auth(token)
+            .json(&json!({ "productId": product }))
+            .send()
+            .await?)
+    }
+}
+
+/// Signs a request the way the edge does, for tests that talk to the origin directly.
+pub fn edge_headers(
+    secret: &EdgeSecret,
+    method: &str,
+    path: &str,
+    user: Uuid,
+    arrival_us: u64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let user = user.to_string();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let stamp = EdgeStamp { user_id: &user, arrival_us, traceparent, edge_id: "edge-test" };
+    vec![
+        (signing::HEADER_USER, user.clone()),
+        (signing::HEADER_ARRIVAL, arrival_us.to_string()),
+        (signing::HEADER_TRACEPARENT, traceparent.to_owned()),
+        (signing::HEADER_EDGE, "edge-test".to_owned()),
+        (signing::HEADER_SIGNATURE, signing::sign(secret, method, path, &stamp, body)),
+    ]
+}
+
+pub fn now_us() -> u64 {
+    SystemClock.now_us() as u64
+}
+
+/// Asserts a problem+json answer and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {slug}");
+    let ct = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(ct.as_deref(), Some("application/problem+json"), "content type for {slug}");
+    let header_trace = response
+        .headers()
+        .get("x-trace-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .expect("every answer carries X-Trace-ID");
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert_eq!(body["type"], format!("/problems/{slug}"), "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["traceId"], header_trace, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    body
+}

@@ -1,0 +1,291 @@
+//! The HTTP server: routes each request to its component and runs it in a fresh `Store`
+//! from a pre-instantiated `ProxyPre`, under the pooling allocator and an epoch deadline.
+
+use crate::kv::KvStores;
+use crate::manifest::{ComponentSpec, Manifest};
+use crate::state::{Outbound, RequestState};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// How often the epoch advances; per-request wasm deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    pub manifest: PathBuf,
+    pub listen: SocketAddr,
+    /// `--variable name=value` overrides (beat `SPIN_VARIABLE_*` and defaults).
+    pub variables: HashMap<String, String>,
+    /// Deadline of a whole request, guest execution and outbound waits included.
+    pub request_timeout: Duration,
+    pub outbound_connect_timeout: Duration,
+    pub outbound_first_byte_timeout: Duration,
+    /// Memory bound of each key-value store (keys + values).
+    pub kv_capacity_bytes: u64,
+    /// Concurrent instances the pooling allocator reserves.
+    pub max_instances: u32,
+}
+
+impl HostSettings {
+    pub fn new(manifest: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            manifest,
+            listen,
+            variables: HashMap::new(),
+            request_timeout: Duration::from_secs(10),
+            outbound_connect_timeout: Duration::from_secs(1),
+            outbound_first_byte_timeout: Duration::from_secs(5),
+            kv_capacity_bytes: 256 * 1024 * 1024,
+            max_instances: 1000,
+        }
+    }
+}
+
+struct Served {
+    pre: ProxyPre<RequestState>,
+    spec: Arc<ComponentSpec>,
+    outbound: Outbound,
+}
+
+struct Shared {
+    manifest: Manifest,
+    served: HashMap<String, Served>,
+    kv: KvStores,
+    engine: Engine,
+    request_timeout: Duration,
+}
+
+/// A running edge host: bound, compiled, ready to serve.
+pub struct EdgeHost {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl EdgeHost {
+    /// Loads the manifest, compiles and pre-instantiates every component, and binds.
+    pub async fn build(settings: HostSettings) -> Result<Self> {
+        let manifest = Manifest::load(&settings.manifest, &settings.variables)?;
+        let engine = engine(settings.max_instances)?;
+        let mut linker = Linker::<RequestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        crate::bindings::EdgeSpin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let labels: Vec<&str> = manifest
+            .components
+            .values()
+            .flat_map(|c| c.key_value_stores.iter().map(String::as_str))
+            .collect();
+        let kv = KvStores::new(labels, settings.kv_capacity_bytes);
+
+        let mut served = HashMap::new();
+        for (id, spec) in &manifest.components {
+            let started = std::time::Instant::now();
+            let component = Component::from_file(&engine, &spec.source).map_err(anyhow::Error::from).with_context(|| {
+                format!(
+                    "component `{id}`: cannot load {} (build it with scripts/build-edge.sh)",
+                    spec.source.display()
+                )
+            })?;
+            let pre = ProxyPre::new(linker.instantiate_pre(&component)?)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("component `{id}` is not a wasi:http proxy"))?;
+            tracing::info!(component = %id, elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
+            let outbound = Outbound {
+                rules: spec.allowed_outbound.clone().into(),
+                connect_timeout: settings.outbound_connect_timeout,
+                first_byte_timeout: settings.outbound_first_byte_timeout,
+            };
+            served.insert(id.clone(), Served { pre, spec: Arc::new(spec.clone()), outbound });
+        }
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        spawn_epoch_ticker(&engine);
+        let shared = Arc::new(Shared {
+            manifest,
+            served,
+            kv,
+            engine,
+            request_timeout: settings.request_timeout,
+        });
+        Ok(Self { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The application's key-value stores (for operators and tests).
+    pub fn kv(&self) -> KvStores {
+        self.shared.kv.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains open connections for up to 10 s.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(shared, peer, req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => {
+                tracing::warn!("connections still open after 10 s; closing");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn engine(max_instances: u32) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 4)
+        .total_memories(max_instances * 4)
+        .total_tables(max_instances * 4)
+        .total_stacks(max_instances)
+        .max_memory_size(64 << 20);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+/// One ticker per engine; it stops when the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("flashgate-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker");
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut req: hyper::Request<Incoming>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let Some(spec) = shared.manifest.route(req.uri().path()) else {
+        return host_problem(404, "not-found", "Not found", "no route for this path");
+    };
+    let served = &shared.served[&spec.id];
+    // What Spin tells components about the client.
+    if let Ok(addr) = http::HeaderValue::from_str(&peer.to_string()) {
+        req.headers_mut().insert("spin-client-addr", addr);
+    }
+    match tokio::time::timeout(shared.request_timeout, serve(&shared, served, req)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            tracing::error!(component = %spec.id, error = ?e, "component failed");
+            host_problem(500, "internal", "Internal error", "the edge component failed")
+        }
+        Err(_) => {
+            tracing::warn!(component = %spec.id, "request deadline exceeded");
+            host_problem(503, "unavailable", "Service unavailable", "the edge timed out")
+        }
+    }
+}
+
+async fn serve(
+    shared: &Shared,
+    served: &Served,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<HyperOutgoingBody>> {
+    let state = RequestState::new(served.spec.clone(), shared.kv.clone(), served.outbound.clone());
+    let mut store = Store::new(&shared.engine, state);
+    let ticks = (shared.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+    let out = store.data_mut().http().new_response_outparam(sender)?;
+    let pre = served.pre.clone();
+    // The guest may keep running (streaming a body) after it has sent the head.
+    let task = tokio::spawn(async move {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+    });
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(anyhow::anyhow!("guest answered with an error code: {code:?}")),
+        Err(_) => match task.await {
+            Ok(Ok(())) => Err(anyhow::anyhow!("guest never set a response")),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+fn host_problem(
+    status: u16,
+    slug: &str,
+    title: &str,
+    detail: &str,
+) -> hyper::Response<HyperOutgoingBody> {
+    let body = serde_json_problem(status, slug, title, detail);
+    let mut builder = hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/problem+json");
+    if status == 503 {
+        builder = builder.header("retry-after", "1");
+    }
+    builder
+        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
+        .expect("a static response is valid")
+}
+
+fn serde_json_problem(status: u16, slug: &str, title: &str, detail: &str) -> String {
+    format!(
+        r#"{{"type":"/problems/{slug}","title":"{title}","status":{status},"detail":"{detail}"}}"#
+    )
+}

@@ -1,0 +1,51 @@
+-- acquire.lua: the authoritative acquisition of one unit of one product.
+--
+-- Atomically: refuse an unknown product, a buyer who already holds a slot, a sale not yet
+-- open or already closed, or a sold-out product; otherwise take one unit, record the slot
+-- with the edge's arrival stamp and trace context, schedule its expiry, and append the
+-- grant event to the product's outbox stream. All keys share the product's hash tag.
+--
+-- KEYS[1] product hash   fg:{<pid>}:product  remaining, total, startsAtMs, endsAtMs
+-- KEYS[2] holders hash   fg:{<pid>}:holders  userId -> slotId (ACTIVE or COMPLETED)
+-- KEYS[3] slot hash      fg:{<pid>}:slot:<slotId>
+-- KEYS[4] expiry zset    fg:{<pid>}:expiry   slotId scored by expiresAtMs
+-- KEYS[5] outbox stream  fg:{<pid>}:outbox
+-- ARGV[1] productId  ARGV[2] userId  ARGV[3] slotId  ARGV[4] eventId
+-- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
+--
+-- Returns {'granted', remaining, expiresAtMs} | {'holding', slotId} | {'sold_out'}
+--       | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
+
+local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtMs')
+if not product[1] then
+  return {'unknown'}
+end
+
+local held = redis.call('HGET', KEYS[2], ARGV[2])
+if held then
+  return {'holding', held}
+end
+
+local now = tonumber(ARGV[6])
+if now < tonumber(product[2]) then
+  return {'not_on_sale', product[2]}
+end
+if product[3] and product[3] ~= '' and now >= tonumber(product[3]) then
+  return {'ended', product[3]}
+end
+if tonumber(product[1]) <= 0 then
+  return {'sold_out'}
+end
+
+local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+local expires = now + tonumber(ARGV[7])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3],
+  'productId', ARGV[1], 'userId', ARGV[2], 'status', 'ACTIVE', 'arrivalUs', ARGV[5],
+  'acquiredMs', ARGV[6], 'expiresMs', expires, 'traceparent', ARGV[8])
+redis.call('ZADD', KEYS[4], expires, ARGV[3])
+redis.call('XADD', KEYS[5], '*',
+  'type', 'slot-acquired', 'v', '1', 'eventId', ARGV[4], 'productId', ARGV[1],
+  'slotId', ARGV[3], 'userId', ARGV[2], 'arrivalUs', ARGV[5], 'atMs', ARGV[6],
+  'expiresMs', expires, 'traceparent', ARGV[8])
+return {'granted', remaining, expires}

@@ -1,0 +1,79 @@
+//! Time as an input: the origin reads it from a [`Clock`] so tests can drive it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use time::OffsetDateTime;
+
+pub trait Clock: Send + Sync + 'static {
+    /// Microseconds since the Unix epoch.
+    fn now_us(&self) -> i64;
+
+    fn now_ms(&self) -> i64 {
+        self.now_us().div_euclid(1000)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_us(&self) -> i64 {
+        (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn starting_now() -> Self {
+        Self(Arc::new(AtomicI64::new(SystemClock.now_us())))
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        self.0.fetch_add(by.as_micros() as i64, Ordering::SeqCst);
+    }
+
+    pub fn set_us(&self, us: i64) {
+        self.0.store(us, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_us(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// RFC 3339 (UTC) of a µs timestamp, with sub-second digits only when present.
+pub fn rfc3339_us(us: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn rfc3339_ms(ms: i64) -> String {
+    rfc3339_us(ms.saturating_mul(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_microseconds() {
+        assert_eq!(rfc3339_us(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(rfc3339_ms(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::starting_now();
+        let t = c.now_us();
+        c.advance(std::time::Duration::from_millis(5));
+        assert_eq!(c.now_us(), t + 5000);
+        assert_eq!(c.now_ms(), (t + 5000) / 1000);
+    }
+}

@@ -1,0 +1,162 @@
+//! The origin's one error type, mapped once to problem+json.
+//!
+//! Internal causes are logged with their chain and answered with an opaque 500; a dependency
+//! that is down is a fast 503 with `Retry-After`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flashgate_core::problem::Problem;
+use flashgate_core::signing::SignatureError;
+use flashgate_core::token::TokenError;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("edge signature: {0}")]
+    EdgeSignature(#[from] SignatureError),
+    #[error("edge headers: {0}")]
+    EdgeHeaders(String),
+    #[error("token: {0}")]
+    Token(#[from] TokenError),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("invalid {field}: {detail}")]
+    Validation { field: String, detail: String },
+    #[error("body too large")]
+    PayloadTooLarge,
+    #[error("sold out")]
+    SoldOut { product_id: Uuid },
+    #[error("already holding {slot_id}")]
+    AlreadyHolding { slot_id: Uuid },
+    #[error("not on sale until {sale_starts_at}")]
+    NotOnSale { sale_starts_at: String },
+    #[error("sale ended at {sale_ended_at}")]
+    SaleEnded { sale_ended_at: String },
+    #[error("{component} unavailable")]
+    Unavailable { component: &'static str, detail: String },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(field: &str, detail: impl Into<String>) -> Self {
+        Self::Validation { field: field.to_owned(), detail: detail.into() }
+    }
+
+    fn problem(&self) -> Problem {
+        match self {
+            Self::EdgeSignature(e) => Problem::unauthorized(e.to_string()),
+            Self::EdgeHeaders(detail) => Problem::unauthorized(detail.clone()),
+            Self::Token(e) => Problem::unauthorized(e.to_string()),
+            Self::Forbidden(detail) => Problem::new(403, "forbidden", "Forbidden", detail.clone()),
+            Self::NotFound(detail) => Problem::not_found(detail.clone()),
+            Self::MethodNotAllowed => Problem::new(
+                405,
+                "method-not-allowed",
+                "Method not allowed",
+                "this method is not allowed on this path",
+            ),
+            Self::Validation { field, detail } => {
+                Problem::unprocessable(format!("{field}: {detail}")).with("field", field.clone())
+            }
+            Self::PayloadTooLarge => Problem::new(
+                413,
+                "body-too-large",
+                "Request body too large",
+                "the request body is too large",
+            ),
+            Self::SoldOut { product_id } => Problem::new(
+                409,
+                "sold-out",
+                "Sold out",
+                "every unit of this product is held or sold",
+            )
+            .with("productId", product_id.to_string()),
+            Self::AlreadyHolding { slot_id } => Problem::new(
+                409,
+                "already-holding",
+                "Already holding a slot",
+                "you already hold a slot for this product",
+            )
+            .with("slotId", slot_id.to_string()),
+            Self::NotOnSale { sale_starts_at } => Problem::new(
+                409,
+                "not-on-sale",
+                "Not on sale yet",
+                format!("the sale opens at {sale_starts_at}"),
+            )
+            .with("saleStartsAt", sale_starts_at.clone()),
+            Self::SaleEnded { sale_ended_at } => Problem::new(
+                409,
+                "sale-ended",
+                "Sale ended",
+                format!("the sale closed at {sale_ended_at}"),
+            )
+            .with("saleEndsAt", sale_ended_at.clone()),
+            Self::Unavailable { component, .. } => {
+                Problem::unavailable(format!("{component} is unavailable; retry shortly"), 1)
+                    .with("component", *component)
+            }
+            Self::Internal(_) => Problem::internal(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            Self::Unavailable { component, detail } => {
+                tracing::warn!(component, detail, "dependency unavailable")
+            }
+            _ => tracing::debug!(error = %self, "request refused"),
+        }
+        let problem = self.problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = status.into_response();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        // Rendered with the request's trace id by `trace::layer`.
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
+        {
+            Self::Unavailable { component: "redis", detail: e.to_string() }
+        } else {
+            Self::Internal(anyhow::Error::new(e).context("redis"))
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                Self::Unavailable { component: "postgresql", detail: e.to_string() }
+            }
+            other => Self::Internal(anyhow::Error::new(other).context("postgresql")),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

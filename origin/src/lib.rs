@@ -1,0 +1,25 @@
+//! flashgate-origin: the authoritative side of a drop.
+//!
+//! An axum service behind the edge. Buyer requests arrive signed by the edge
+//! ([`edge_auth`]); operators call admin endpoints with an admin JWT ([`admin_auth`]).
+//! Acquisition is one Redis Lua script per request ([`inventory`], scripts under `lua/`);
+//! products live in PostgreSQL ([`products`]). [`startup::Application`] wires it together
+//! and binds; the binary in `main.rs` only parses settings and waits for a signal.
+
+pub mod admin_auth;
+pub mod clock;
+pub mod edge_auth;
+pub mod error;
+pub mod health;
+pub mod inventory;
+pub mod metrics;
+pub mod products;
+pub mod settings;
+pub mod slots;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod trace;
+
+/// The schema, embedded: applied at start-up and by the tests on their own databases.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

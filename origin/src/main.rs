@@ -1,0 +1,74 @@
+//! `flashgate-origin`: parses settings, starts the [`Application`], waits for a signal.
+
+use anyhow::Context;
+use clap::Parser;
+use flashgate_core::signing::EdgeSecret;
+use flashgate_core::token::{KeySet, TokenPolicy};
+use flashgate_origin::settings::Settings;
+use flashgate_origin::startup::Application;
+use flashgate_origin::telemetry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// flashgate's origin server.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[arg(long, env = "FLASHGATE_ORIGIN_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/flashgate")]
+    database_url: String,
+    #[arg(long, env = "FLASHGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Hex secret shared with the edge (≥ 32 bytes).
+    #[arg(long, env = "FLASHGATE_EDGE_SECRET", hide_env_values = true)]
+    edge_secret: String,
+    /// The identity provider's JWKS document (public keys), as a file.
+    #[arg(long, env = "FLASHGATE_JWT_JWKS_FILE")]
+    jwt_jwks_file: PathBuf,
+    #[arg(long, env = "FLASHGATE_JWT_ISSUER", default_value = "flashgate-dev")]
+    jwt_issuer: String,
+    #[arg(long, env = "FLASHGATE_JWT_AUDIENCE", default_value = "flashgate")]
+    jwt_audience: String,
+    #[arg(long, env = "FLASHGATE_JWT_LEEWAY_SECS", default_value_t = 30)]
+    jwt_leeway_secs: u64,
+    /// How far an edge arrival stamp may be from this clock.
+    #[arg(long, env = "FLASHGATE_MAX_STAMP_SKEW_MS", default_value_t = 5000)]
+    max_stamp_skew_ms: u64,
+    /// How long a granted slot is held for payment.
+    #[arg(long, env = "FLASHGATE_SLOT_HOLD_SECS", default_value_t = 1800)]
+    slot_hold_secs: u64,
+    /// Log as JSON lines.
+    #[arg(long, env = "FLASHGATE_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init("info,sqlx=warn", args.log_json);
+    let jwks = std::fs::read_to_string(&args.jwt_jwks_file)
+        .with_context(|| format!("reading {}", args.jwt_jwks_file.display()))?;
+    let mut settings = Settings::new(
+        args.listen,
+        args.database_url,
+        args.redis_url,
+        EdgeSecret::from_hex(&args.edge_secret).context("FLASHGATE_EDGE_SECRET")?,
+        KeySet::from_jwks_json(&jwks).context("FLASHGATE_JWT_JWKS_FILE")?,
+        TokenPolicy {
+            issuer: args.jwt_issuer,
+            audience: args.jwt_audience,
+            leeway: Duration::from_secs(args.jwt_leeway_secs),
+        },
+    );
+    settings.max_stamp_skew = Duration::from_millis(args.max_stamp_skew_ms);
+    settings.slot_hold = Duration::from_secs(args.slot_hold_secs);
+    let app = Application::build(settings).await?;
+    tracing::info!(addr = %app.local_addr(), "origin listening");
+    app.run_until_stopped(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await
+}

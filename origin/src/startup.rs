@@ -1,0 +1,101 @@
+//! Wiring: settings → connections → router → a bound listener.
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::ApiError;
+use crate::inventory::Inventory;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::state::{AppState, EdgeTrust};
+use crate::{MIGRATOR, edge_auth, health, metrics, products, slots, trace};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::get;
+use flashgate_core::token::TokenVerifier;
+use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A built origin: connected, migrated and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with the clock the tests drive.
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let db = PgPoolOptions::new()
+            .max_connections(settings.database_max_connections)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(&settings.database_url)
+            .context("parsing the database URL")?;
+        if settings.migrate {
+            MIGRATOR.run(&db).await.context("applying migrations")?;
+        }
+        let inventory = Inventory::connect(&settings.redis_url, settings.redis_timeout)
+            .context("parsing the Redis URL")?;
+        let state = AppState {
+            db,
+            inventory,
+            metrics: Metrics::default(),
+            edge: EdgeTrust {
+                secret: settings.edge_secret.clone(),
+                max_skew: settings.max_stamp_skew,
+                clock: clock.clone(),
+            },
+            admin_tokens: Arc::new(TokenVerifier::new(settings.jwt_keys.clone(), settings.jwt_policy.clone())),
+            clock,
+            slot_hold: settings.slot_hold,
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        Ok(Self { router: router(state.clone()), listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving")
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let buyer = Router::new()
+        .merge(slots::router())
+        .merge(products::buyer_router())
+        .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
+    Router::new()
+        .merge(buyer)
+        .merge(products::admin_router())
+        .route("/health", get(health::check))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .route("/metrics", get(metrics::endpoint))
+        .layer(DefaultBodyLimit::max(edge_auth::MAX_BODY.max(64 * 1024)))
+        .layer(from_fn(trace::layer))
+        .with_state(state)
+}

@@ -1,0 +1,42 @@
+//! Application state shared by every handler.
+
+use crate::clock::Clock;
+use crate::inventory::Inventory;
+use crate::metrics::Metrics;
+use axum::extract::FromRef;
+use flashgate_core::signing::EdgeSecret;
+use flashgate_core::token::TokenVerifier;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub inventory: Inventory,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub edge: EdgeTrust,
+    pub admin_tokens: Arc<TokenVerifier>,
+    pub slot_hold: Duration,
+}
+
+/// What the origin needs to check an edge signature.
+#[derive(Clone)]
+pub struct EdgeTrust {
+    pub secret: EdgeSecret,
+    pub max_skew: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl FromRef<AppState> for Metrics {
+    fn from_ref(s: &AppState) -> Self {
+        s.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for EdgeTrust {
+    fn from_ref(s: &AppState) -> Self {
+        s.edge.clone()
+    }
+}
