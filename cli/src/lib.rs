@@ -125,10 +125,8 @@ mod tests {
                 leeway: std::time::Duration::from_secs(5),
             },
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let v = verifier.verify(&token, now).unwrap();
         assert_eq!(v.user_id, user);
         assert_eq!(v.role, Role::Admin);

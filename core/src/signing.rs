@@ -83,7 +83,9 @@ pub enum SignatureError {
     Malformed,
     #[error("the edge signature does not match the request")]
     Mismatch,
-    #[error("the arrival stamp is {skew_ms} ms away from the origin's clock (at most {max_ms} ms allowed)")]
+    #[error(
+        "the arrival stamp is {skew_ms} ms away from the origin's clock (at most {max_ms} ms allowed)"
+    )]
     Stale { skew_ms: u64, max_ms: u64 },
 }
 
@@ -212,7 +214,10 @@ mod tests {
     fn another_secret_does_not_verify() {
         let sig = sign(&secret(), "POST", "/x", &stamp(), b"");
         let other = EdgeSecret::from_hex(&"cd".repeat(32)).unwrap();
-        assert_eq!(verify(&other, "POST", "/x", &stamp(), b"", &sig), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&other, "POST", "/x", &stamp(), b"", &sig),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]

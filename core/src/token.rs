@@ -101,11 +101,8 @@ impl KeySet {
                 index,
                 kid: jwk.kid.clone().unwrap_or_else(|| "no kid".into()),
             };
-            let raw = jwk
-                .x
-                .as_deref()
-                .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
-                .ok_or_else(bad)?;
+            let raw =
+                jwk.x.as_deref().and_then(|x| URL_SAFE_NO_PAD.decode(x).ok()).ok_or_else(bad)?;
             let key = Ed25519PublicKey::from_bytes(&raw).map_err(|_| bad())?;
             keys.push(VerifyingKey { kid: jwk.kid.clone(), key });
         }
@@ -298,11 +295,7 @@ impl TokenVerifier {
         let expires_at = claims.expires_at.ok_or(TokenError::MissingClaim("exp"))?.as_secs();
         let subject = claims.subject.ok_or(TokenError::MissingClaim("sub"))?;
         let user_id = Uuid::try_parse(&subject).map_err(|_| TokenError::Subject)?;
-        Ok(VerifiedToken {
-            user_id,
-            role: claims.custom.role.unwrap_or(Role::Buyer),
-            expires_at,
-        })
+        Ok(VerifiedToken { user_id, role: claims.custom.role.unwrap_or(Role::Buyer), expires_at })
     }
 }
 
@@ -424,9 +417,15 @@ mod tests {
     fn alg_none_and_garbage_are_refused() {
         let v = verifier(vec![Issuer::new("k1").jwk()]);
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let body = URL_SAFE_NO_PAD
-            .encode(format!(r#"{{"sub":"{}","exp":{},"iss":"iss","aud":"aud"}}"#, Uuid::nil(), NOW + 60));
-        assert_eq!(v.verify(&format!("{header}.{body}."), NOW), Err(TokenError::Algorithm("none".into())));
+        let body = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"{}","exp":{},"iss":"iss","aud":"aud"}}"#,
+            Uuid::nil(),
+            NOW + 60
+        ));
+        assert_eq!(
+            v.verify(&format!("{header}.{body}."), NOW),
+            Err(TokenError::Algorithm("none".into()))
+        );
         for junk in ["", "a.b", "a.b.c", "....", &"x".repeat(MAX_TOKEN_LEN + 1)] {
             assert_eq!(v.verify(junk, NOW), Err(TokenError::Malformed), "{junk:.20}");
         }
@@ -468,7 +467,10 @@ mod tests {
         assert_ne!(VerifiedToken::cache_key("a", "t"), VerifiedToken::cache_key("b", "t"));
         assert_ne!(VerifiedToken::cache_key("a", "t"), VerifiedToken::cache_key("a", "u"));
         let (k1, k2) = (Issuer::new("k1").jwk(), Issuer::new("k2").jwk());
-        assert_eq!(verifier(vec![k1.clone()]).fingerprint(), verifier(vec![k1.clone()]).fingerprint());
+        assert_eq!(
+            verifier(vec![k1.clone()]).fingerprint(),
+            verifier(vec![k1.clone()]).fingerprint()
+        );
         assert_ne!(verifier(vec![k1.clone()]).fingerprint(), verifier(vec![k1, k2]).fingerprint());
     }
 
@@ -487,7 +489,10 @@ mod tests {
         let rsa = r#"{"kty":"RSA","n":"abc","e":"AQAB","kid":"r"}"#;
         let json = format!(r#"{{"keys":[{rsa},{}]}}"#, serde_json::to_string(&good).unwrap());
         assert!(KeySet::from_jwks_json(&json).is_ok());
-        assert_eq!(KeySet::from_jwks_json(&format!(r#"{{"keys":[{rsa}]}}"#)).unwrap_err(), KeySetError::Empty);
+        assert_eq!(
+            KeySet::from_jwks_json(&format!(r#"{{"keys":[{rsa}]}}"#)).unwrap_err(),
+            KeySetError::Empty
+        );
         let bad = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"b"}]}"#;
         assert_eq!(
             KeySet::from_jwks_json(bad).unwrap_err(),

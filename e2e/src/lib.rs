@@ -279,7 +279,11 @@ impl TestEdge {
         Self::spawn_manifest(repo_root().join("spin.toml"), origin, id).await
     }
 
-    pub async fn spawn_manifest(manifest: PathBuf, origin: SocketAddr, id: &Identity) -> Result<Self> {
+    pub async fn spawn_manifest(
+        manifest: PathBuf,
+        origin: SocketAddr,
+        id: &Identity,
+    ) -> Result<Self> {
         init_tracing();
         if !component_path().exists() {
             bail!("{} is missing: run scripts/build-edge.sh first", component_path().display());

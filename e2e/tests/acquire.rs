@@ -103,8 +103,12 @@ async fn fifty_buyers_race_for_three_units() {
 
     let mut redis = stack.redis.connection().await.unwrap();
     let keys = ProductKeys::new(product);
-    let remaining: i64 =
-        redis::cmd("HGET").arg(keys.product()).arg("remaining").query_async(&mut redis).await.unwrap();
+    let remaining: i64 = redis::cmd("HGET")
+        .arg(keys.product())
+        .arg("remaining")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     let active: i64 = redis::cmd("HLEN").arg(keys.holders()).query_async(&mut redis).await.unwrap();
     assert_eq!(remaining + active, 3, "invariant 1: redis stock + ACTIVE = total");
     assert_eq!(remaining, 0);
@@ -142,9 +146,11 @@ async fn the_edge_answers_unknown_routes_itself() {
     let stack = Stack::start().await.unwrap();
     let before = stack.origin.request_count().await.unwrap();
     let token = stack.id.buyer(Uuid::new_v4());
-    let r = stack.http.get(stack.edge.url("/admin/secrets")).bearer_auth(&token).send().await.unwrap();
+    let r =
+        stack.http.get(stack.edge.url("/admin/secrets")).bearer_auth(&token).send().await.unwrap();
     problem(r, 404, "not-found").await;
-    let r = stack.http.get(stack.edge.url("/slots/acquire")).bearer_auth(&token).send().await.unwrap();
+    let r =
+        stack.http.get(stack.edge.url("/slots/acquire")).bearer_auth(&token).send().await.unwrap();
     problem(r, 405, "method-not-allowed").await;
     assert_eq!(stack.origin.request_count().await.unwrap(), before);
 }

@@ -25,10 +25,11 @@ async fn bad_tokens_are_refused_at_the_edge_and_never_reach_the_origin() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let pair = stack.id.key_pair();
     let claims = |exp: u64| {
-        let mut c = Claims::with_custom_claims(Role { role: "buyer".into() }, Duration::from_secs(60))
-            .with_subject(user)
-            .with_issuer(flashgate_cli::DEV_ISSUER)
-            .with_audience(flashgate_cli::DEV_AUDIENCE);
+        let mut c =
+            Claims::with_custom_claims(Role { role: "buyer".into() }, Duration::from_secs(60))
+                .with_subject(user)
+                .with_issuer(flashgate_cli::DEV_ISSUER)
+                .with_audience(flashgate_cli::DEV_AUDIENCE);
         c.expires_at = Some(Duration::from_secs(exp));
         c
     };
@@ -55,10 +56,12 @@ async fn bad_tokens_are_refused_at_the_edge_and_never_reach_the_origin() {
     let good = stack.id.token(&spec);
     let tampered = {
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-        parts[1] = b64(
-            format!(r#"{{"sub":"{}","exp":{},"iss":"flashgate-dev","aud":"flashgate"}}"#, Uuid::new_v4(), now + 600)
-                .as_bytes(),
-        );
+        parts[1] = b64(format!(
+            r#"{{"sub":"{}","exp":{},"iss":"flashgate-dev","aud":"flashgate"}}"#,
+            Uuid::new_v4(),
+            now + 600
+        )
+        .as_bytes());
         parts.join(".")
     };
 
@@ -104,7 +107,8 @@ async fn the_origin_refuses_what_the_edge_did_not_sign() {
     let body = format!(r#"{{"productId":"{product}"}}"#);
     let user = Uuid::new_v4();
     let send = |headers: Vec<(&'static str, String)>, body: String| {
-        let mut request = stack.http.post(&url).header("content-type", "application/json").body(body);
+        let mut request =
+            stack.http.post(&url).header("content-type", "application/json").body(body);
         for (k, v) in headers {
             request = request.header(k, v);
         }
@@ -131,7 +135,9 @@ async fn the_origin_refuses_what_the_edge_did_not_sign() {
 
     let other_user: Vec<_> = signed
         .iter()
-        .map(|(k, v)| (*k, if *k == "x-flashgate-user" { Uuid::new_v4().to_string() } else { v.clone() }))
+        .map(|(k, v)| {
+            (*k, if *k == "x-flashgate-user" { Uuid::new_v4().to_string() } else { v.clone() })
+        })
         .collect();
     problem(send(other_user, body.clone()).await.unwrap(), 401, "unauthorized").await;
 
@@ -141,7 +147,8 @@ async fn the_origin_refuses_what_the_edge_did_not_sign() {
     assert!(p["detail"].as_str().unwrap().contains("away from the origin's clock"), "{p}");
 
     let wrong_secret = flashgate_core::signing::EdgeSecret::from_hex(&"11".repeat(32)).unwrap();
-    let forged = edge_headers(&wrong_secret, "POST", "/slots/acquire", user, now_us(), body.as_bytes());
+    let forged =
+        edge_headers(&wrong_secret, "POST", "/slots/acquire", user, now_us(), body.as_bytes());
     problem(send(forged, body.clone()).await.unwrap(), 401, "unauthorized").await;
 
     // The control: a correct signature is accepted.
@@ -157,7 +164,14 @@ async fn admin_endpoints_need_an_admin_token_and_valid_fields() {
         "stock": 2, "saleStartsAt": "2026-01-01T00:00:00Z"});
     let r = stack.http.post(&url).json(&valid).send().await.unwrap();
     problem(r, 401, "unauthorized").await;
-    let r = stack.http.post(&url).bearer_auth(stack.id.buyer(Uuid::new_v4())).json(&valid).send().await.unwrap();
+    let r = stack
+        .http
+        .post(&url)
+        .bearer_auth(stack.id.buyer(Uuid::new_v4()))
+        .json(&valid)
+        .send()
+        .await
+        .unwrap();
     problem(r, 403, "forbidden").await;
     let mut bad = valid.clone();
     bad["stock"] = serde_json::json!(0);
@@ -176,11 +190,11 @@ async fn the_host_only_lets_the_component_call_allowed_hosts() {
     // The same manifest, but the origin is not in allowed_outbound_hosts.
     let manifest = std::fs::read_to_string(repo_root().join("spin.toml"))
         .unwrap()
-        .replace(r#"allowed_outbound_hosts = ["http://{{ origin_host }}"]"#, r#"allowed_outbound_hosts = ["http://127.0.0.1:1"]"#)
         .replace(
-            "source = \"edge/",
-            &format!("source = \"{}/edge/", repo_root().display()),
-        );
+            r#"allowed_outbound_hosts = ["http://{{ origin_host }}"]"#,
+            r#"allowed_outbound_hosts = ["http://127.0.0.1:1"]"#,
+        )
+        .replace("source = \"edge/", &format!("source = \"{}/edge/", repo_root().display()));
     let dir = std::env::temp_dir().join(format!("fg-manifest-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("spin.toml");
@@ -204,7 +218,8 @@ async fn the_host_only_lets_the_component_call_allowed_hosts() {
 #[tokio::test]
 async fn health_reports_each_dependency() {
     let stack = Stack::start().await.unwrap();
-    let ok: serde_json::Value = reqwest::get(stack.origin.url("/health")).await.unwrap().json().await.unwrap();
+    let ok: serde_json::Value =
+        reqwest::get(stack.origin.url("/health")).await.unwrap().json().await.unwrap();
     assert_eq!(ok["components"]["redis"], "up");
     assert_eq!(ok["components"]["postgresql"], "up");
     drop(stack.redis);

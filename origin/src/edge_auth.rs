@@ -50,16 +50,19 @@ async fn verify(trust: &EdgeTrust, req: Request) -> Result<Request, ApiError> {
     let (mut parts, body) = req.into_parts();
     let signature = header(&parts, signing::HEADER_SIGNATURE)?.ok_or(SignatureError::Missing)?;
     let missing = |name: &str| ApiError::EdgeHeaders(format!("header {name} is missing"));
-    let user = header(&parts, signing::HEADER_USER)?.ok_or_else(|| missing(signing::HEADER_USER))?;
-    let arrival = header(&parts, signing::HEADER_ARRIVAL)?
-        .ok_or_else(|| missing(signing::HEADER_ARRIVAL))?;
+    let user =
+        header(&parts, signing::HEADER_USER)?.ok_or_else(|| missing(signing::HEADER_USER))?;
+    let arrival =
+        header(&parts, signing::HEADER_ARRIVAL)?.ok_or_else(|| missing(signing::HEADER_ARRIVAL))?;
     let traceparent = header(&parts, signing::HEADER_TRACEPARENT)?
         .ok_or_else(|| missing(signing::HEADER_TRACEPARENT))?;
-    let edge_id = header(&parts, signing::HEADER_EDGE)?.ok_or_else(|| missing(signing::HEADER_EDGE))?;
+    let edge_id =
+        header(&parts, signing::HEADER_EDGE)?.ok_or_else(|| missing(signing::HEADER_EDGE))?;
     let arrival_us: u64 = arrival.parse().map_err(|_| {
         ApiError::EdgeHeaders(format!("header {} is not a µs timestamp", signing::HEADER_ARRIVAL))
     })?;
-    let body: Bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::PayloadTooLarge)?;
+    let body: Bytes =
+        axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::PayloadTooLarge)?;
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let stamp = EdgeStamp { user_id: user, arrival_us, traceparent, edge_id };
     signing::verify(&trust.secret, parts.method.as_str(), path, &stamp, &body, signature)?;
@@ -82,6 +85,10 @@ impl<S: Send + Sync> FromRequestParts<S> for EdgeContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<EdgeContext>().cloned().ok_or(ApiError::EdgeSignature(SignatureError::Missing))
+        parts
+            .extensions
+            .get::<EdgeContext>()
+            .cloned()
+            .ok_or(ApiError::EdgeSignature(SignatureError::Missing))
     }
 }

@@ -79,12 +79,13 @@ impl Acquisition {
             let item = items.get(i).cloned().ok_or_else(|| bad("too short"))?;
             Ok(redis::from_redis_value::<String>(item)?)
         };
-        let int = |i: usize| -> RedisResult<i64> { text(i)?.parse().map_err(|_| bad("not a number")) };
+        let int =
+            |i: usize| -> RedisResult<i64> { text(i)?.parse().map_err(|_| bad("not a number")) };
         Ok(match text(0)?.as_str() {
             "granted" => Self::Granted { remaining: int(1)?, expires_ms: int(2)? },
-            "holding" => Self::Holding {
-                slot_id: Uuid::try_parse(&text(1)?).map_err(|_| bad("slot id"))?,
-            },
+            "holding" => {
+                Self::Holding { slot_id: Uuid::try_parse(&text(1)?).map_err(|_| bad("slot id"))? }
+            }
             "sold_out" => Self::SoldOut,
             "not_on_sale" => Self::NotOnSale { starts_ms: int(1)? },
             "ended" => Self::Ended { ends_ms: int(1)? },
@@ -192,7 +193,10 @@ mod tests {
     fn parses_every_answer() {
         let id = Uuid::now_v7();
         let cases = [
-            (vec![bulk("granted"), Value::Int(2), Value::Int(99)], Acquisition::Granted { remaining: 2, expires_ms: 99 }),
+            (
+                vec![bulk("granted"), Value::Int(2), Value::Int(99)],
+                Acquisition::Granted { remaining: 2, expires_ms: 99 },
+            ),
             (vec![bulk("holding"), bulk(&id.to_string())], Acquisition::Holding { slot_id: id }),
             (vec![bulk("sold_out")], Acquisition::SoldOut),
             (vec![bulk("not_on_sale"), bulk("5")], Acquisition::NotOnSale { starts_ms: 5 }),

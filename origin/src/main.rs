@@ -17,7 +17,11 @@ use std::time::Duration;
 struct Args {
     #[arg(long, env = "FLASHGATE_ORIGIN_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/flashgate")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/flashgate"
+    )]
     database_url: String,
     #[arg(long, env = "FLASHGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,

@@ -45,11 +45,7 @@ impl Default for Metrics {
             http_requests.clone(),
         );
         let acquisitions = Family::<AcquireLabels, Counter>::default();
-        registry.register(
-            "acquisitions",
-            "Acquisition decisions by outcome",
-            acquisitions.clone(),
-        );
+        registry.register("acquisitions", "Acquisition decisions by outcome", acquisitions.clone());
         Self { registry: Arc::new(registry), http_requests, acquisitions }
     }
 }

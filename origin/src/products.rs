@@ -186,7 +186,8 @@ pub(crate) async fn read_json(body: Body, limit: usize) -> ApiResult<Value> {
 }
 
 pub(crate) fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
-    Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("`{raw}` is not a {what} id (ids are UUIDs)")))
+    Uuid::try_parse(raw)
+        .map_err(|_| ApiError::NotFound(format!("`{raw}` is not a {what} id (ids are UUIDs)")))
 }
 
 async fn create(State(state): State<AppState>, _admin: Admin, body: Body) -> ApiResult<Response> {

@@ -102,7 +102,9 @@ async fn acquire(
         Acquisition::NotOnSale { starts_ms } => {
             Err(ApiError::NotOnSale { sale_starts_at: rfc3339_ms(starts_ms) })
         }
-        Acquisition::Ended { ends_ms } => Err(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) }),
+        Acquisition::Ended { ends_ms } => {
+            Err(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) })
+        }
         Acquisition::Unknown => match products::find(&state, product_id).await? {
             // Known to PostgreSQL but not to Redis: its sale state must be rebuilt first.
             Some(_) => Err(ApiError::Unavailable {

@@ -32,7 +32,10 @@ impl Application {
     }
 
     /// As [`Application::build`], with the clock the tests drive.
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let db = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
             .acquire_timeout(Duration::from_secs(2))
@@ -52,7 +55,10 @@ impl Application {
                 max_skew: settings.max_stamp_skew,
                 clock: clock.clone(),
             },
-            admin_tokens: Arc::new(TokenVerifier::new(settings.jwt_keys.clone(), settings.jwt_policy.clone())),
+            admin_tokens: Arc::new(TokenVerifier::new(
+                settings.jwt_keys.clone(),
+                settings.jwt_policy.clone(),
+            )),
             clock,
             slot_hold: settings.slot_hold,
         };

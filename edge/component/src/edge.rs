@@ -40,7 +40,12 @@ async fn admit_and_forward(
     let method = method_str(req.method());
     routes::classify(method, req.path()).map_err(|wrong_method| {
         if wrong_method {
-            Problem::new(405, "method-not-allowed", "Method not allowed", format!("{method} is not allowed on {}", req.path()))
+            Problem::new(
+                405,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("{method} is not allowed on {}", req.path()),
+            )
         } else {
             Problem::not_found(format!("no route for {}", req.path()))
         }
@@ -52,7 +57,12 @@ async fn admit_and_forward(
     let store = Store::open();
     let token = authenticate(req, &config, &store, arrival_us / 1_000_000)?;
     if req.body().len() > MAX_BODY {
-        return Err(Problem::new(413, "body-too-large", "Request body too large", format!("the body may be at most {MAX_BODY} bytes")));
+        return Err(Problem::new(
+            413,
+            "body-too-large",
+            "Request body too large",
+            format!("the body may be at most {MAX_BODY} bytes"),
+        ));
     }
     forward(req, method, &config, &token, arrival_us, trace).await
 }

@@ -14,10 +14,15 @@ mod config;
 mod edge;
 mod platform;
 
-use spin_sdk::http::{IntoResponse, Request};
-use spin_sdk::http_component;
+/// The component's export. `#[http_component]` expands to the `unsafe` canonical-ABI glue,
+/// which is the only unsafe code allowed here.
+#[allow(unsafe_code)]
+mod entry {
+    use spin_sdk::http::{IntoResponse, Request};
+    use spin_sdk::http_component;
 
-#[http_component]
-async fn handle(req: Request) -> impl IntoResponse {
-    edge::handle(req).await
+    #[http_component]
+    async fn handle(req: Request) -> impl IntoResponse {
+        crate::edge::handle(req).await
+    }
 }

@@ -42,7 +42,7 @@ impl RequestState {
 
 impl store::Host for RequestState {
     fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
-        if !self.component.key_value_stores.iter().any(|l| *l == identifier) {
+        if !self.component.key_value_stores.contains(&identifier) {
             return Err(store::Error::AccessDenied);
         }
         let kv = self.kv.get(&identifier).ok_or(store::Error::NoSuchStore)?.clone();
@@ -55,7 +55,12 @@ impl store::HostBucket for RequestState {
         Ok(self.bucket(&b)?.get(&key).map(|v| v.to_vec()))
     }
 
-    fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), store::Error> {
+    fn set(
+        &mut self,
+        b: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), store::Error> {
         self.bucket(&b)?.set(&key, Bytes::from(value));
         Ok(())
     }

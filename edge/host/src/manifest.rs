@@ -103,10 +103,9 @@ impl OutboundRule {
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, "*")) => (h, None),
-            Some((h, p)) => (
-                h,
-                Some(p.parse().with_context(|| format!("bad port in outbound host `{rule}`"))?),
-            ),
+            Some((h, p)) => {
+                (h, Some(p.parse().with_context(|| format!("bad port in outbound host `{rule}`"))?))
+            }
             None => (rest, Some(if scheme == "https" { 443 } else { 80 })),
         };
         if host.is_empty() {
@@ -301,8 +300,8 @@ source = "other.wasm"
     fn overrides_beat_environment_beats_default() {
         let m = parse(&[("secret", "a")], &[("origin_host", "10.0.0.1:1")]).unwrap();
         assert_eq!(m.route("/").unwrap().variables["origin_url"], "http://10.0.0.1:1");
-        let m = parse(&[("secret", "a"), ("origin_host", "h:2")], &[("origin_host", "x:1")])
-            .unwrap();
+        let m =
+            parse(&[("secret", "a"), ("origin_host", "h:2")], &[("origin_host", "x:1")]).unwrap();
         assert_eq!(m.route("/").unwrap().variables["origin_url"], "http://h:2");
     }
 

@@ -98,12 +98,14 @@ impl EdgeHost {
         let mut served = HashMap::new();
         for (id, spec) in &manifest.components {
             let started = std::time::Instant::now();
-            let component = Component::from_file(&engine, &spec.source).map_err(anyhow::Error::from).with_context(|| {
-                format!(
-                    "component `{id}`: cannot load {} (build it with scripts/build-edge.sh)",
-                    spec.source.display()
-                )
-            })?;
+            let component = Component::from_file(&engine, &spec.source)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "component `{id}`: cannot load {} (build it with scripts/build-edge.sh)",
+                        spec.source.display()
+                    )
+                })?;
             let pre = ProxyPre::new(linker.instantiate_pre(&component)?)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("component `{id}` is not a wasi:http proxy"))?;
@@ -188,9 +190,7 @@ fn engine(max_instances: u32) -> Result<Engine> {
         .total_stacks(max_instances)
         .max_memory_size(64 << 20);
     let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&config)?)
 }
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The one command: installs what is missing, starts Redis and PostgreSQL, generates the
+# development identity, builds the edge component, and runs the origin and the edge host
+# until Ctrl-C. Pass --release for optimised binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+log() { printf '\033[1;34m[dev]\033[0m %s\n' "$*"; }
+
+profile=debug; cargo_flags=()
+if [ "${1:-}" = "--release" ]; then profile=release; cargo_flags=(--release); fi
+: "${FLASHGATE_ORIGIN_LISTEN:=127.0.0.1:8081}"
+: "${FLASHGATE_EDGE_LISTEN:=127.0.0.1:3000}"
+: "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/flashgate}"
+export FLASHGATE_ORIGIN_LISTEN FLASHGATE_EDGE_LISTEN DATABASE_URL
+
+scripts/setup.sh
+psql -h 127.0.0.1 -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'flashgate'" | grep -q 1 \
+  || psql -h 127.0.0.1 -U postgres -d postgres -qc 'CREATE DATABASE flashgate'
+scripts/build-edge.sh
+log "building origin, edge host and CLI ($profile)"
+cargo build "${cargo_flags[@]}" -p flashgate-origin -p flashgate-edge-host -p flashgate-cli
+bin="$root/target/$profile"
+dev_dir="$root/.flashgate/dev"
+"$bin/flashgate" --dir "$dev_dir" dev-keys
+
+export FLASHGATE_EDGE_SECRET="$(cat "$dev_dir/edge-secret.hex")"
+export FLASHGATE_JWT_JWKS_FILE="$dev_dir/jwks.json"
+export SPIN_VARIABLE_EDGE_SECRET="$FLASHGATE_EDGE_SECRET"
+export SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")"
+export SPIN_VARIABLE_ORIGIN_HOST="$FLASHGATE_ORIGIN_LISTEN"
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+"$bin/flashgate-origin" & pids+=($!)
+"$bin/flashgate-edge" --manifest "$root/spin.toml" & pids+=($!)
+
+for _ in $(seq 100); do
+  curl -fsS "http://$FLASHGATE_ORIGIN_LISTEN/health" >/dev/null 2>&1 && break; sleep 0.1
+done
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://$FLASHGATE_EDGE_LISTEN/" 2>/dev/null && break; sleep 0.1
+done
+cat <<MSG
+
+  flashgate is running.
+    edge (buyers):     http://$FLASHGATE_EDGE_LISTEN
+    origin (admins):   http://$FLASHGATE_ORIGIN_LISTEN   (/health, /metrics)
+
+  Tokens (development issuer, keys in .flashgate/dev):
+    ADMIN=\$($bin/flashgate token --role admin)
+    BUYER=\$($bin/flashgate token --role buyer)
+
+  Try it: see "Try it" in README.md. Ctrl-C stops everything.
+
+MSG
+wait -n "${pids[@]}"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what flashgate needs and starts what is not running: Redis, PostgreSQL (trust
+# auth on 127.0.0.1), the wasm32-wasip2 toolchain (via scripts/build-edge.sh). Idempotent;
+# safe to run on every `dev.sh` and every test run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    log "apt-get update"
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v cargo >/dev/null || { echo "cargo is required: install Rust from https://rustup.rs" >&2; exit 1; }
+command -v redis-server >/dev/null || apt_install redis-server
+command -v pg_ctlcluster >/dev/null || apt_install postgresql
+command -v curl >/dev/null || apt_install curl
+
+# Redis on 6379 for the local stack (tests start private servers of their own).
+if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
+  log "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/flashgate-redis.log
+  for _ in $(seq 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# PostgreSQL on 127.0.0.1:5432 with trust auth for local development and tests.
+pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+if ! pg_ready; then
+  version=$(ls /etc/postgresql | sort -V | tail -n1)
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 100); do pg_ready && break; sleep 0.1; done
+fi
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  # A fresh Debian cluster asks for passwords on TCP: trust loopback, as development does.
+  version=$(ls /etc/postgresql | sort -V | tail -n1)
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  log "allowing trust auth on 127.0.0.1 in $hba"
+  as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  sleep 0.5
+fi
+psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null \
+  || { echo "PostgreSQL is not reachable as postgres@127.0.0.1:5432" >&2; exit 1; }
+log "redis and postgresql are up"

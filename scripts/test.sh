@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command: sets up services, builds the edge component, checks formatting and
+# lints, and runs every test (unit, and end-to-end against real Redis, PostgreSQL and the
+# real component in flashgate's wasmtime host).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\033[1;34m[test]\033[0m %s\n' "$*"; }
+
+scripts/setup.sh
+scripts/build-edge.sh
+log "cargo fmt --check"
+cargo fmt --all -- --check
+(cd edge/component && cargo fmt -- --check)
+log "cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+(cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings)
+log "cargo test"
+cargo test --locked --workspace
