@@ -1,5 +1,9 @@
 //! The buyer API the edge serves: which method and path go to the origin, and as what.
 
+/// Largest request body a buyer route accepts (edge and origin alike); the buyer API's
+/// bodies are a few hundred bytes.
+pub const MAX_BUYER_BODY: usize = 16 * 1024;
+
 /// A buyer route. Everything else is answered 404 by the edge without reaching the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuyerRoute {

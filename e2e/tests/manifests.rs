@@ -23,7 +23,8 @@ fn spin_toml_routes_everything_to_the_built_component() {
         .collect();
     let text = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
     // No environment: the test must not depend on the caller's SPIN_VARIABLE_*.
-    let parse = |vars: &HashMap<String, String>| Manifest::parse(&text, &repo_root(), vars, |_| None);
+    let parse =
+        |vars: &HashMap<String, String>| Manifest::parse(&text, &repo_root(), vars, |_| None);
     let manifest = parse(&vars).unwrap();
     let edge = manifest.route("/slots/acquire").unwrap();
     assert_eq!(edge.source, flashgate_e2e::component_path());

@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use flashgate_core::signing::{self, EdgeStamp, SignatureError};
 use uuid::Uuid;
 
-/// Largest body a buyer route accepts.
-pub const MAX_BODY: usize = 16 * 1024;
+use flashgate_core::routes::MAX_BUYER_BODY;
 
 /// What the edge vouched for.
 #[derive(Debug, Clone)]
@@ -62,7 +61,7 @@ async fn verify(trust: &EdgeTrust, req: Request) -> Result<Request, ApiError> {
         ApiError::EdgeHeaders(format!("header {} is not a µs timestamp", signing::HEADER_ARRIVAL))
     })?;
     let body: Bytes =
-        axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::PayloadTooLarge)?;
+        axum::body::to_bytes(body, MAX_BUYER_BODY).await.map_err(|_| ApiError::PayloadTooLarge)?;
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let stamp = EdgeStamp { user_id: user, arrival_us, traceparent, edge_id };
     signing::verify(&trust.secret, parts.method.as_str(), path, &stamp, &body, signature)?;

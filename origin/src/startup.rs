@@ -101,7 +101,7 @@ fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .route("/metrics", get(metrics::endpoint))
-        .layer(DefaultBodyLimit::max(edge_auth::MAX_BODY.max(64 * 1024)))
+        .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(from_fn(trace::layer))
         .with_state(state)
 }

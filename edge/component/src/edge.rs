@@ -3,15 +3,13 @@
 use crate::config::EdgeConfig;
 use crate::platform::Store;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
-use flashgate_core::routes;
+use flashgate_core::routes::{self, MAX_BUYER_BODY};
 use flashgate_core::signing::{self, EdgeStamp};
 use flashgate_core::token::{TokenError, TokenVerifier, VerifiedToken};
 use flashgate_core::trace::TraceContext;
 use spin_sdk::http::{Method, Request, Response};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Largest request body the edge forwards; the buyer API's bodies are a few hundred bytes.
-const MAX_BODY: usize = 16 * 1024;
 /// Request headers the origin needs besides the ones the edge adds.
 const FORWARDED_HEADERS: [&str; 2] = ["content-type", "idempotency-key"];
 /// Response headers that belong to one hop and are not relayed.
@@ -56,12 +54,12 @@ async fn admit_and_forward(
     })?;
     let store = Store::open();
     let token = authenticate(req, &config, &store, arrival_us / 1_000_000)?;
-    if req.body().len() > MAX_BODY {
+    if req.body().len() > MAX_BUYER_BODY {
         return Err(Problem::new(
             413,
             "body-too-large",
             "Request body too large",
-            format!("the body may be at most {MAX_BODY} bytes"),
+            format!("the body may be at most {MAX_BUYER_BODY} bytes"),
         ));
     }
     forward(req, method, &config, &token, arrival_us, trace).await

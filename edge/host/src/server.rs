@@ -6,6 +6,9 @@ use crate::manifest::{ComponentSpec, Manifest};
 use crate::state::{Outbound, RequestState};
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use flashgate_core::problem::{CONTENT_TYPE, Problem};
+use flashgate_core::signing::{HEADER_TRACE_ID, HEADER_TRACEPARENT};
+use flashgate_core::trace::TraceContext;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -215,22 +218,24 @@ async fn handle(
     mut req: hyper::Request<Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let Some(spec) = shared.manifest.route(req.uri().path()) else {
-        return host_problem(404, "not-found", "Not found", "no route for this path");
+        return host_problem(&req, Problem::not_found("no route for this path"));
     };
     let served = &shared.served[&spec.id];
     // What Spin tells components about the client.
     if let Ok(addr) = http::HeaderValue::from_str(&peer.to_string()) {
         req.headers_mut().insert("spin-client-addr", addr);
     }
+    // Kept for answers the host must make itself, when the component could not.
+    let traceparent = req.headers().get(HEADER_TRACEPARENT).cloned();
     match tokio::time::timeout(shared.request_timeout, serve(&shared, served, req)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             tracing::error!(component = %spec.id, error = ?e, "component failed");
-            host_problem(500, "internal", "Internal error", "the edge component failed")
+            problem_response(traceparent.as_ref(), Problem::internal())
         }
         Err(_) => {
             tracing::warn!(component = %spec.id, "request deadline exceeded");
-            host_problem(503, "unavailable", "Service unavailable", "the edge timed out")
+            problem_response(traceparent.as_ref(), Problem::unavailable("the edge timed out", 1))
         }
     }
 }
@@ -267,25 +272,29 @@ async fn serve(
 }
 
 fn host_problem(
-    status: u16,
-    slug: &str,
-    title: &str,
-    detail: &str,
+    req: &hyper::Request<Incoming>,
+    problem: Problem,
 ) -> hyper::Response<HyperOutgoingBody> {
-    let body = serde_json_problem(status, slug, title, detail);
+    problem_response(req.headers().get(HEADER_TRACEPARENT), problem)
+}
+
+/// A problem+json answer made by the host itself, with a trace id like every answer.
+fn problem_response(
+    traceparent: Option<&http::HeaderValue>,
+    problem: Problem,
+) -> hyper::Response<HyperOutgoingBody> {
+    let incoming = traceparent.and_then(|v| v.to_str().ok());
+    let trace_id = TraceContext::continue_or_start(incoming, rand::random()).trace_id_hex();
+    let status = problem.status;
+    let body = problem.with_trace_id(trace_id.clone()).to_json();
     let mut builder = hyper::Response::builder()
         .status(status)
-        .header("content-type", "application/problem+json");
+        .header("content-type", CONTENT_TYPE)
+        .header(HEADER_TRACE_ID, trace_id);
     if status == 503 {
         builder = builder.header("retry-after", "1");
     }
     builder
         .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
-        .expect("a static response is valid")
-}
-
-fn serde_json_problem(status: u16, slug: &str, title: &str, detail: &str) -> String {
-    format!(
-        r#"{{"type":"/problems/{slug}","title":"{title}","status":{status},"detail":"{detail}"}}"#
-    )
+        .expect("a problem response is valid")
 }

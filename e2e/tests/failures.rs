@@ -1,0 +1,49 @@
+//! Dependencies fail: answers stay fast, explicit and retryable; nothing hangs.
+
+use flashgate_e2e::{Identity, Stack, TestEdge, problem};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[tokio::test]
+async fn redis_down_is_a_fast_503_with_retry_after() {
+    let stack = Stack::start().await.unwrap();
+    let product = stack.origin.create_product(&stack.id, 5).await.unwrap();
+    let token = stack.id.buyer(Uuid::new_v4());
+    let Stack { redis, origin, edge, http, id, db } = stack;
+    drop(redis);
+    let started = Instant::now();
+    let response = http
+        .post(edge.url("/slots/acquire"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "productId": product }))
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = problem(response, 503, "unavailable").await;
+    assert_eq!(body["component"], "redis");
+    // Generous bound: the Redis deadline is 500 ms; what matters is that it does not hang.
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    drop((origin, id, db));
+}
+
+#[tokio::test]
+async fn an_unreachable_origin_is_a_503_from_the_edge() {
+    let id = Identity::generate().unwrap();
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let edge = TestEdge::spawn(closed, &id).await.unwrap();
+    let response = reqwest::Client::new()
+        .post(edge.url("/slots/acquire"))
+        .bearer_auth(id.buyer(Uuid::new_v4()))
+        .json(&serde_json::json!({ "productId": Uuid::new_v4() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    problem(response, 503, "unavailable").await;
+}
