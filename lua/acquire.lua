@@ -1,17 +1,23 @@
 -- acquire.lua: the authoritative acquisition of one unit of one product.
 --
--- Atomically: refuse an unknown product, a buyer who already holds a slot, a sale not yet
--- open or already closed, or a sold-out product; otherwise take one unit, record the slot
--- with the edge's arrival stamp and trace context, schedule its expiry, and append the
--- grant event to the product's outbox stream. All keys share the product's hash tag.
+-- Atomically: refuse an unknown product, a buyer who already holds a live slot, a sale not
+-- yet open or already closed, or a sold-out product; otherwise take one unit, record the
+-- slot with the edge's arrival stamp and trace context, schedule its expiry and its
+-- expiring-soon reminder, and append the grant event to the product's outbox stream.
 --
--- KEYS[1] product hash   fg:{<pid>}:product  remaining, total, startsAtMs, endsAtMs
--- KEYS[2] holders hash   fg:{<pid>}:holders  userId -> slotId (ACTIVE or COMPLETED)
--- KEYS[3] slot hash      fg:{<pid>}:slot:<slotId>
--- KEYS[4] expiry zset    fg:{<pid>}:expiry   slotId scored by expiresAtMs
--- KEYS[5] outbox stream  fg:{<pid>}:outbox
+-- Lazy expiry: a held slot past its deadline that no worker has swept yet is expired here,
+-- exactly as expire.lua would (unit back, buyer freed, `slot-expired` event), before the
+-- buyer's new attempt is decided.
+--
+-- KEYS[1] product hash    fg:{<pid>}:product    remaining, total, granted, startsAtMs, endsAtMs
+-- KEYS[2] holders hash    fg:{<pid>}:holders    userId -> slotId (ACTIVE or COMPLETED)
+-- KEYS[3] slot hash       fg:{<pid>}:slot:<slotId>   (the new slot)
+-- KEYS[4] expiry zset     fg:{<pid>}:expiry     slotId scored by expiresAtMs
+-- KEYS[5] reminders zset  fg:{<pid>}:reminders  slotId scored by the reminder time
+-- KEYS[6] outbox stream   fg:{<pid>}:outbox
 -- ARGV[1] productId  ARGV[2] userId  ARGV[3] slotId  ARGV[4] eventId
 -- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
+-- ARGV[9] remindBeforeMs  ARGV[10] eventId for a lazy expiry  ARGV[11] expired-slot TTL ms
 --
 -- Returns {'granted', remaining, expiresAtMs} | {'holding', slotId} | {'sold_out'}
 --       | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
@@ -20,13 +26,28 @@ local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtM
 if not product[1] then
   return {'unknown'}
 end
+local now = tonumber(ARGV[6])
 
 local held = redis.call('HGET', KEYS[2], ARGV[2])
 if held then
-  return {'holding', held}
+  -- The held slot shares the product's hash tag (derived from KEYS[3]), so this stays in
+  -- the script's cluster slot.
+  local held_key = string.gsub(KEYS[3], '[^:]+$', held)
+  local slot = redis.call('HMGET', held_key, 'status', 'expiresMs')
+  if slot[1] ~= 'ACTIVE' or tonumber(slot[2]) > now then
+    return {'holding', held}
+  end
+  redis.call('HSET', held_key, 'status', 'EXPIRED', 'expiredMs', ARGV[6])
+  redis.call('PEXPIRE', held_key, ARGV[11])
+  product[1] = redis.call('HINCRBY', KEYS[1], 'remaining', 1)
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[4], held)
+  redis.call('ZREM', KEYS[5], held)
+  redis.call('XADD', KEYS[6], '*',
+    'type', 'slot-expired', 'v', '1', 'eventId', ARGV[10], 'productId', ARGV[1],
+    'slotId', held, 'userId', ARGV[2], 'atMs', ARGV[6], 'traceparent', ARGV[8])
 end
 
-local now = tonumber(ARGV[6])
 if now < tonumber(product[2]) then
   return {'not_on_sale', product[2]}
 end
@@ -38,13 +59,15 @@ if tonumber(product[1]) <= 0 then
 end
 
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+redis.call('HINCRBY', KEYS[1], 'granted', 1)
 local expires = now + tonumber(ARGV[7])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3],
   'productId', ARGV[1], 'userId', ARGV[2], 'status', 'ACTIVE', 'arrivalUs', ARGV[5],
   'acquiredMs', ARGV[6], 'expiresMs', expires, 'traceparent', ARGV[8])
 redis.call('ZADD', KEYS[4], expires, ARGV[3])
-redis.call('XADD', KEYS[5], '*',
+redis.call('ZADD', KEYS[5], expires - tonumber(ARGV[9]), ARGV[3])
+redis.call('XADD', KEYS[6], '*',
   'type', 'slot-acquired', 'v', '1', 'eventId', ARGV[4], 'productId', ARGV[1],
   'slotId', ARGV[3], 'userId', ARGV[2], 'arrivalUs', ARGV[5], 'atMs', ARGV[6],
   'expiresMs', expires, 'traceparent', ARGV[8])

@@ -183,8 +183,19 @@ impl TestOrigin {
         id: &Identity,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        Self::spawn_with(redis, db, id, clock, |_| {}).await
+    }
+
+    /// As [`TestOrigin::spawn`], with the settings adjusted by `configure`.
+    pub async fn spawn_with(
+        redis: &RedisServer,
+        db: &TestDatabase,
+        id: &Identity,
+        clock: Arc<dyn Clock>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Result<Self> {
         init_tracing();
-        let settings = Settings::new(
+        let mut settings = Settings::new(
             "127.0.0.1:0".parse()?,
             db.url.clone(),
             redis.url.clone(),
@@ -196,6 +207,7 @@ impl TestOrigin {
                 leeway: Duration::from_secs(30),
             },
         );
+        configure(&mut settings);
         let app = Application::build_with_clock(settings, clock).await?;
         let addr = app.local_addr();
         let state = app.state().clone();
@@ -250,6 +262,78 @@ impl TestOrigin {
             bail!("creating a product: {status} {body}");
         }
         Ok(Uuid::parse_str(body["productId"].as_str().context("productId")?)?)
+    }
+}
+
+impl TestOrigin {
+    /// `POST /slots/acquire` straight to the origin, signed as the edge would at `arrival_us`.
+    pub async fn acquire_signed(
+        &self,
+        id: &Identity,
+        user: Uuid,
+        product: Uuid,
+        arrival_us: u64,
+    ) -> Result<reqwest::Response> {
+        let body = json!({ "productId": product }).to_string();
+        let headers =
+            edge_headers(&id.secret(), "POST", "/slots/acquire", user, arrival_us, body.as_bytes());
+        let mut request = reqwest::Client::new()
+            .post(self.url("/slots/acquire"))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        Ok(request.send().await?)
+    }
+}
+
+/// Redis-side counts of one product, for invariant checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProductCounts {
+    pub remaining: i64,
+    pub total: i64,
+    /// Holders: buyers with an ACTIVE or COMPLETED slot.
+    pub held: i64,
+    /// Slots scheduled to expire (ACTIVE).
+    pub scheduled: i64,
+}
+
+impl RedisServer {
+    pub async fn counts(&self, product: Uuid) -> Result<ProductCounts> {
+        use flashgate_origin::inventory::ProductKeys;
+        let mut c = self.connection().await?;
+        let k = ProductKeys::new(product);
+        let (remaining, total): (i64, i64) = redis::cmd("HMGET")
+            .arg(k.product())
+            .arg("remaining")
+            .arg("total")
+            .query_async(&mut c)
+            .await?;
+        let held: i64 = redis::cmd("HLEN").arg(k.holders()).query_async(&mut c).await?;
+        let scheduled: i64 = redis::cmd("ZCARD").arg(k.expiry()).query_async(&mut c).await?;
+        Ok(ProductCounts { remaining, total, held, scheduled })
+    }
+
+    /// Event types in a product's outbox, in order.
+    pub async fn outbox_types(&self, product: Uuid) -> Result<Vec<String>> {
+        use flashgate_origin::inventory::ProductKeys;
+        let mut c = self.connection().await?;
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(ProductKeys::new(product).outbox())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await?;
+        Ok(entries.ids.iter().filter_map(|e| e.get::<String>("type")).collect())
+    }
+}
+
+impl ProductCounts {
+    /// Invariant 1 in Redis: stock + ACTIVE + COMPLETED = total, and never negative.
+    pub fn assert_conserved(&self) {
+        assert!(self.remaining >= 0, "{self:?}");
+        assert_eq!(self.remaining + self.held, self.total, "invariant 1: {self:?}");
     }
 }
 

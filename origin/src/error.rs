@@ -36,6 +36,10 @@ pub enum ApiError {
     NotOnSale { sale_starts_at: String },
     #[error("sale ended at {sale_ended_at}")]
     SaleEnded { sale_ended_at: String },
+    #[error("sale start locked: {granted} slots granted")]
+    SaleStartLocked { granted: i64 },
+    #[error("{slots} active slots")]
+    HasActiveSlots { slots: i64 },
     #[error("{component} unavailable")]
     Unavailable { component: &'static str, detail: String },
     #[error(transparent)]
@@ -97,6 +101,20 @@ impl ApiError {
                 format!("the sale closed at {sale_ended_at}"),
             )
             .with("saleEndsAt", sale_ended_at.clone()),
+            Self::SaleStartLocked { granted } => Problem::new(
+                409,
+                "sale-start-locked",
+                "Sale start is locked",
+                "saleStartsAt cannot change once slots have been granted",
+            )
+            .with("grantedSlots", *granted),
+            Self::HasActiveSlots { slots } => Problem::new(
+                409,
+                "has-active-slots",
+                "Product has active slots",
+                format!("{slots} slots are still active; delete once they are paid or expired"),
+            )
+            .with("activeSlots", *slots),
             Self::Unavailable { component, .. } => {
                 Problem::unavailable(format!("{component} is unavailable; retry shortly"), 1)
                     .with("component", *component)

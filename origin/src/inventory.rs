@@ -29,9 +29,78 @@ impl ProductKeys {
     pub fn expiry(&self) -> String {
         format!("{}:expiry", self.tag)
     }
+    pub fn reminders(&self) -> String {
+        format!("{}:reminders", self.tag)
+    }
     pub fn outbox(&self) -> String {
         format!("{}:outbox", self.tag)
     }
+}
+
+/// The set of every product id with sale state in Redis: what the workers sweep.
+pub const PRODUCT_INDEX: &str = "fg:products";
+
+/// Timing rules of the slot lifecycle, passed to the scripts.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// How long a granted slot is held for payment.
+    pub hold: Duration,
+    /// How long before its deadline a slot's `slot-expiring-soon` event is due.
+    pub remind_before: Duration,
+    /// How long an EXPIRED slot's record stays in Redis for reads.
+    pub expired_ttl: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            hold: Duration::from_secs(30 * 60),
+            remind_before: Duration::from_secs(5 * 60),
+            expired_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What `expire.lua` did with one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    Expired,
+    NotDue,
+    Skipped,
+}
+
+/// What `update_product.lua` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProductUpdate {
+    Updated {
+        remaining: i64,
+        total: i64,
+    },
+    /// The sale start cannot move: this many slots were already granted.
+    StartsLocked {
+        granted: i64,
+    },
+    Unknown,
+}
+
+/// What `delete_product.lua` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProductDeletion {
+    Deleted,
+    Active { slots: i64 },
+    Unknown,
+}
+
+/// Parses a script's `{tag, n?, m?}` answer.
+fn tagged(value: Value) -> RedisResult<(String, Vec<i64>)> {
+    let mut items: Vec<Value> = redis::from_redis_value(value)?;
+    if items.is_empty() {
+        return Err((redis::ErrorKind::Parse, "empty script answer").into());
+    }
+    let tag: String = redis::from_redis_value(items.remove(0))?;
+    let numbers =
+        items.into_iter().map(redis::from_redis_value::<i64>).collect::<Result<Vec<_>, _>>()?;
+    Ok((tag, numbers))
 }
 
 /// One acquisition attempt, as the edge stamped it.
@@ -43,7 +112,6 @@ pub struct AcquireArgs<'a> {
     pub event_id: Uuid,
     pub arrival_us: i64,
     pub now_ms: i64,
-    pub hold_ms: i64,
     pub traceparent: &'a str,
 }
 
@@ -101,12 +169,17 @@ pub struct Inventory {
     conn: ConnectionManager,
     acquire: Arc<Script>,
     load_product: Arc<Script>,
+    expire: Arc<Script>,
+    remind: Arc<Script>,
+    update_product: Arc<Script>,
+    delete_product: Arc<Script>,
+    lifecycle: Lifecycle,
 }
 
 impl Inventory {
     /// Connects lazily: the origin starts even while Redis is down, and answers 503 until it
     /// is back. Every command has `timeout` as its deadline.
-    pub fn connect(url: &str, timeout: Duration) -> RedisResult<Self> {
+    pub fn connect(url: &str, timeout: Duration, lifecycle: Lifecycle) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -118,7 +191,16 @@ impl Inventory {
             conn,
             acquire: Arc::new(Script::new(include_str!("../../lua/acquire.lua"))),
             load_product: Arc::new(Script::new(include_str!("../../lua/load_product.lua"))),
+            expire: Arc::new(Script::new(include_str!("../../lua/expire.lua"))),
+            remind: Arc::new(Script::new(include_str!("../../lua/remind.lua"))),
+            update_product: Arc::new(Script::new(include_str!("../../lua/update_product.lua"))),
+            delete_product: Arc::new(Script::new(include_str!("../../lua/delete_product.lua"))),
+            lifecycle,
         })
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
     }
 
     pub async fn acquire(&self, a: &AcquireArgs<'_>) -> RedisResult<Acquisition> {
@@ -129,6 +211,7 @@ impl Inventory {
             .key(keys.holders())
             .key(keys.slot(a.slot_id))
             .key(keys.expiry())
+            .key(keys.reminders())
             .key(keys.outbox())
             .arg(a.product_id.to_string())
             .arg(a.user_id.to_string())
@@ -136,14 +219,18 @@ impl Inventory {
             .arg(a.event_id.to_string())
             .arg(a.arrival_us)
             .arg(a.now_ms)
-            .arg(a.hold_ms)
+            .arg(ms(self.lifecycle.hold))
             .arg(a.traceparent)
+            .arg(ms(self.lifecycle.remind_before))
+            .arg(Uuid::now_v7().to_string())
+            .arg(ms(self.lifecycle.expired_ttl))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Acquisition::parse(value)
     }
 
-    /// Puts a product's sale state in Redis unless it is already there; `true` if loaded.
+    /// Puts a product's sale state in Redis unless it is already there, and indexes it for
+    /// the workers; `true` if loaded.
     pub async fn load_product(
         &self,
         product_id: Uuid,
@@ -151,6 +238,12 @@ impl Inventory {
         starts_ms: i64,
         ends_ms: Option<i64>,
     ) -> RedisResult<bool> {
+        // Indexed first: a product in the index without sale state is harmless to sweep.
+        redis::cmd("SADD")
+            .arg(PRODUCT_INDEX)
+            .arg(product_id.to_string())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await?;
         let loaded: i64 = self
             .load_product
             .key(ProductKeys::new(product_id).product())
@@ -171,6 +264,169 @@ impl Inventory {
             .await
     }
 
+    /// Applies an operator's change: stock growth, and sale start/end (`None` = unchanged;
+    /// `Some(None)` for the end = open-ended).
+    pub async fn update_product(
+        &self,
+        product_id: Uuid,
+        growth: i64,
+        starts_ms: Option<i64>,
+        ends_ms: Option<Option<i64>>,
+    ) -> RedisResult<ProductUpdate> {
+        let value: Value = self
+            .update_product
+            .key(ProductKeys::new(product_id).product())
+            .arg(growth)
+            .arg(starts_ms.map(|v| v.to_string()).unwrap_or_default())
+            .arg(match ends_ms {
+                None => String::new(),
+                Some(None) => "none".to_owned(),
+                Some(Some(v)) => v.to_string(),
+            })
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match tagged(value)? {
+            (tag, n) if tag == "ok" && n.len() == 2 => {
+                ProductUpdate::Updated { remaining: n[0], total: n[1] }
+            }
+            (tag, n) if tag == "starts_locked" => {
+                ProductUpdate::StartsLocked { granted: n.first().copied().unwrap_or(0) }
+            }
+            _ => ProductUpdate::Unknown,
+        })
+    }
+
+    /// Removes a product's sale state unless slots are ACTIVE; drops it from the index.
+    pub async fn delete_product(&self, product_id: Uuid) -> RedisResult<ProductDeletion> {
+        let keys = ProductKeys::new(product_id);
+        let value: Value = self
+            .delete_product
+            .key(keys.product())
+            .key(keys.holders())
+            .key(keys.expiry())
+            .key(keys.reminders())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let decision = match tagged(value)? {
+            (tag, _) if tag == "deleted" => ProductDeletion::Deleted,
+            (tag, n) if tag == "active" => {
+                ProductDeletion::Active { slots: n.first().copied().unwrap_or(0) }
+            }
+            _ => ProductDeletion::Unknown,
+        };
+        if !matches!(decision, ProductDeletion::Active { .. }) {
+            redis::cmd("SREM")
+                .arg(PRODUCT_INDEX)
+                .arg(product_id.to_string())
+                .query_async::<i64>(&mut self.conn.clone())
+                .await?;
+        }
+        Ok(decision)
+    }
+
+    /// `remaining` of several products in one round trip (`None`: not in Redis).
+    pub async fn remaining_many(&self, products: &[Uuid]) -> RedisResult<Vec<Option<i64>>> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for p in products {
+            pipe.cmd("HGET").arg(ProductKeys::new(*p).product()).arg("remaining");
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Every product the workers must sweep.
+    pub async fn products(&self) -> RedisResult<Vec<Uuid>> {
+        let ids: Vec<String> =
+            redis::cmd("SMEMBERS").arg(PRODUCT_INDEX).query_async(&mut self.conn.clone()).await?;
+        Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+    }
+
+    /// Up to `limit` slots of `schedule` (expiry or reminders) due at `now_ms`.
+    async fn due(&self, schedule: String, now_ms: i64, limit: usize) -> RedisResult<Vec<Uuid>> {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(schedule)
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+    }
+
+    pub async fn due_expiries(
+        &self,
+        product_id: Uuid,
+        now_ms: i64,
+        limit: usize,
+    ) -> RedisResult<Vec<Uuid>> {
+        self.due(ProductKeys::new(product_id).expiry(), now_ms, limit).await
+    }
+
+    pub async fn due_reminders(
+        &self,
+        product_id: Uuid,
+        now_ms: i64,
+        limit: usize,
+    ) -> RedisResult<Vec<Uuid>> {
+        self.due(ProductKeys::new(product_id).reminders(), now_ms, limit).await
+    }
+
+    /// Runs `expire.lua` for one slot.
+    pub async fn expire(
+        &self,
+        product_id: Uuid,
+        slot_id: Uuid,
+        now_ms: i64,
+    ) -> RedisResult<Expiry> {
+        let keys = ProductKeys::new(product_id);
+        let answer: Vec<Value> = self
+            .expire
+            .key(keys.product())
+            .key(keys.holders())
+            .key(keys.slot(slot_id))
+            .key(keys.expiry())
+            .key(keys.reminders())
+            .key(keys.outbox())
+            .arg(product_id.to_string())
+            .arg(slot_id.to_string())
+            .arg(Uuid::now_v7().to_string())
+            .arg(now_ms)
+            .arg(ms(self.lifecycle.expired_ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let first: String = match answer.into_iter().next() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => String::new(),
+        };
+        Ok(match first.as_str() {
+            "expired" => Expiry::Expired,
+            "not_due" => Expiry::NotDue,
+            _ => Expiry::Skipped,
+        })
+    }
+
+    /// Runs `remind.lua` for one slot; `true` if the event was emitted.
+    pub async fn remind(&self, product_id: Uuid, slot_id: Uuid, now_ms: i64) -> RedisResult<bool> {
+        let keys = ProductKeys::new(product_id);
+        let emitted: i64 = self
+            .remind
+            .key(keys.reminders())
+            .key(keys.slot(slot_id))
+            .key(keys.outbox())
+            .arg(product_id.to_string())
+            .arg(slot_id.to_string())
+            .arg(Uuid::now_v7().to_string())
+            .arg(now_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(emitted == 1)
+    }
+
     pub async fn ping(&self) -> RedisResult<()> {
         redis::cmd("PING").query_async::<String>(&mut self.conn.clone()).await.map(drop)
     }
@@ -179,6 +435,10 @@ impl Inventory {
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
 }
 
 #[cfg(test)]
@@ -214,7 +474,7 @@ mod tests {
     fn keys_share_the_product_hash_tag() {
         let p = Uuid::nil();
         let k = ProductKeys::new(p);
-        for key in [k.product(), k.holders(), k.slot(p), k.expiry(), k.outbox()] {
+        for key in [k.product(), k.holders(), k.slot(p), k.expiry(), k.reminders(), k.outbox()] {
             assert!(key.starts_with("fg:{00000000-0000-0000-0000-000000000000}:"), "{key}");
         }
     }

@@ -10,6 +10,7 @@ pub mod admin_auth;
 pub mod clock;
 pub mod edge_auth;
 pub mod error;
+pub mod expiry;
 pub mod health;
 pub mod inventory;
 pub mod metrics;

@@ -43,6 +43,12 @@ struct Args {
     /// How long a granted slot is held for payment.
     #[arg(long, env = "FLASHGATE_SLOT_HOLD_SECS", default_value_t = 1800)]
     slot_hold_secs: u64,
+    /// How long before its deadline a slot's `slot-expiring-soon` event is emitted.
+    #[arg(long, env = "FLASHGATE_REMIND_BEFORE_SECS", default_value_t = 300)]
+    remind_before_secs: u64,
+    /// How often the expiration worker sweeps (0: run no worker in this process).
+    #[arg(long, env = "FLASHGATE_EXPIRY_INTERVAL_MS", default_value_t = 1000)]
+    expiry_interval_ms: u64,
     /// Log as JSON lines.
     #[arg(long, env = "FLASHGATE_LOG_JSON")]
     log_json: bool,
@@ -67,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     settings.max_stamp_skew = Duration::from_millis(args.max_stamp_skew_ms);
-    settings.slot_hold = Duration::from_secs(args.slot_hold_secs);
+    settings.lifecycle.hold = Duration::from_secs(args.slot_hold_secs);
+    settings.lifecycle.remind_before = Duration::from_secs(args.remind_before_secs);
+    settings.expiry_interval =
+        (args.expiry_interval_ms > 0).then(|| Duration::from_millis(args.expiry_interval_ms));
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "origin listening");
     app.run_until_stopped(async {

@@ -4,13 +4,14 @@ use crate::admin_auth::Admin;
 use crate::clock::rfc3339_ms;
 use crate::edge_auth::EdgeContext;
 use crate::error::{ApiError, ApiResult};
+use crate::inventory::{ProductDeletion, ProductUpdate};
 use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
@@ -24,13 +25,18 @@ const MAX_STOCK: i64 = 10_000_000;
 
 /// Admin routes (admin JWT checked per handler).
 pub fn admin_router() -> Router<AppState> {
-    Router::new().route("/products", post(create))
+    Router::new()
+        .route("/products", post(create))
+        .route("/products/{id}", put(update).delete(remove))
 }
 
 /// Buyer routes (mounted behind the edge signature).
 pub fn buyer_router() -> Router<AppState> {
-    Router::new().route("/products/{id}", get(read))
+    Router::new().route("/products", get(list)).route("/products/{id}", get(read))
 }
+
+const COLUMNS: &str =
+    "product_id, name, price_amount, price_currency, stock, sale_starts_at, sale_ends_at";
 
 /// A validated request to create a product.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,14 +228,227 @@ async fn create(State(state): State<AppState>, _admin: Admin, body: Body) -> Api
         .into_response())
 }
 
+/// A live (not deleted) product.
 pub(crate) async fn find(state: &AppState, product_id: Uuid) -> ApiResult<Option<ProductRow>> {
-    Ok(sqlx::query_as(
-        "SELECT product_id, name, price_amount, price_currency, stock, sale_starts_at, sale_ends_at \
-         FROM products WHERE product_id = $1",
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM products WHERE product_id = $1 AND deleted_at IS NULL"
+    ))
     .bind(product_id)
     .fetch_optional(&state.db)
     .await?)
+}
+
+pub(crate) fn not_loaded(product_id: Uuid) -> ApiError {
+    ApiError::Unavailable {
+        component: "redis",
+        detail: format!("product {product_id} has no sale state in Redis"),
+    }
+}
+
+async fn update(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<axum::Json<ProductView>> {
+    let product_id = parse_id(&id, "product")?;
+    let new = NewProduct::parse(&read_json(body, MAX_ADMIN_BODY).await?)?;
+    let mut tx = state.db.begin().await?;
+    let current: ProductRow = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM products WHERE product_id = $1 AND deleted_at IS NULL FOR UPDATE"
+    ))
+    .bind(product_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
+    let current_stock = i64::from(current.stock);
+    if new.stock < current_stock {
+        return Err(ApiError::validation(
+            "stock",
+            format!("may only grow (it is {current_stock})"),
+        ));
+    }
+    let starts = (new.sale_starts_at != current.sale_starts_at).then(|| ms(new.sale_starts_at));
+    // Redis decides under the row lock; PostgreSQL follows in the same transaction.
+    let remaining = match state
+        .inventory
+        .update_product(
+            product_id,
+            new.stock - current_stock,
+            starts,
+            Some(new.sale_ends_at.map(ms)),
+        )
+        .await?
+    {
+        ProductUpdate::Updated { remaining, .. } => remaining,
+        ProductUpdate::StartsLocked { granted } => {
+            return Err(ApiError::SaleStartLocked { granted });
+        }
+        ProductUpdate::Unknown => return Err(not_loaded(product_id)),
+    };
+    let row: ProductRow = sqlx::query_as(&format!(
+        "UPDATE products SET name = $2, price_amount = $3, price_currency = $4, stock = $5, \
+         sale_starts_at = $6, sale_ends_at = $7, updated_at = now() WHERE product_id = $1 \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(product_id)
+    .bind(&new.name)
+    .bind(new.price_amount)
+    .bind(&new.price_currency)
+    .bind(new.stock as i32)
+    .bind(new.sale_starts_at)
+    .bind(new.sale_ends_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(%product_id, stock = new.stock, "product updated");
+    Ok(axum::Json(ProductView::new(row, remaining, state.clock.now_ms())))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let product_id = parse_id(&id, "product")?;
+    let mut tx = state.db.begin().await?;
+    let found: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT product_id FROM products WHERE product_id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(product_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if found.is_none() {
+        return Err(ApiError::NotFound(format!("no product {product_id}")));
+    }
+    match state.inventory.delete_product(product_id).await? {
+        ProductDeletion::Active { slots } => return Err(ApiError::HasActiveSlots { slots }),
+        ProductDeletion::Deleted | ProductDeletion::Unknown => {}
+    }
+    sqlx::query("UPDATE products SET deleted_at = now(), updated_at = now() WHERE product_id = $1")
+        .bind(product_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(%product_id, "product deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A page of results: `{items, page, size, total}`; pages count from 1.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub size: u32,
+    pub total: u64,
+}
+
+/// Validated `page` and `size` query parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub size: u32,
+}
+
+impl PageRequest {
+    pub const MAX_SIZE: u32 = 100;
+
+    pub fn parse(query: &std::collections::HashMap<String, String>) -> ApiResult<Self> {
+        let number = |name: &str, default: u32, max: u32| -> ApiResult<u32> {
+            match query.get(name) {
+                None => Ok(default),
+                Some(raw) => {
+                    raw.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                        ApiError::validation(name, format!("must be an integer from 1 to {max}"))
+                    })
+                }
+            }
+        };
+        Ok(Self { page: number("page", 1, u32::MAX)?, size: number("size", 20, Self::MAX_SIZE)? })
+    }
+
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page - 1) * u64::from(self.size)
+    }
+}
+
+impl ProductStatus {
+    fn parse(raw: &str) -> ApiResult<Self> {
+        match raw {
+            "UPCOMING" => Ok(Self::Upcoming),
+            "ON_SALE" => Ok(Self::OnSale),
+            "SOLD_OUT" => Ok(Self::SoldOut),
+            "ENDED" => Ok(Self::Ended),
+            _ => {
+                Err(ApiError::validation("status", "must be UPCOMING, ON_SALE, SOLD_OUT or ENDED"))
+            }
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _caller: EdgeContext,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<axum::Json<Page<ProductView>>> {
+    let paging = PageRequest::parse(&query)?;
+    let status = query.get("status").map(|s| ProductStatus::parse(s)).transpose()?;
+    let now_ms = state.clock.now_ms();
+    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    // The sale window is decided in SQL; ON_SALE and SOLD_OUT also need Redis's stock.
+    let window = match status {
+        None => "TRUE",
+        Some(ProductStatus::Upcoming) => "sale_starts_at > $1",
+        Some(ProductStatus::Ended) => "sale_ends_at <= $1",
+        Some(ProductStatus::OnSale | ProductStatus::SoldOut) => {
+            "sale_starts_at <= $1 AND (sale_ends_at IS NULL OR sale_ends_at > $1)"
+        }
+    };
+    let by_stock = matches!(status, Some(ProductStatus::OnSale | ProductStatus::SoldOut));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM products WHERE deleted_at IS NULL AND ({window}) \
+         ORDER BY sale_starts_at DESC, product_id"
+    );
+    let (rows, total): (Vec<ProductRow>, u64) = if by_stock {
+        let rows: Vec<ProductRow> = sqlx::query_as(&sql).bind(now).fetch_all(&state.db).await?;
+        (rows, 0)
+    } else {
+        let total: (i64,) = sqlx::query_as(&format!(
+            "SELECT count(*) FROM products WHERE deleted_at IS NULL AND ({window})"
+        ))
+        .bind(now)
+        .fetch_one(&state.db)
+        .await?;
+        let rows = sqlx::query_as(&format!("{sql} LIMIT $2 OFFSET $3"))
+            .bind(now)
+            .bind(i64::from(paging.size))
+            .bind(paging.offset() as i64)
+            .fetch_all(&state.db)
+            .await?;
+        (rows, total.0 as u64)
+    };
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
+    let remaining = state.inventory.remaining_many(&ids).await?;
+    let mut views = Vec::with_capacity(rows.len());
+    for (row, remaining) in rows.into_iter().zip(remaining) {
+        let remaining = remaining.ok_or_else(|| not_loaded(row.product_id))?;
+        views.push(ProductView::new(row, remaining, now_ms));
+    }
+    let (items, total) = if by_stock {
+        let matching: Vec<ProductView> =
+            views.into_iter().filter(|v| Some(v.status) == status).collect();
+        let total = matching.len() as u64;
+        let page = matching
+            .into_iter()
+            .skip(paging.offset() as usize)
+            .take(paging.size as usize)
+            .collect();
+        (page, total)
+    } else {
+        (views, total)
+    };
+    Ok(axum::Json(Page { items, page: paging.page, size: paging.size, total }))
 }
 
 async fn read(
@@ -241,10 +460,8 @@ async fn read(
     let row = find(&state, product_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
-    let remaining = state.inventory.remaining(product_id).await?.ok_or(ApiError::Unavailable {
-        component: "redis",
-        detail: format!("product {product_id} is not loaded in Redis"),
-    })?;
+    let remaining =
+        state.inventory.remaining(product_id).await?.ok_or_else(|| not_loaded(product_id))?;
     Ok(axum::Json(ProductView::new(row, remaining, state.clock.now_ms())))
 }
 

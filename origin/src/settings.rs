@@ -1,6 +1,7 @@
 //! Origin settings: a plain struct the binary fills from flags and environment, and tests
 //! fill directly.
 
+use crate::inventory::Lifecycle;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy};
 use std::net::SocketAddr;
@@ -19,8 +20,11 @@ pub struct Settings {
     pub jwt_policy: TokenPolicy,
     /// How far an edge arrival stamp may be from the origin's clock, either way.
     pub max_stamp_skew: Duration,
-    /// How long a granted slot is held for payment.
-    pub slot_hold: Duration,
+    /// Hold time, reminder lead and expired-record TTL of slots.
+    pub lifecycle: Lifecycle,
+    /// How often the expiration worker sweeps; `None` runs no worker (tests drive
+    /// [`crate::expiry::ExpiryWorker::step`] themselves).
+    pub expiry_interval: Option<Duration>,
     /// Deadline for each Redis command; past it the request is answered 503.
     pub redis_timeout: Duration,
     pub database_max_connections: u32,
@@ -45,7 +49,8 @@ impl Settings {
             jwt_keys,
             jwt_policy,
             max_stamp_skew: Duration::from_secs(5),
-            slot_hold: Duration::from_secs(30 * 60),
+            lifecycle: Lifecycle::default(),
+            expiry_interval: Some(Duration::from_secs(1)),
             redis_timeout: Duration::from_millis(500),
             database_max_connections: 10,
             migrate: true,

@@ -75,7 +75,6 @@ async fn acquire(
             event_id: Uuid::now_v7(),
             arrival_us: edge.arrival_us,
             now_ms,
-            hold_ms: state.slot_hold.as_millis() as i64,
             traceparent: &edge.traceparent,
         })
         .await?;
@@ -107,10 +106,7 @@ async fn acquire(
         }
         Acquisition::Unknown => match products::find(&state, product_id).await? {
             // Known to PostgreSQL but not to Redis: its sale state must be rebuilt first.
-            Some(_) => Err(ApiError::Unavailable {
-                component: "redis",
-                detail: format!("product {product_id} has no sale state in Redis"),
-            }),
+            Some(_) => Err(products::not_loaded(product_id)),
             None => Err(ApiError::NotFound(format!("no product {product_id}"))),
         },
     }

@@ -2,6 +2,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::ApiError;
+use crate::expiry::ExpiryWorker;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -18,13 +19,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// A built origin: connected, migrated and bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    expiry_interval: Option<Duration>,
 }
+
+/// How long workers may take to finish their current step after shutdown.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -44,8 +50,9 @@ impl Application {
         if settings.migrate {
             MIGRATOR.run(&db).await.context("applying migrations")?;
         }
-        let inventory = Inventory::connect(&settings.redis_url, settings.redis_timeout)
-            .context("parsing the Redis URL")?;
+        let inventory =
+            Inventory::connect(&settings.redis_url, settings.redis_timeout, settings.lifecycle)
+                .context("parsing the Redis URL")?;
         let state = AppState {
             db,
             inventory,
@@ -60,12 +67,16 @@ impl Application {
                 settings.jwt_policy.clone(),
             )),
             clock,
-            slot_hold: settings.slot_hold,
         };
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
-        Ok(Self { router: router(state.clone()), listener, state })
+        Ok(Self {
+            router: router(state.clone()),
+            listener,
+            state,
+            expiry_interval: settings.expiry_interval,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -76,15 +87,27 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves (and runs the workers) until `shutdown` resolves, then lets in-flight
+    /// requests finish and gives the workers [`DRAIN_LIMIT`] to finish their step.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
+        let cancel = CancellationToken::new();
+        let mut workers = tokio::task::JoinSet::new();
+        if let Some(interval) = self.expiry_interval {
+            let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone());
+            workers.spawn(worker.run(interval, cancel.clone()));
+        }
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving")
+            .context("serving");
+        cancel.cancel();
+        if tokio::time::timeout(DRAIN_LIMIT, workers.join_all()).await.is_err() {
+            tracing::warn!("workers did not stop within {DRAIN_LIMIT:?}");
+        }
+        served
     }
 }
 

@@ -18,7 +18,6 @@ pub struct AppState {
     pub metrics: Metrics,
     pub edge: EdgeTrust,
     pub admin_tokens: Arc<TokenVerifier>,
-    pub slot_hold: Duration,
 }
 
 /// What the origin needs to check an edge signature.

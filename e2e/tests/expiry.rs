@@ -1,0 +1,156 @@
+//! Slots expire and give their unit back exactly once (invariants 1 and 4), driven by a
+//! controlled clock through the worker's single step.
+
+use flashgate_e2e::{Identity, RedisServer, TestDatabase, TestOrigin};
+use flashgate_origin::clock::{Clock, ManualClock};
+use flashgate_origin::expiry::{ExpiryWorker, Sweep};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+const MIN: Duration = Duration::from_secs(60);
+
+struct Sale {
+    redis: RedisServer,
+    _db: TestDatabase,
+    id: Identity,
+    origin: TestOrigin,
+    clock: ManualClock,
+}
+
+impl Sale {
+    async fn start() -> Self {
+        let redis = RedisServer::start().unwrap();
+        let db = TestDatabase::create().await.unwrap();
+        let id = Identity::generate().unwrap();
+        let clock = ManualClock::starting_now();
+        let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
+            s.expiry_interval = None;
+        })
+        .await
+        .unwrap();
+        Self { redis, _db: db, id, origin, clock }
+    }
+
+    fn worker(&self) -> ExpiryWorker {
+        ExpiryWorker::new(self.origin.state.inventory.clone(), Arc::new(self.clock.clone()))
+    }
+
+    async fn acquire(&self, user: Uuid, product: Uuid) -> u16 {
+        let now = self.clock.now_us() as u64;
+        let r = self.origin.acquire_signed(&self.id, user, product, now).await.unwrap();
+        r.status().as_u16()
+    }
+}
+
+fn count(types: &[String], kind: &str) -> usize {
+    types.iter().filter(|t| *t == kind).count()
+}
+
+#[tokio::test]
+async fn due_slots_are_reminded_then_reclaimed_once() {
+    let t = Sale::start().await;
+    let product = t.origin.create_product(&t.id, 3).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await, 201);
+    }
+    assert_eq!(t.acquire(Uuid::new_v4(), product).await, 409);
+    let worker = t.worker();
+
+    t.clock.advance(24 * MIN);
+    assert_eq!(worker.step().await.unwrap(), Sweep::default(), "nothing due yet");
+    t.clock.advance(2 * MIN);
+    assert_eq!(worker.step().await.unwrap(), Sweep { reminded: 3, ..Sweep::default() });
+    assert_eq!(worker.step().await.unwrap(), Sweep::default(), "reminders are sent once");
+
+    t.clock.advance(5 * MIN);
+    assert_eq!(worker.step().await.unwrap(), Sweep { expired: 3, ..Sweep::default() });
+    assert_eq!(worker.step().await.unwrap(), Sweep::default(), "reclaimed once");
+    let counts = t.redis.counts(product).await.unwrap();
+    counts.assert_conserved();
+    assert_eq!((counts.remaining, counts.held, counts.scheduled), (3, 0, 0));
+
+    let types = t.redis.outbox_types(product).await.unwrap();
+    assert_eq!(count(&types, "slot-acquired"), 3);
+    assert_eq!(count(&types, "slot-expiring-soon"), 3);
+    assert_eq!(count(&types, "slot-expired"), 3);
+
+    // The units are on sale again.
+    for _ in 0..3 {
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await, 201);
+    }
+    t.redis.counts(product).await.unwrap().assert_conserved();
+}
+
+#[tokio::test]
+async fn racing_workers_reclaim_every_unit_exactly_once() {
+    let t = Sale::start().await;
+    let product = t.origin.create_product(&t.id, 60).await.unwrap();
+    for _ in 0..60 {
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await, 201);
+    }
+    t.clock.advance(31 * MIN);
+    let workers: Vec<ExpiryWorker> = (0..3).map(|_| t.worker()).collect();
+    let sweeps = futures::future::join_all(workers.iter().map(|w| w.step())).await;
+    let expired: u64 = sweeps.into_iter().map(|s| s.unwrap().expired).sum();
+    assert_eq!(expired, 60, "each slot reclaimed by exactly one worker");
+    let counts = t.redis.counts(product).await.unwrap();
+    counts.assert_conserved();
+    assert_eq!(counts.remaining, 60);
+    let types = t.redis.outbox_types(product).await.unwrap();
+    assert_eq!(count(&types, "slot-expired"), 60, "one event per reclaim");
+    assert_eq!(
+        count(&types, "slot-expiring-soon"),
+        60,
+        "one reminder per slot, however many workers"
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_slot_is_expired_lazily_when_its_buyer_comes_back() {
+    let t = Sale::start().await;
+    let product = t.origin.create_product(&t.id, 1).await.unwrap();
+    let buyer = Uuid::new_v4();
+    assert_eq!(t.acquire(buyer, product).await, 201);
+    assert_eq!(t.acquire(buyer, product).await, 409, "holding while the slot is live");
+    t.clock.advance(31 * MIN);
+    // No sweep has run: the deadline alone makes the slot expired.
+    assert_eq!(t.acquire(buyer, product).await, 201, "the lapsed slot no longer counts");
+    let counts = t.redis.counts(product).await.unwrap();
+    counts.assert_conserved();
+    assert_eq!((counts.remaining, counts.held, counts.scheduled), (0, 1, 1));
+    let types = t.redis.outbox_types(product).await.unwrap();
+    assert_eq!(types, ["slot-acquired", "slot-expired", "slot-acquired"]);
+    // The worker finds nothing left to reclaim for the old slot.
+    assert_eq!(t.worker().step().await.unwrap().expired, 0);
+}
+
+#[tokio::test]
+async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis() {
+    let t = Sale::start().await;
+    let mut products = Vec::new();
+    for _ in 0..5 {
+        products.push(t.origin.create_product(&t.id, 150).await.unwrap());
+    }
+    let worker = t.worker();
+    let mut granted = 0;
+    // 1,000 attempts; every third round is allowed to lapse and be reclaimed.
+    for round in 0..4 {
+        let attempts: Vec<_> =
+            (0..250).map(|i| (Uuid::new_v4(), products[i % products.len()])).collect();
+        let answers =
+            futures::future::join_all(attempts.iter().map(|(u, p)| t.acquire(*u, *p))).await;
+        granted += answers.iter().filter(|s| **s == 201).count();
+        assert!(answers.iter().all(|s| *s == 201 || *s == 409), "{answers:?}");
+        if round % 3 == 0 {
+            t.clock.advance(31 * MIN);
+            worker.step().await.unwrap();
+        } else {
+            t.clock.advance(MIN);
+        }
+        for p in &products {
+            t.redis.counts(*p).await.unwrap().assert_conserved();
+        }
+    }
+    assert!(granted >= 750, "with reclaims, most attempts find a unit ({granted})");
+}
