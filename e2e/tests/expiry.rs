@@ -4,6 +4,8 @@
 use flashgate_e2e::{Identity, RedisServer, TestDatabase, TestOrigin};
 use flashgate_origin::clock::{Clock, ManualClock};
 use flashgate_origin::expiry::{ExpiryWorker, Sweep};
+use flashgate_origin::persister::PgWriter;
+use flashgate_origin::relay::{Relay, Sink};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -26,6 +28,7 @@ impl Sale {
         let clock = ManualClock::starting_now();
         let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
             s.expiry_interval = None;
+            s.relay_interval = None;
         })
         .await
         .unwrap();
@@ -126,7 +129,7 @@ async fn a_lapsed_slot_is_expired_lazily_when_its_buyer_comes_back() {
 }
 
 #[tokio::test]
-async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis() {
+async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis_and_postgres() {
     let t = Sale::start().await;
     let mut products = Vec::new();
     for _ in 0..5 {
@@ -153,4 +156,29 @@ async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis() {
         }
     }
     assert!(granted >= 750, "with reclaims, most attempts find a unit ({granted})");
+
+    // Everything reaches PostgreSQL, where invariant 1 holds too.
+    let relay = Relay::new(
+        t.origin.state.inventory.clone(),
+        Sink::Postgres(PgWriter::new(t.origin.state.db.clone())),
+        "test".into(),
+        Duration::from_secs(30),
+    );
+    relay.step().await.unwrap();
+    for p in &products {
+        let counts = t.redis.counts(*p).await.unwrap();
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM purchase_slots WHERE product_id = $1 AND status IN ('ACTIVE', 'COMPLETED')",
+        )
+        .bind(p)
+        .fetch_one(&t.origin.state.db)
+        .await
+        .unwrap();
+        assert_eq!(counts.remaining + live, counts.total, "invariant 1 in PostgreSQL for {p}");
+    }
+    let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM purchase_slots")
+        .fetch_one(&t.origin.state.db)
+        .await
+        .unwrap();
+    assert_eq!(slots as usize, granted, "every grant persisted once");
 }

@@ -49,6 +49,9 @@ struct Args {
     /// How often the expiration worker sweeps (0: run no worker in this process).
     #[arg(long, env = "FLASHGATE_EXPIRY_INTERVAL_MS", default_value_t = 1000)]
     expiry_interval_ms: u64,
+    /// How often the outbox relay steps (0: run no relay in this process).
+    #[arg(long, env = "FLASHGATE_RELAY_INTERVAL_MS", default_value_t = 100)]
+    relay_interval_ms: u64,
     /// Log as JSON lines.
     #[arg(long, env = "FLASHGATE_LOG_JSON")]
     log_json: bool,
@@ -77,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
     settings.lifecycle.remind_before = Duration::from_secs(args.remind_before_secs);
     settings.expiry_interval =
         (args.expiry_interval_ms > 0).then(|| Duration::from_millis(args.expiry_interval_ms));
+    settings.relay_interval =
+        (args.relay_interval_ms > 0).then(|| Duration::from_millis(args.relay_interval_ms));
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "origin listening");
     app.run_until_stopped(async {

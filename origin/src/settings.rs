@@ -25,6 +25,10 @@ pub struct Settings {
     /// How often the expiration worker sweeps; `None` runs no worker (tests drive
     /// [`crate::expiry::ExpiryWorker::step`] themselves).
     pub expiry_interval: Option<Duration>,
+    /// How often the outbox relay steps; `None` runs no relay (tests drive it).
+    pub relay_interval: Option<Duration>,
+    /// How long an entry may sit unacknowledged with another relay before this one claims it.
+    pub relay_claim_idle: Duration,
     /// Deadline for each Redis command; past it the request is answered 503.
     pub redis_timeout: Duration,
     pub database_max_connections: u32,
@@ -51,6 +55,8 @@ impl Settings {
             max_stamp_skew: Duration::from_secs(5),
             lifecycle: Lifecycle::default(),
             expiry_interval: Some(Duration::from_secs(1)),
+            relay_interval: Some(Duration::from_millis(100)),
+            relay_claim_idle: Duration::from_secs(30),
             redis_timeout: Duration::from_millis(500),
             database_max_connections: 10,
             migrate: true,

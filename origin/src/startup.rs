@@ -5,6 +5,8 @@ use crate::error::ApiError;
 use crate::expiry::ExpiryWorker;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::persister::PgWriter;
+use crate::relay::{Relay, Sink};
 use crate::settings::Settings;
 use crate::state::{AppState, EdgeTrust};
 use crate::{MIGRATOR, edge_auth, health, metrics, products, slots, trace};
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// A built origin: connected, migrated and bound, not yet serving.
 pub struct Application {
@@ -27,6 +30,8 @@ pub struct Application {
     router: Router,
     state: AppState,
     expiry_interval: Option<Duration>,
+    relay_interval: Option<Duration>,
+    relay_claim_idle: Duration,
 }
 
 /// How long workers may take to finish their current step after shutdown.
@@ -76,6 +81,8 @@ impl Application {
             listener,
             state,
             expiry_interval: settings.expiry_interval,
+            relay_interval: settings.relay_interval,
+            relay_claim_idle: settings.relay_claim_idle,
         })
     }
 
@@ -98,6 +105,15 @@ impl Application {
         if let Some(interval) = self.expiry_interval {
             let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
+        }
+        if let Some(interval) = self.relay_interval {
+            let relay = Relay::new(
+                self.state.inventory.clone(),
+                Sink::Postgres(PgWriter::new(self.state.db.clone())),
+                format!("origin-{}", Uuid::new_v4().simple()),
+                self.relay_claim_idle,
+            );
+            workers.spawn(relay.run(interval, cancel.clone()));
         }
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
