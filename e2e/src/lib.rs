@@ -288,6 +288,23 @@ impl TestOrigin {
     }
 }
 
+impl TestOrigin {
+    /// `GET path` straight to the origin, signed as the edge would for `user` at `arrival_us`.
+    pub async fn get_signed(
+        &self,
+        id: &Identity,
+        user: Uuid,
+        path: &str,
+        arrival_us: u64,
+    ) -> Result<reqwest::Response> {
+        let mut request = reqwest::Client::new().get(self.url(path));
+        for (k, v) in edge_headers(&id.secret(), "GET", path, user, arrival_us, b"") {
+            request = request.header(k, v);
+        }
+        Ok(request.send().await?)
+    }
+}
+
 /// Redis-side counts of one product, for invariant checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProductCounts {

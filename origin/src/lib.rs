@@ -15,6 +15,7 @@ pub mod expiry;
 pub mod health;
 pub mod inventory;
 pub mod metrics;
+pub mod pagination;
 pub mod persister;
 pub mod products;
 pub mod relay;

@@ -5,6 +5,7 @@ use crate::clock::rfc3339_ms;
 use crate::edge_auth::EdgeContext;
 use crate::error::{ApiError, ApiResult};
 use crate::inventory::{ProductDeletion, ProductUpdate};
+use crate::pagination::{Page, PageRequest};
 use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
@@ -332,44 +333,6 @@ async fn remove(
     tx.commit().await?;
     tracing::info!(%product_id, "product deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A page of results: `{items, page, size, total}`; pages count from 1.
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub page: u32,
-    pub size: u32,
-    pub total: u64,
-}
-
-/// Validated `page` and `size` query parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRequest {
-    pub page: u32,
-    pub size: u32,
-}
-
-impl PageRequest {
-    pub const MAX_SIZE: u32 = 100;
-
-    pub fn parse(query: &std::collections::HashMap<String, String>) -> ApiResult<Self> {
-        let number = |name: &str, default: u32, max: u32| -> ApiResult<u32> {
-            match query.get(name) {
-                None => Ok(default),
-                Some(raw) => {
-                    raw.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
-                        ApiError::validation(name, format!("must be an integer from 1 to {max}"))
-                    })
-                }
-            }
-        };
-        Ok(Self { page: number("page", 1, u32::MAX)?, size: number("size", 20, Self::MAX_SIZE)? })
-    }
-
-    pub fn offset(&self) -> u64 {
-        u64::from(self.page - 1) * u64::from(self.size)
-    }
 }
 
 impl ProductStatus {

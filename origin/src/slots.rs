@@ -5,14 +5,15 @@ use crate::edge_auth::EdgeContext;
 use crate::error::{ApiError, ApiResult};
 use crate::inventory::{AcquireArgs, Acquisition};
 use crate::metrics::AcquireLabels;
+use crate::pagination::{Page, PageRequest};
 use crate::products;
 use crate::state::AppState;
 use crate::trace::RequestTrace;
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
@@ -20,7 +21,10 @@ use uuid::Uuid;
 
 /// Buyer routes (mounted behind the edge signature).
 pub fn router() -> Router<AppState> {
-    Router::new().route("/slots/acquire", post(acquire))
+    Router::new()
+        .route("/slots/acquire", post(acquire))
+        .route("/slots/my-slots", get(my_slots))
+        .route("/slots/{id}", get(read))
 }
 
 /// The body of `POST /slots/acquire`.
@@ -112,9 +116,132 @@ async fn acquire(
     }
 }
 
+/// A slot as PostgreSQL holds it (written by the persister).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SlotRow {
+    pub slot_id: Uuid,
+    pub product_id: Uuid,
+    pub user_id: Uuid,
+    pub status: String,
+    pub arrival_at: time::OffsetDateTime,
+    pub acquired_at: time::OffsetDateTime,
+    pub expires_at: time::OffsetDateTime,
+    pub trace_id: String,
+}
+
+const SLOT_COLUMNS: &str =
+    "slot_id, product_id, user_id, status, arrival_at, acquired_at, expires_at, trace_id";
+
+fn us(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+/// The lifecycle as a buyer sees it: an ACTIVE slot past its deadline is EXPIRED, whether
+/// or not the worker has swept it yet.
+pub fn effective_status(stored: &str, expires_ms: i64, now_ms: i64) -> &'static str {
+    match stored {
+        "ACTIVE" if expires_ms <= now_ms => "EXPIRED",
+        "ACTIVE" => "ACTIVE",
+        "COMPLETED" => "COMPLETED",
+        _ => "EXPIRED",
+    }
+}
+
+impl SlotView {
+    fn from_row(row: SlotRow, now_ms: i64) -> Self {
+        let expires_ms = us(row.expires_at) / 1000;
+        let status = effective_status(&row.status, expires_ms, now_ms);
+        Self {
+            slot_id: row.slot_id,
+            product_id: row.product_id,
+            user_id: row.user_id,
+            status,
+            arrival_at: rfc3339_us(us(row.arrival_at)),
+            acquired_at: rfc3339_us(us(row.acquired_at)),
+            expires_at: rfc3339_us(us(row.expires_at)),
+            remaining_seconds: if status == "ACTIVE" {
+                (expires_ms - now_ms).max(0) / 1000
+            } else {
+                0
+            },
+            trace_id: row.trace_id,
+        }
+    }
+}
+
+async fn read(
+    State(state): State<AppState>,
+    edge: EdgeContext,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SlotView>> {
+    let slot_id = products::parse_id(&id, "slot")?;
+    let row: SlotRow =
+        sqlx::query_as(&format!("SELECT {SLOT_COLUMNS} FROM purchase_slots WHERE slot_id = $1"))
+            .bind(slot_id)
+            .fetch_optional(&state.db)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no slot {slot_id}")))?;
+    if row.user_id != edge.user_id {
+        return Err(ApiError::Forbidden("this slot belongs to another buyer".into()));
+    }
+    Ok(Json(SlotView::from_row(row, state.clock.now_ms())))
+}
+
+async fn my_slots(
+    State(state): State<AppState>,
+    edge: EdgeContext,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Json<Page<SlotView>>> {
+    let paging = PageRequest::parse(&query)?;
+    // $2 is "now": the lazy deadline applies to the filter as it does to the view.
+    let filter = match query.get("status").map(String::as_str) {
+        None => "TRUE",
+        Some("ACTIVE") => "status = 'ACTIVE' AND expires_at > $2",
+        Some("COMPLETED") => "status = 'COMPLETED'",
+        Some("EXPIRED") => "(status = 'EXPIRED' OR (status = 'ACTIVE' AND expires_at <= $2))",
+        Some(_) => {
+            return Err(ApiError::validation("status", "must be ACTIVE, COMPLETED or EXPIRED"));
+        }
+    };
+    let now_ms = state.clock.now_ms();
+    let now = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let total: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM purchase_slots WHERE user_id = $1 AND ({filter})"
+    ))
+    .bind(edge.user_id)
+    .bind(now)
+    .fetch_one(&state.db)
+    .await?;
+    let rows: Vec<SlotRow> = sqlx::query_as(&format!(
+        "SELECT {SLOT_COLUMNS} FROM purchase_slots WHERE user_id = $1 AND ({filter}) \
+         ORDER BY acquired_at DESC, slot_id LIMIT $3 OFFSET $4"
+    ))
+    .bind(edge.user_id)
+    .bind(now)
+    .bind(i64::from(paging.size))
+    .bind(paging.offset() as i64)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Page {
+        items: rows.into_iter().map(|r| SlotView::from_row(r, now_ms)).collect(),
+        page: paging.page,
+        size: paging.size,
+        total: total as u64,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_alone_ends_a_slot() {
+        assert_eq!(effective_status("ACTIVE", 1000, 999), "ACTIVE");
+        assert_eq!(effective_status("ACTIVE", 1000, 1000), "EXPIRED");
+        assert_eq!(effective_status("COMPLETED", 1000, 5000), "COMPLETED");
+        assert_eq!(effective_status("EXPIRED", 9000, 5000), "EXPIRED");
+    }
 
     #[test]
     fn parses_and_names_bad_bodies() {
