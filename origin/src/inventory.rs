@@ -103,6 +103,18 @@ fn tagged(value: Value) -> RedisResult<(String, Vec<i64>)> {
     Ok((tag, numbers))
 }
 
+/// A live (ACTIVE or COMPLETED) slot as PostgreSQL knows it, for a rebuild.
+#[derive(Debug, Clone)]
+pub struct LiveSlot {
+    pub slot_id: Uuid,
+    pub user_id: Uuid,
+    pub status: String,
+    pub expires_ms: i64,
+    pub arrival_us: i64,
+    pub acquired_ms: i64,
+    pub traceparent: String,
+}
+
 /// One acquisition attempt, as the edge stamped it.
 #[derive(Debug, Clone)]
 pub struct AcquireArgs<'a> {
@@ -173,6 +185,7 @@ pub struct Inventory {
     remind: Arc<Script>,
     update_product: Arc<Script>,
     delete_product: Arc<Script>,
+    rebuild: Arc<Script>,
     lifecycle: Lifecycle,
 }
 
@@ -195,6 +208,7 @@ impl Inventory {
             remind: Arc::new(Script::new(include_str!("../../lua/remind.lua"))),
             update_product: Arc::new(Script::new(include_str!("../../lua/update_product.lua"))),
             delete_product: Arc::new(Script::new(include_str!("../../lua/delete_product.lua"))),
+            rebuild: Arc::new(Script::new(include_str!("../../lua/rebuild.lua"))),
             lifecycle,
         })
     }
@@ -322,6 +336,49 @@ impl Inventory {
                 .await?;
         }
         Ok(decision)
+    }
+
+    /// Restores a product's sale state (`rebuild.lua`) and re-indexes it; `None` if Redis
+    /// already had the product.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rebuild_product(
+        &self,
+        product_id: Uuid,
+        total: i64,
+        starts_ms: i64,
+        ends_ms: Option<i64>,
+        granted: i64,
+        now_ms: i64,
+        slots: &[LiveSlot],
+    ) -> RedisResult<Option<i64>> {
+        redis::cmd("SADD")
+            .arg(PRODUCT_INDEX)
+            .arg(product_id.to_string())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await?;
+        let keys = ProductKeys::new(product_id);
+        let mut call = self.rebuild.key(keys.product());
+        call.key(keys.holders())
+            .key(keys.expiry())
+            .key(keys.reminders())
+            .arg(total)
+            .arg(starts_ms)
+            .arg(ends_ms.map(|e| e.to_string()).unwrap_or_default())
+            .arg(granted)
+            .arg(now_ms)
+            .arg(ms(self.lifecycle.remind_before))
+            .arg(product_id.to_string());
+        for s in slots {
+            call.arg(s.slot_id.to_string())
+                .arg(s.user_id.to_string())
+                .arg(&s.status)
+                .arg(s.expires_ms)
+                .arg(s.arrival_us)
+                .arg(s.acquired_ms)
+                .arg(&s.traceparent);
+        }
+        let restored: i64 = call.invoke_async(&mut self.conn.clone()).await?;
+        Ok((restored >= 0).then_some(restored))
     }
 
     /// `remaining` of several products in one round trip (`None`: not in Redis).

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod persister;
 pub mod products;
+pub mod recovery;
 pub mod relay;
 pub mod settings;
 pub mod slots;

@@ -239,7 +239,9 @@ pub(crate) async fn find(state: &AppState, product_id: Uuid) -> ApiResult<Option
     .await?)
 }
 
-pub(crate) fn not_loaded(product_id: Uuid) -> ApiError {
+/// The product exists but Redis has no sale state for it: start a rebuild, answer 503.
+pub(crate) fn not_loaded(state: &AppState, product_id: Uuid) -> ApiError {
+    crate::recovery::trigger(state, product_id);
     ApiError::Unavailable {
         component: "redis",
         detail: format!("product {product_id} has no sale state in Redis"),
@@ -285,7 +287,7 @@ async fn update(
         ProductUpdate::StartsLocked { granted } => {
             return Err(ApiError::SaleStartLocked { granted });
         }
-        ProductUpdate::Unknown => return Err(not_loaded(product_id)),
+        ProductUpdate::Unknown => return Err(not_loaded(&state, product_id)),
     };
     let row: ProductRow = sqlx::query_as(&format!(
         "UPDATE products SET name = $2, price_amount = $3, price_currency = $4, stock = $5, \
@@ -395,7 +397,7 @@ async fn list(
     let remaining = state.inventory.remaining_many(&ids).await?;
     let mut views = Vec::with_capacity(rows.len());
     for (row, remaining) in rows.into_iter().zip(remaining) {
-        let remaining = remaining.ok_or_else(|| not_loaded(row.product_id))?;
+        let remaining = remaining.ok_or_else(|| not_loaded(&state, row.product_id))?;
         views.push(ProductView::new(row, remaining, now_ms));
     }
     let (items, total) = if by_stock {
@@ -423,8 +425,11 @@ async fn read(
     let row = find(&state, product_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
-    let remaining =
-        state.inventory.remaining(product_id).await?.ok_or_else(|| not_loaded(product_id))?;
+    let remaining = state
+        .inventory
+        .remaining(product_id)
+        .await?
+        .ok_or_else(|| not_loaded(&state, product_id))?;
     Ok(axum::Json(ProductView::new(row, remaining, state.clock.now_ms())))
 }
 

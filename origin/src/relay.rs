@@ -93,8 +93,18 @@ impl Relay {
     }
 
     /// Reads a batch of one product's outbox: first entries abandoned by a dead relay, then
-    /// new ones.
+    /// new ones. A consumer group that vanished (Redis lost its data) is created again.
     pub async fn fetch(&self, product: Uuid) -> redis::RedisResult<Batch> {
+        match self.fetch_once(product).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.groups.lock().expect("groups lock").remove(&product);
+                self.fetch_once(product).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_once(&self, product: Uuid) -> redis::RedisResult<Batch> {
         let stream = ProductKeys::new(product).outbox();
         self.ensure_group(product, &stream).await?;
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")

@@ -110,7 +110,7 @@ async fn acquire(
         }
         Acquisition::Unknown => match products::find(&state, product_id).await? {
             // Known to PostgreSQL but not to Redis: its sale state must be rebuilt first.
-            Some(_) => Err(products::not_loaded(product_id)),
+            Some(_) => Err(products::not_loaded(&state, product_id)),
             None => Err(ApiError::NotFound(format!("no product {product_id}"))),
         },
     }

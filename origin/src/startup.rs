@@ -9,7 +9,7 @@ use crate::persister::PgWriter;
 use crate::relay::{Relay, Sink};
 use crate::settings::Settings;
 use crate::state::{AppState, EdgeTrust};
-use crate::{MIGRATOR, edge_auth, health, metrics, products, slots, trace};
+use crate::{MIGRATOR, edge_auth, health, metrics, products, recovery, slots, trace};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -72,6 +72,7 @@ impl Application {
                 settings.jwt_policy.clone(),
             )),
             clock,
+            rebuilds: Arc::default(),
         };
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -135,6 +136,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .merge(buyer)
         .merge(products::admin_router())
+        .merge(recovery::admin_router())
         .route("/health", get(health::check))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -18,6 +18,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub edge: EdgeTrust,
     pub admin_tokens: Arc<TokenVerifier>,
+    /// Products whose automatic rebuild is running (see [`crate::recovery`]).
+    pub rebuilds: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
 }
 
 /// What the origin needs to check an edge signature.

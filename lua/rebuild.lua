@@ -1,0 +1,40 @@
+-- rebuild.lua: restores a product's sale state from PostgreSQL after Redis lost it.
+--
+-- Refused (returns 0) if the product hash exists: live state is never overwritten, so two
+-- origins racing to rebuild cannot roll a sale back. Otherwise, atomically: the holders,
+-- the slot records, the expiry and reminder schedules of the live (ACTIVE and COMPLETED)
+-- slots, and the product hash with `remaining = total - live`.
+--
+-- Slot keys are derived from KEYS[1]'s hash tag, so they stay in the script's cluster slot.
+--
+-- KEYS[1] product hash  KEYS[2] holders hash  KEYS[3] expiry zset  KEYS[4] reminders zset
+-- ARGV[1] total  ARGV[2] startsAtMs  ARGV[3] endsAtMs ('' if open-ended)  ARGV[4] granted
+-- ARGV[5] nowMs  ARGV[6] remindBeforeMs  ARGV[7] productId
+-- then 7 per live slot: slotId userId status expiresMs arrivalUs acquiredMs traceparent
+-- Returns the number of live slots restored, or -1 if the product was already there.
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+local prefix = string.gsub(KEYS[1], 'product$', 'slot:')
+local now = tonumber(ARGV[5])
+local remind_before = tonumber(ARGV[6])
+local live = 0
+for i = 8, #ARGV, 7 do
+  local slot, user, status, expires = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  redis.call('HSET', prefix .. slot,
+    'productId', ARGV[7], 'userId', user, 'status', status, 'arrivalUs', ARGV[i + 4],
+    'acquiredMs', ARGV[i + 5], 'expiresMs', expires, 'traceparent', ARGV[i + 6])
+  redis.call('HSET', KEYS[2], user, slot)
+  if status == 'ACTIVE' then
+    redis.call('ZADD', KEYS[3], expires, slot)
+    if expires - remind_before > now then
+      redis.call('ZADD', KEYS[4], expires - remind_before, slot)
+    end
+  end
+  live = live + 1
+end
+redis.call('HSET', KEYS[1], 'remaining', tonumber(ARGV[1]) - live, 'total', ARGV[1],
+  'granted', ARGV[4], 'startsAtMs', ARGV[2], 'endsAtMs', ARGV[3])
+return live
