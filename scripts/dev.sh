@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The one command: installs what is missing, starts Redis and PostgreSQL, generates the
 # development identity, builds the edge component, and runs the origin and the edge host
-# until Ctrl-C. Pass --release for optimised binaries.
+# until Ctrl-C. Flags: --release for optimised binaries; --kafka to run a local tansu broker
+# and route events through Kafka (the default relays them to PostgreSQL directly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 log() { printf '\033[1;34m[dev]\033[0m %s\n' "$*"; }
 
-profile=debug; cargo_flags=()
-if [ "${1:-}" = "--release" ]; then profile=release; cargo_flags=(--release); fi
+profile=debug; cargo_flags=(); kafka=0
+for arg in "$@"; do
+  case "$arg" in
+    --release) profile=release; cargo_flags=(--release) ;;
+    --kafka) kafka=1 ;;
+    *) echo "usage: scripts/dev.sh [--release] [--kafka]" >&2; exit 2 ;;
+  esac
+done
 : "${FLASHGATE_ORIGIN_LISTEN:=127.0.0.1:8081}"
 : "${FLASHGATE_EDGE_LISTEN:=127.0.0.1:3000}"
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/flashgate}"
@@ -33,6 +40,15 @@ export SPIN_VARIABLE_ORIGIN_HOST="$FLASHGATE_ORIGIN_LISTEN"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
+if [ "$kafka" = 1 ]; then
+  : "${FLASHGATE_KAFKA_BROKERS:=127.0.0.1:19092}"
+  export FLASHGATE_KAFKA_BROKERS
+  tansu="${FLASHGATE_TOOLS:-$HOME/.cache/flashgate/tools}/bin/tansu"
+  "$tansu" broker --listener-url "tcp://$FLASHGATE_KAFKA_BROKERS" \
+    --advertised-listener-url "tcp://$FLASHGATE_KAFKA_BROKERS" --storage-engine memory://tansu/ \
+    >/tmp/flashgate-tansu.log 2>&1 & pids+=($!)
+  log "tansu (Kafka protocol) on $FLASHGATE_KAFKA_BROKERS"
+fi
 "$bin/flashgate-origin" & pids+=($!)
 "$bin/flashgate-edge" --manifest "$root/spin.toml" & pids+=($!)
 

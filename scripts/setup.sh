@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what flashgate needs and starts what is not running: Redis, PostgreSQL (trust
-# auth on 127.0.0.1), the wasm32-wasip2 toolchain (via scripts/build-edge.sh). Idempotent;
-# safe to run on every `dev.sh` and every test run.
+# auth on 127.0.0.1), and the tansu Kafka-protocol broker binary (the wasm32-wasip2
+# toolchain is scripts/build-edge.sh's). Idempotent; safe to run on every `dev.sh` and
+# every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,3 +53,13 @@ fi
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null \
   || { echo "PostgreSQL is not reachable as postgres@127.0.0.1:5432" >&2; exit 1; }
 log "redis and postgresql are up"
+
+# tansu: a Kafka-protocol broker (crates.io), for the Kafka path in tests and `dev.sh --kafka`.
+# Built once into a cache outside the repository (about 18 minutes on 2 cores), then reused.
+tools="${FLASHGATE_TOOLS:-$HOME/.cache/flashgate/tools}"
+if ! [ -x "$tools/bin/tansu" ]; then
+  log "installing tansu 0.6.0 into $tools (first time only; ~18 min on 2 cores)"
+  CARGO_TARGET_DIR="${FLASHGATE_TOOLS_TARGET:-$HOME/.cache/flashgate/tansu-target}" \
+    cargo install tansu --version 0.6.0 --locked --features dynostore,postgres --root "$tools"
+fi
+log "tansu at $tools/bin/tansu"

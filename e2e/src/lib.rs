@@ -10,7 +10,10 @@ use flashgate_cli::{DevIdentity, TokenSpec};
 use flashgate_core::signing::{self, EdgeSecret, EdgeStamp};
 use flashgate_core::token::{KeySet, TokenPolicy};
 use flashgate_edge_host::{EdgeHost, HostSettings};
-use flashgate_origin::clock::{Clock, SystemClock};
+use flashgate_origin::clock::{Clock, ManualClock, SystemClock};
+use flashgate_origin::expiry::ExpiryWorker;
+use flashgate_origin::persister::PgWriter;
+use flashgate_origin::relay::{Relay, Sink};
 use flashgate_origin::settings::Settings;
 use flashgate_origin::startup::Application;
 use flashgate_origin::state::AppState;
@@ -81,6 +84,52 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private Kafka-protocol broker (tansu, memory engine) on a free port.
+pub struct KafkaBroker {
+    child: Child,
+    pub brokers: String,
+}
+
+impl KafkaBroker {
+    /// The tansu binary: `FLASHGATE_TANSU`, else where `scripts/setup.sh` installs it.
+    pub fn binary() -> PathBuf {
+        std::env::var_os("FLASHGATE_TANSU").map(PathBuf::from).unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            home.join(".cache/flashgate/tools/bin/tansu")
+        })
+    }
+
+    pub async fn start() -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(Self::binary())
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!("starting {} (scripts/setup.sh installs it)", Self::binary().display())
+            })?;
+        let broker = Self { child, brokers: format!("127.0.0.1:{port}") };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Ok(broker);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("tansu did not listen on {port}")
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -471,6 +520,73 @@ impl Stack {
             .json(&json!({ "productId": product }))
             .send()
             .await?)
+    }
+}
+
+/// An origin on a controlled clock with no background workers: tests drive the expiry
+/// worker and the relay one step at a time.
+pub struct DrivenOrigin {
+    pub redis: RedisServer,
+    pub db: TestDatabase,
+    pub id: Identity,
+    pub origin: TestOrigin,
+    pub clock: ManualClock,
+}
+
+impl DrivenOrigin {
+    pub async fn start() -> Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// As [`DrivenOrigin::start`], with further settings (a broker, …).
+    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Result<Self> {
+        let redis = RedisServer::start()?;
+        let db = TestDatabase::create().await?;
+        let id = Identity::generate()?;
+        let clock = ManualClock::starting_now();
+        let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
+            s.expiry_interval = None;
+            s.relay_interval = None;
+            configure(s);
+        })
+        .await?;
+        Ok(Self { redis, db, id, origin, clock })
+    }
+
+    pub fn worker(&self) -> ExpiryWorker {
+        ExpiryWorker::new(self.origin.state.inventory.clone(), Arc::new(self.clock.clone()))
+    }
+
+    /// A relay writing straight to PostgreSQL.
+    pub fn relay(&self, claim_idle: Duration) -> Relay {
+        Relay::new(
+            self.origin.state.inventory.clone(),
+            Sink::Postgres(PgWriter::new(self.origin.state.db.clone())),
+            format!("test-{}", Uuid::new_v4().simple()),
+            claim_idle,
+        )
+    }
+
+    /// `POST /slots/acquire` signed at the controlled clock's time.
+    pub async fn acquire(&self, user: Uuid, product: Uuid) -> Result<reqwest::Response> {
+        let now = self.clock.now_us() as u64;
+        self.origin.acquire_signed(&self.id, user, product, now).await
+    }
+
+    pub async fn pg_count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.origin.state.db).await.expect("a count query")
+    }
+
+    /// ACTIVE and COMPLETED slots of `product` in PostgreSQL.
+    pub async fn pg_live(&self, product: Uuid) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM purchase_slots \
+             WHERE product_id = $1 AND status IN ('ACTIVE', 'COMPLETED')",
+        )
+        .bind(product)
+        .fetch_one(&self.origin.state.db)
+        .await
+        .expect("counting live slots")
     }
 }
 

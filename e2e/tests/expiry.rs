@@ -1,50 +1,12 @@
 //! Slots expire and give their unit back exactly once (invariants 1 and 4), driven by a
 //! controlled clock through the worker's single step.
 
-use flashgate_e2e::{Identity, RedisServer, TestDatabase, TestOrigin};
-use flashgate_origin::clock::{Clock, ManualClock};
+use flashgate_e2e::DrivenOrigin;
 use flashgate_origin::expiry::{ExpiryWorker, Sweep};
-use flashgate_origin::persister::PgWriter;
-use flashgate_origin::relay::{Relay, Sink};
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 const MIN: Duration = Duration::from_secs(60);
-
-struct Sale {
-    redis: RedisServer,
-    _db: TestDatabase,
-    id: Identity,
-    origin: TestOrigin,
-    clock: ManualClock,
-}
-
-impl Sale {
-    async fn start() -> Self {
-        let redis = RedisServer::start().unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        let id = Identity::generate().unwrap();
-        let clock = ManualClock::starting_now();
-        let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
-            s.expiry_interval = None;
-            s.relay_interval = None;
-        })
-        .await
-        .unwrap();
-        Self { redis, _db: db, id, origin, clock }
-    }
-
-    fn worker(&self) -> ExpiryWorker {
-        ExpiryWorker::new(self.origin.state.inventory.clone(), Arc::new(self.clock.clone()))
-    }
-
-    async fn acquire(&self, user: Uuid, product: Uuid) -> u16 {
-        let now = self.clock.now_us() as u64;
-        let r = self.origin.acquire_signed(&self.id, user, product, now).await.unwrap();
-        r.status().as_u16()
-    }
-}
 
 fn count(types: &[String], kind: &str) -> usize {
     types.iter().filter(|t| *t == kind).count()
@@ -52,12 +14,12 @@ fn count(types: &[String], kind: &str) -> usize {
 
 #[tokio::test]
 async fn due_slots_are_reminded_then_reclaimed_once() {
-    let t = Sale::start().await;
+    let t = DrivenOrigin::start().await.unwrap();
     let product = t.origin.create_product(&t.id, 3).await.unwrap();
     for _ in 0..3 {
-        assert_eq!(t.acquire(Uuid::new_v4(), product).await, 201);
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
     }
-    assert_eq!(t.acquire(Uuid::new_v4(), product).await, 409);
+    assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 409);
     let worker = t.worker();
 
     t.clock.advance(24 * MIN);
@@ -80,17 +42,17 @@ async fn due_slots_are_reminded_then_reclaimed_once() {
 
     // The units are on sale again.
     for _ in 0..3 {
-        assert_eq!(t.acquire(Uuid::new_v4(), product).await, 201);
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
     }
     t.redis.counts(product).await.unwrap().assert_conserved();
 }
 
 #[tokio::test]
 async fn racing_workers_reclaim_every_unit_exactly_once() {
-    let t = Sale::start().await;
+    let t = DrivenOrigin::start().await.unwrap();
     let product = t.origin.create_product(&t.id, 60).await.unwrap();
     for _ in 0..60 {
-        assert_eq!(t.acquire(Uuid::new_v4(), product).await, 201);
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
     }
     t.clock.advance(31 * MIN);
     let workers: Vec<ExpiryWorker> = (0..3).map(|_| t.worker()).collect();
@@ -111,14 +73,22 @@ async fn racing_workers_reclaim_every_unit_exactly_once() {
 
 #[tokio::test]
 async fn a_lapsed_slot_is_expired_lazily_when_its_buyer_comes_back() {
-    let t = Sale::start().await;
+    let t = DrivenOrigin::start().await.unwrap();
     let product = t.origin.create_product(&t.id, 1).await.unwrap();
     let buyer = Uuid::new_v4();
-    assert_eq!(t.acquire(buyer, product).await, 201);
-    assert_eq!(t.acquire(buyer, product).await, 409, "holding while the slot is live");
+    assert_eq!(t.acquire(buyer, product).await.unwrap().status(), 201);
+    assert_eq!(
+        t.acquire(buyer, product).await.unwrap().status(),
+        409,
+        "holding while the slot is live"
+    );
     t.clock.advance(31 * MIN);
     // No sweep has run: the deadline alone makes the slot expired.
-    assert_eq!(t.acquire(buyer, product).await, 201, "the lapsed slot no longer counts");
+    assert_eq!(
+        t.acquire(buyer, product).await.unwrap().status(),
+        201,
+        "the lapsed slot no longer counts"
+    );
     let counts = t.redis.counts(product).await.unwrap();
     counts.assert_conserved();
     assert_eq!((counts.remaining, counts.held, counts.scheduled), (0, 1, 1));
@@ -130,7 +100,7 @@ async fn a_lapsed_slot_is_expired_lazily_when_its_buyer_comes_back() {
 
 #[tokio::test]
 async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis_and_postgres() {
-    let t = Sale::start().await;
+    let t = DrivenOrigin::start().await.unwrap();
     let mut products = Vec::new();
     for _ in 0..5 {
         products.push(t.origin.create_product(&t.id, 150).await.unwrap());
@@ -141,8 +111,12 @@ async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis_and_
     for round in 0..4 {
         let attempts: Vec<_> =
             (0..250).map(|i| (Uuid::new_v4(), products[i % products.len()])).collect();
-        let answers =
-            futures::future::join_all(attempts.iter().map(|(u, p)| t.acquire(*u, *p))).await;
+        let answers = futures::future::join_all(
+            attempts
+                .iter()
+                .map(|(u, p)| async { t.acquire(*u, *p).await.unwrap().status().as_u16() }),
+        )
+        .await;
         granted += answers.iter().filter(|s| **s == 201).count();
         assert!(answers.iter().all(|s| *s == 201 || *s == 409), "{answers:?}");
         if round % 3 == 0 {
@@ -158,27 +132,12 @@ async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis_and_
     assert!(granted >= 750, "with reclaims, most attempts find a unit ({granted})");
 
     // Everything reaches PostgreSQL, where invariant 1 holds too.
-    let relay = Relay::new(
-        t.origin.state.inventory.clone(),
-        Sink::Postgres(PgWriter::new(t.origin.state.db.clone())),
-        "test".into(),
-        Duration::from_secs(30),
-    );
-    relay.step().await.unwrap();
+    t.relay(Duration::from_secs(30)).step().await.unwrap();
     for p in &products {
         let counts = t.redis.counts(*p).await.unwrap();
-        let live: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM purchase_slots WHERE product_id = $1 AND status IN ('ACTIVE', 'COMPLETED')",
-        )
-        .bind(p)
-        .fetch_one(&t.origin.state.db)
-        .await
-        .unwrap();
+        let live = t.pg_live(*p).await;
         assert_eq!(counts.remaining + live, counts.total, "invariant 1 in PostgreSQL for {p}");
     }
-    let slots: i64 = sqlx::query_scalar("SELECT count(*) FROM purchase_slots")
-        .fetch_one(&t.origin.state.db)
-        .await
-        .unwrap();
+    let slots = t.pg_count("SELECT count(*) FROM purchase_slots").await;
     assert_eq!(slots as usize, granted, "every grant persisted once");
 }

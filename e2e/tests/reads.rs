@@ -1,11 +1,8 @@
 //! Buyers read their slots through the edge, from PostgreSQL; a deadline alone ends a slot.
 
-use flashgate_e2e::{Identity, RedisServer, Stack, TestDatabase, TestOrigin, problem};
+use flashgate_e2e::{DrivenOrigin, Stack, problem};
 use flashgate_origin::clock::{Clock, ManualClock};
-use flashgate_origin::persister::PgWriter;
-use flashgate_origin::relay::{Relay, Sink};
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -77,35 +74,22 @@ async fn my_slots_pages_and_filters_a_buyers_own_slots() {
 
 #[tokio::test]
 async fn a_slot_past_its_deadline_reads_as_expired_before_any_sweep() {
-    let redis = RedisServer::start().unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    let id = Identity::generate().unwrap();
-    let clock = ManualClock::starting_now();
-    let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
-        s.expiry_interval = None;
-        s.relay_interval = None;
-    })
-    .await
-    .unwrap();
-    let product = origin.create_product(&id, 5).await.unwrap();
+    let t = DrivenOrigin::start().await.unwrap();
+    let (origin, id, clock) = (&t.origin, &t.id, &t.clock);
+    let product = origin.create_product(id, 5).await.unwrap();
     let buyer = Uuid::new_v4();
     let granted: Value = origin
-        .acquire_signed(&id, buyer, product, clock.now_us() as u64)
+        .acquire_signed(id, buyer, product, clock.now_us() as u64)
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let relay = Relay::new(
-        origin.state.inventory.clone(),
-        Sink::Postgres(PgWriter::new(origin.state.db.clone())),
-        "test".into(),
-        Duration::from_secs(30),
-    );
+    let relay = t.relay(Duration::from_secs(30));
     relay.step().await.unwrap();
     let path = format!("/slots/{}", granted["slotId"].as_str().unwrap());
     let read = |clock: ManualClock| {
-        let (origin, id, path) = (&origin, &id, path.clone());
+        let path = path.clone();
         async move {
             let r = origin.get_signed(id, buyer, &path, clock.now_us() as u64).await.unwrap();
             r.json::<Value>().await.unwrap()
@@ -119,7 +103,7 @@ async fn a_slot_past_its_deadline_reads_as_expired_before_any_sweep() {
         (Some("EXPIRED"), Some(0))
     );
     let listed = origin
-        .get_signed(&id, buyer, "/slots/my-slots?status=EXPIRED", clock.now_us() as u64)
+        .get_signed(id, buyer, "/slots/my-slots?status=EXPIRED", clock.now_us() as u64)
         .await
         .unwrap()
         .json::<Value>()

@@ -1,80 +1,30 @@
 //! Redis loses everything mid-sale: the origin answers 503 until the product is rebuilt
 //! from PostgreSQL, then the sale continues with invariant 1 intact.
 
-use flashgate_e2e::{Identity, RedisServer, TestDatabase, TestOrigin, problem};
-use flashgate_origin::clock::{Clock, ManualClock};
-use flashgate_origin::expiry::ExpiryWorker;
-use flashgate_origin::persister::PgWriter;
-use flashgate_origin::relay::{Relay, Sink};
+use flashgate_e2e::{DrivenOrigin, problem};
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-struct Sale {
-    redis: RedisServer,
-    _db: TestDatabase,
-    id: Identity,
-    origin: TestOrigin,
-    clock: ManualClock,
-    relay: Relay,
-}
-
-impl Sale {
-    async fn start() -> Self {
-        let redis = RedisServer::start().unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        let id = Identity::generate().unwrap();
-        let clock = ManualClock::starting_now();
-        let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
-            s.expiry_interval = None;
-            s.relay_interval = None;
-        })
-        .await
-        .unwrap();
-        let relay = Relay::new(
-            origin.state.inventory.clone(),
-            Sink::Postgres(PgWriter::new(origin.state.db.clone())),
-            "test".into(),
-            Duration::from_secs(30),
-        );
-        Self { redis, _db: db, id, origin, clock, relay }
-    }
-
-    async fn acquire(&self, user: Uuid, product: Uuid) -> reqwest::Response {
-        let now = self.clock.now_us() as u64;
-        self.origin.acquire_signed(&self.id, user, product, now).await.unwrap()
-    }
-
-    async fn flush(&self) {
-        let mut c = self.redis.connection().await.unwrap();
-        let _: String = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    }
-
-    async fn pg_live(&self, product: Uuid) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM purchase_slots WHERE product_id = $1 AND status IN ('ACTIVE', 'COMPLETED')",
-        )
-        .bind(product)
-        .fetch_one(&self.origin.state.db)
-        .await
-        .unwrap()
-    }
+async fn flush(t: &DrivenOrigin) {
+    let mut c = t.redis.connection().await.unwrap();
+    let _: String = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
-    let t = Sale::start().await;
+    let t = DrivenOrigin::start().await.unwrap();
+    let relay = t.relay(Duration::from_secs(30));
     let product = t.origin.create_product(&t.id, 10).await.unwrap();
     let holder = Uuid::new_v4();
-    let held: Value = t.acquire(holder, product).await.json().await.unwrap();
+    let held: Value = t.acquire(holder, product).await.unwrap().json().await.unwrap();
     for _ in 0..2 {
-        assert_eq!(t.acquire(Uuid::new_v4(), product).await.status(), 201);
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
     }
-    t.relay.step().await.unwrap();
-    t.flush().await;
+    relay.step().await.unwrap();
+    flush(&t).await;
 
-    let refused = t.acquire(Uuid::new_v4(), product).await;
+    let refused = t.acquire(Uuid::new_v4(), product).await.unwrap();
     assert_eq!(refused.headers()["retry-after"], "1");
     let body = problem(refused, 503, "unavailable").await;
     assert_eq!(body["component"], "redis");
@@ -82,7 +32,7 @@ async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
     // The refusal started a rebuild; the sale resumes within moments.
     let mut status = 503;
     for _ in 0..100 {
-        status = t.acquire(Uuid::new_v4(), product).await.status().as_u16();
+        status = t.acquire(Uuid::new_v4(), product).await.unwrap().status().as_u16();
         if status != 503 {
             break;
         }
@@ -93,14 +43,13 @@ async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
     counts.assert_conserved();
     assert_eq!((counts.total, counts.held, counts.remaining), (10, 4, 6));
     // The old holder is still holding the same slot.
-    let again = problem(t.acquire(holder, product).await, 409, "already-holding").await;
+    let again = problem(t.acquire(holder, product).await.unwrap(), 409, "already-holding").await;
     assert_eq!(again["slotId"], held["slotId"]);
     // ... and it still expires, once, through the rebuilt schedule.
-    t.relay.step().await.unwrap();
+    relay.step().await.unwrap();
     t.clock.advance(Duration::from_secs(31 * 60));
-    let worker = ExpiryWorker::new(t.origin.state.inventory.clone(), Arc::new(t.clock.clone()));
-    assert_eq!(worker.step().await.unwrap().expired, 4);
-    t.relay.step().await.unwrap();
+    assert_eq!(t.worker().step().await.unwrap().expired, 4);
+    relay.step().await.unwrap();
     let counts = t.redis.counts(product).await.unwrap();
     counts.assert_conserved();
     assert_eq!(counts.remaining, 10);
@@ -109,11 +58,12 @@ async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
 
 #[tokio::test]
 async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state() {
-    let t = Sale::start().await;
+    let t = DrivenOrigin::start().await.unwrap();
+    let relay = t.relay(Duration::from_secs(30));
     let product = t.origin.create_product(&t.id, 5).await.unwrap();
     let other = t.origin.create_product(&t.id, 7).await.unwrap();
-    assert_eq!(t.acquire(Uuid::new_v4(), product).await.status(), 201);
-    t.relay.step().await.unwrap();
+    assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
+    relay.step().await.unwrap();
     let http = reqwest::Client::new();
     let url = t.origin.url(&format!("/admin/products/{product}/rebuild"));
 
@@ -121,14 +71,18 @@ async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state()
         http.post(&url).bearer_auth(t.id.admin()).send().await.unwrap().json().await.unwrap();
     assert_eq!(live["status"], "already-live");
 
-    t.flush().await;
+    flush(&t).await;
     let rebuilt: Value =
         http.post(&url).bearer_auth(t.id.admin()).send().await.unwrap().json().await.unwrap();
     assert_eq!(
         (rebuilt["status"].as_str(), rebuilt["restoredSlots"].as_i64()),
         (Some("rebuilt"), Some(1))
     );
-    assert_eq!(t.acquire(Uuid::new_v4(), product).await.status(), 201, "no 503 after a rebuild");
+    assert_eq!(
+        t.acquire(Uuid::new_v4(), product).await.unwrap().status(),
+        201,
+        "no 503 after a rebuild"
+    );
     let all: Value = http
         .post(t.origin.url("/admin/rebuild"))
         .bearer_auth(t.id.admin())

@@ -3,10 +3,10 @@
 
 use flashgate_core::trace::TraceContext;
 use redis::streams::StreamId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     SlotAcquired,
@@ -35,11 +35,11 @@ impl EventKind {
 }
 
 /// One event, as delivered (JSON, camelCase, `schemaVersion` 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxEvent {
     /// The Redis stream entry id (not part of the event).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub entry_id: String,
     #[serde(rename = "type")]
     pub kind: EventKind,
@@ -50,9 +50,9 @@ pub struct OutboxEvent {
     pub user_id: Uuid,
     /// When the change happened (ms since the epoch, the origin's clock).
     pub at_ms: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrival_us: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<i64>,
     pub traceparent: String,
 }

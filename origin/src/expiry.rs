@@ -56,13 +56,7 @@ impl ExpiryWorker {
 
     /// Sweeps every `interval` until `cancel` fires; a sweep in progress finishes first.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = ticker.tick() => {}
-            }
+        crate::worker::every("expiry", interval, cancel, || async {
             match self.step().await {
                 Ok(s) if s.expired + s.reminded > 0 => {
                     tracing::info!(expired = s.expired, reminded = s.reminded, "expiry sweep")
@@ -70,7 +64,7 @@ impl ExpiryWorker {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying next tick"),
             }
-        }
-        tracing::info!("expiry worker stopped");
+        })
+        .await
     }
 }

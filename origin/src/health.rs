@@ -1,4 +1,5 @@
-//! `GET /health`: 200 when Redis and PostgreSQL answer, else 503 naming what is down.
+//! `GET /health`: 200 when Redis, PostgreSQL and (if configured) Kafka answer, else 503
+//! naming what is down.
 
 use crate::state::AppState;
 use axum::Json;
@@ -14,19 +15,34 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn check(State(state): State<AppState>) -> Response {
     let redis = tokio::time::timeout(PROBE_TIMEOUT, state.inventory.ping());
     let pg = tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db));
-    let (redis, pg) = tokio::join!(redis, pg);
-    let redis_up = matches!(redis, Ok(Ok(())));
-    let pg_up = matches!(pg, Ok(Ok(_)));
-    let status = |up: bool| if up { "up" } else { "down" };
-    let components = json!({"redis": status(redis_up), "postgresql": status(pg_up)});
-    if redis_up && pg_up {
+    let kafka = async {
+        match &state.kafka {
+            Some(producer) => Some(producer.ping().await),
+            None => None,
+        }
+    };
+    let (redis, pg, kafka) = tokio::join!(redis, pg, kafka);
+    let checks = [
+        ("redis", Some(matches!(redis, Ok(Ok(()))))),
+        ("postgresql", Some(matches!(pg, Ok(Ok(_))))),
+        ("kafka", kafka),
+    ];
+    let components: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, up)| {
+            let s = match up {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "not-configured",
+            };
+            (name.to_string(), json!(s))
+        })
+        .collect();
+    let down: Vec<&str> =
+        checks.iter().filter(|(_, up)| *up == Some(false)).map(|(name, _)| *name).collect();
+    if down.is_empty() {
         return Json(json!({"status": "ok", "components": components})).into_response();
     }
-    let down: Vec<&str> = [("redis", redis_up), ("postgresql", pg_up)]
-        .into_iter()
-        .filter(|(_, up)| !up)
-        .map(|(name, _)| name)
-        .collect();
     let problem = Problem::unavailable(format!("down: {}", down.join(", ")), 5)
         .with("components", components);
     let mut response =

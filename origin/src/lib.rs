@@ -14,6 +14,7 @@ pub mod events;
 pub mod expiry;
 pub mod health;
 pub mod inventory;
+pub mod kafka;
 pub mod metrics;
 pub mod pagination;
 pub mod persister;
@@ -26,6 +27,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod trace;
+pub mod worker;
 
 /// The schema, embedded: applied at start-up and by the tests on their own databases.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy};
+use flashgate_origin::kafka::KafkaSettings;
 use flashgate_origin::settings::Settings;
 use flashgate_origin::startup::Application;
 use flashgate_origin::telemetry;
@@ -52,6 +53,9 @@ struct Args {
     /// How often the outbox relay steps (0: run no relay in this process).
     #[arg(long, env = "FLASHGATE_RELAY_INTERVAL_MS", default_value_t = 100)]
     relay_interval_ms: u64,
+    /// Kafka brokers (`host:port,…`); without them the relay writes to PostgreSQL directly.
+    #[arg(long, env = "FLASHGATE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "FLASHGATE_LOG_JSON")]
     log_json: bool,
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         (args.expiry_interval_ms > 0).then(|| Duration::from_millis(args.expiry_interval_ms));
     settings.relay_interval =
         (args.relay_interval_ms > 0).then(|| Duration::from_millis(args.relay_interval_ms));
+    settings.kafka = args.kafka_brokers.map(KafkaSettings::new);
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "origin listening");
     app.run_until_stopped(async {

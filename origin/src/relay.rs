@@ -12,6 +12,7 @@
 
 use crate::events::OutboxEvent;
 use crate::inventory::{Inventory, ProductKeys};
+use crate::kafka::EventProducer;
 use crate::persister::PgWriter;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -28,6 +29,8 @@ pub const GROUP: &str = "relay";
 pub enum Sink {
     /// Straight into PostgreSQL through the persister's writer.
     Postgres(PgWriter),
+    /// To Kafka; the persister consumes it from there.
+    Kafka(EventProducer),
 }
 
 /// Entries read from one product's outbox.
@@ -150,6 +153,7 @@ impl Relay {
         }
         match &self.sink {
             Sink::Postgres(writer) => writer.apply(&batch.events).await.map(drop),
+            Sink::Kafka(producer) => producer.publish(&batch.events).await,
         }
     }
 
@@ -194,17 +198,11 @@ impl Relay {
 
     /// Steps every `interval` until cancelled; a step in progress finishes first.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = ticker.tick() => {}
-            }
+        crate::worker::every("relay", interval, cancel, || async {
             if let Err(e) = self.step().await {
                 tracing::warn!(error = ?e, "relay step failed; retrying next tick");
             }
-        }
-        tracing::info!("relay stopped");
+        })
+        .await
     }
 }

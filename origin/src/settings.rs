@@ -2,6 +2,7 @@
 //! fill directly.
 
 use crate::inventory::Lifecycle;
+use crate::kafka::KafkaSettings;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy};
 use std::net::SocketAddr;
@@ -29,6 +30,9 @@ pub struct Settings {
     pub relay_interval: Option<Duration>,
     /// How long an entry may sit unacknowledged with another relay before this one claims it.
     pub relay_claim_idle: Duration,
+    /// The broker, if any. Without one the relay writes to PostgreSQL directly (the local
+    /// default); with one it publishes to Kafka and a persister consumes from there.
+    pub kafka: Option<KafkaSettings>,
     /// Deadline for each Redis command; past it the request is answered 503.
     pub redis_timeout: Duration,
     pub database_max_connections: u32,
@@ -57,6 +61,7 @@ impl Settings {
             expiry_interval: Some(Duration::from_secs(1)),
             relay_interval: Some(Duration::from_millis(100)),
             relay_claim_idle: Duration::from_secs(30),
+            kafka: None,
             redis_timeout: Duration::from_millis(500),
             database_max_connections: 10,
             migrate: true,

@@ -4,12 +4,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::ApiError;
 use crate::expiry::ExpiryWorker;
 use crate::inventory::Inventory;
+use crate::kafka::{EventProducer, KafkaPersister, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::persister::PgWriter;
 use crate::relay::{Relay, Sink};
 use crate::settings::Settings;
 use crate::state::{AppState, EdgeTrust};
-use crate::{MIGRATOR, edge_auth, health, metrics, products, recovery, slots, trace};
+use crate::{MIGRATOR, edge_auth, health, kafka, metrics, products, recovery, slots, trace};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -32,6 +33,7 @@ pub struct Application {
     expiry_interval: Option<Duration>,
     relay_interval: Option<Duration>,
     relay_claim_idle: Duration,
+    kafka_settings: Option<KafkaSettings>,
 }
 
 /// How long workers may take to finish their current step after shutdown.
@@ -58,6 +60,13 @@ impl Application {
         let inventory =
             Inventory::connect(&settings.redis_url, settings.redis_timeout, settings.lifecycle)
                 .context("parsing the Redis URL")?;
+        let kafka = match &settings.kafka {
+            Some(k) => {
+                kafka::ensure_topics(k).await?;
+                Some(EventProducer::new(k)?)
+            }
+            None => None,
+        };
         let state = AppState {
             db,
             inventory,
@@ -73,6 +82,7 @@ impl Application {
             )),
             clock,
             rebuilds: Arc::default(),
+            kafka: kafka.clone(),
         };
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -84,6 +94,7 @@ impl Application {
             expiry_interval: settings.expiry_interval,
             relay_interval: settings.relay_interval,
             relay_claim_idle: settings.relay_claim_idle,
+            kafka_settings: settings.kafka.clone(),
         })
     }
 
@@ -107,14 +118,20 @@ impl Application {
             let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
         }
+        let writer = PgWriter::new(self.state.db.clone());
         if let Some(interval) = self.relay_interval {
-            let relay = Relay::new(
-                self.state.inventory.clone(),
-                Sink::Postgres(PgWriter::new(self.state.db.clone())),
-                format!("origin-{}", Uuid::new_v4().simple()),
-                self.relay_claim_idle,
-            );
+            let sink = match &self.state.kafka {
+                Some(producer) => Sink::Kafka(producer.clone()),
+                None => Sink::Postgres(writer.clone()),
+            };
+            let consumer = format!("origin-{}", Uuid::new_v4().simple());
+            let relay =
+                Relay::new(self.state.inventory.clone(), sink, consumer, self.relay_claim_idle);
             workers.spawn(relay.run(interval, cancel.clone()));
+        }
+        if let Some(k) = &self.kafka_settings {
+            let persister = KafkaPersister::new(k, kafka::PERSISTER_GROUP, writer)?;
+            workers.spawn(persister.run(cancel.clone()));
         }
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

@@ -2,6 +2,7 @@
 
 use crate::clock::Clock;
 use crate::inventory::Inventory;
+use crate::kafka::EventProducer;
 use crate::metrics::Metrics;
 use axum::extract::FromRef;
 use flashgate_core::signing::EdgeSecret;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub admin_tokens: Arc<TokenVerifier>,
     /// Products whose automatic rebuild is running (see [`crate::recovery`]).
     pub rebuilds: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
+    /// The relay's producer when a broker is configured (also probed by `/health`).
+    pub kafka: Option<EventProducer>,
 }
 
 /// What the origin needs to check an edge signature.

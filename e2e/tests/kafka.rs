@@ -1,0 +1,210 @@
+//! The Kafka path: relay → broker → persister → PostgreSQL, with crashes on both sides.
+//! Events on the wire match the schemas under `events/`.
+
+use flashgate_e2e::{DrivenOrigin, KafkaBroker, repo_root};
+use flashgate_origin::kafka::{EventProducer, KafkaPersister, KafkaSettings, PERSISTER_GROUP};
+use flashgate_origin::persister::PgWriter;
+use flashgate_origin::relay::{Relay, Sink};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::Value;
+use std::time::Duration;
+use uuid::Uuid;
+
+struct Sale {
+    driven: DrivenOrigin,
+    kafka: KafkaBroker,
+}
+
+impl std::ops::Deref for Sale {
+    type Target = DrivenOrigin;
+    fn deref(&self) -> &DrivenOrigin {
+        &self.driven
+    }
+}
+
+impl Sale {
+    async fn start() -> Self {
+        let kafka = KafkaBroker::start().await.unwrap();
+        let brokers = kafka.brokers.clone();
+        let driven = DrivenOrigin::start_with(|s| s.kafka = Some(KafkaSettings::new(brokers)))
+            .await
+            .unwrap();
+        Self { driven, kafka }
+    }
+
+    fn settings(&self) -> KafkaSettings {
+        KafkaSettings::new(self.kafka.brokers.clone())
+    }
+
+    fn relay(&self, claim_idle: Duration) -> Relay {
+        let producer = EventProducer::new(&self.settings()).unwrap();
+        Relay::new(
+            self.origin.state.inventory.clone(),
+            Sink::Kafka(producer),
+            format!("relay-{}", Uuid::new_v4().simple()),
+            claim_idle,
+        )
+    }
+
+    fn persister(&self) -> KafkaPersister {
+        let writer = PgWriter::new(self.origin.state.db.clone());
+        KafkaPersister::new(&self.settings(), PERSISTER_GROUP, writer).unwrap()
+    }
+
+    async fn grant(&self, product: Uuid) {
+        assert_eq!(self.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
+    }
+
+    /// Steps `persister` until PostgreSQL holds `slots` slots (at most ~20 s: joining a
+    /// consumer group takes a few seconds).
+    async fn persist_until(&self, persister: &KafkaPersister, slots: i64) {
+        for _ in 0..40 {
+            persister.step(Duration::from_millis(500)).await.unwrap();
+            if self.pg_count("SELECT count(*) FROM purchase_slots").await >= slots {
+                return;
+            }
+        }
+        panic!("PostgreSQL did not reach {slots} slots");
+    }
+}
+
+#[tokio::test]
+async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
+    let t = Sale::start().await;
+    let product = t.origin.create_product(&t.id, 5).await.unwrap();
+    for _ in 0..3 {
+        t.grant(product).await;
+    }
+    assert_eq!(t.relay(Duration::from_secs(30)).step().await.unwrap().delivered, 3);
+    let persister = t.persister();
+    t.persist_until(&persister, 3).await;
+    assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, 3);
+
+    // An independent consumer sees what went over the wire.
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &t.kafka.brokers)
+        .set("group.id", format!("audit-{}", Uuid::new_v4().simple()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&["slot-acquired"]).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("events/slot-acquired.v1.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for _ in 0..3 {
+        let m =
+            tokio::time::timeout(Duration::from_secs(20), reader.recv()).await.unwrap().unwrap();
+        let event: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&event).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{event} violates its schema: {errors:?}");
+        assert_eq!(m.key().unwrap(), product.to_string().as_bytes(), "keyed by product");
+        let headers = m.headers().unwrap();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("eventId").as_deref(), event["eventId"].as_str());
+        assert_eq!(header("traceparent").as_deref(), event["traceparent"].as_str());
+    }
+}
+
+#[tokio::test]
+async fn a_relay_killed_after_publishing_republishes_and_postgres_holds_each_event_once() {
+    let t = Sale::start().await;
+    let product = t.origin.create_product(&t.id, 5).await.unwrap();
+    for _ in 0..3 {
+        t.grant(product).await;
+    }
+    let doomed = t.relay(Duration::from_secs(30));
+    let batch = doomed.fetch(product).await.unwrap();
+    doomed.deliver(&batch).await.unwrap();
+    drop(doomed); // published, never acknowledged
+    assert_eq!(t.relay(Duration::ZERO).step().await.unwrap().delivered, 3, "sent again");
+
+    let persister = t.persister();
+    t.persist_until(&persister, 3).await;
+    // Drain the duplicates too, then check nothing was applied twice.
+    for _ in 0..4 {
+        persister.step(Duration::from_millis(300)).await.unwrap();
+    }
+    assert_eq!(t.pg_count("SELECT count(*) FROM purchase_slots").await, 3);
+    assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, 3);
+}
+
+#[tokio::test]
+async fn a_persister_restarted_mid_batch_loses_and_duplicates_nothing() {
+    let t = Sale::start().await;
+    let product = t.origin.create_product(&t.id, 10).await.unwrap();
+    for _ in 0..4 {
+        t.grant(product).await;
+    }
+    t.relay(Duration::from_secs(30)).step().await.unwrap();
+
+    // Dies after reading, before writing: nothing committed, so nothing is lost.
+    let first = t.persister();
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        seen.extend(first.fetch(Duration::from_millis(500)).await.unwrap());
+        if seen.len() >= 4 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 4);
+    drop(first);
+
+    // Dies after writing, before committing offsets: the next one gets the batch again.
+    let second = t.persister();
+    let mut again = Vec::new();
+    for _ in 0..40 {
+        again.extend(second.fetch(Duration::from_millis(500)).await.unwrap());
+        if again.len() >= 4 {
+            break;
+        }
+    }
+    assert_eq!(again.len(), 4, "uncommitted events are delivered again");
+    PgWriter::new(t.origin.state.db.clone()).apply(&again).await.unwrap();
+    drop(second);
+
+    let third = t.persister();
+    let mut replayed = 0;
+    for _ in 0..40 {
+        let events = third.fetch(Duration::from_millis(500)).await.unwrap();
+        replayed += events.len();
+        assert_eq!(
+            PgWriter::new(t.origin.state.db.clone()).apply(&events).await.unwrap(),
+            0,
+            "already applied"
+        );
+        third.commit().unwrap();
+        if replayed >= 4 {
+            break;
+        }
+    }
+    assert_eq!(replayed, 4);
+    assert_eq!(t.pg_count("SELECT count(*) FROM purchase_slots").await, 4);
+    assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, 4);
+    drop(third);
+
+    // Committed: a fresh member has nothing left to do.
+    let fourth = t.persister();
+    assert!(fourth.fetch(Duration::from_secs(8)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn health_reports_kafka() {
+    let t = Sale::start().await;
+    let ok: Value = reqwest::get(t.origin.url("/health")).await.unwrap().json().await.unwrap();
+    assert_eq!(ok["components"]["kafka"], "up");
+    let Sale { kafka, driven } = t;
+    drop(kafka);
+    let r = reqwest::get(driven.origin.url("/health")).await.unwrap();
+    let p = flashgate_e2e::problem(r, 503, "unavailable").await;
+    assert_eq!(p["components"]["kafka"], "down");
+}

@@ -1,0 +1,203 @@
+//! Kafka: the relay's producer and the persister's consumer group.
+//!
+//! Topics are DESIGN.md's (`slot-acquired`, `slot-expired`, `slot-expiring-soon`), keyed by
+//! product id, with the event id and W3C `traceparent` in headers and the event as JSON
+//! (`schemaVersion` 1, schemas under `events/`). The producer is idempotent and waits for
+//! every broker acknowledgement before the relay acknowledges the Redis entry. The
+//! persister applies a batch through [`PgWriter`] and commits its offsets only after the
+//! database commit; redelivery after a crash is harmless because the writer is idempotent
+//! by event id.
+
+use crate::events::OutboxEvent;
+use crate::persister::PgWriter;
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const TOPICS: [&str; 3] = ["slot-acquired", "slot-expired", "slot-expiring-soon"];
+pub const PERSISTER_GROUP: &str = "flashgate-persister";
+
+/// Where the broker is and how patient to be with it.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    /// Partitions for topics flashgate creates.
+    pub partitions: i32,
+    /// How long a publish may wait for the broker's acknowledgement.
+    pub delivery_timeout: Duration,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self { brokers: brokers.into(), partitions: 3, delivery_timeout: Duration::from_secs(5) }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers).set("socket.timeout.ms", "5000");
+        c
+    }
+}
+
+/// Creates flashgate's topics unless they exist.
+pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client().create().context("creating the Kafka admin client")?;
+    let topics: Vec<NewTopic<'_>> = TOPICS
+        .iter()
+        .map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options =
+        AdminOptions::new().operation_timeout(Some(Timeout::After(settings.delivery_timeout)));
+    for result in admin.create_topics(&topics, &options).await.context("creating topics")? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// The relay's idempotent producer.
+#[derive(Clone)]
+pub struct EventProducer {
+    producer: FutureProducer,
+    timeout: Duration,
+}
+
+impl EventProducer {
+    pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        let producer = settings
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", settings.delivery_timeout.as_millis().to_string())
+            .create()
+            .context("creating the Kafka producer")?;
+        Ok(Self { producer, timeout: settings.delivery_timeout })
+    }
+
+    /// Publishes every event and returns once the broker has acknowledged all of them.
+    pub async fn publish(&self, events: &[OutboxEvent]) -> anyhow::Result<()> {
+        let sends = events.iter().map(|event| async move {
+            let payload = serde_json::to_vec(event)?;
+            let key = event.product_id.to_string();
+            let event_id = event.event_id.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "eventId", value: Some(event_id.as_str()) })
+                .insert(Header { key: "traceparent", value: Some(event.traceparent.as_str()) });
+            let record =
+                FutureRecord::to(event.kind.topic()).key(&key).payload(&payload).headers(headers);
+            self.producer
+                .send(record, Timeout::After(self.timeout))
+                .await
+                .map(drop)
+                .map_err(|(e, _)| anyhow::Error::new(e).context(format!("publishing {event_id}")))
+        });
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Whether the broker answers (for `/health`).
+    pub async fn ping(&self) -> bool {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, Timeout::After(Duration::from_secs(1))).is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+/// The persister: a consumer in [`PERSISTER_GROUP`] feeding [`PgWriter`].
+pub struct KafkaPersister {
+    consumer: StreamConsumer,
+    writer: PgWriter,
+    max_batch: usize,
+}
+
+impl KafkaPersister {
+    pub fn new(settings: &KafkaSettings, group: &str, writer: PgWriter) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = settings
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .context("creating the Kafka consumer")?;
+        consumer.subscribe(&TOPICS).context("subscribing")?;
+        Ok(Self { consumer, writer, max_batch: 500 })
+    }
+
+    /// Receives up to a batch of events, waiting at most `wait` for the first one.
+    pub async fn fetch(&self, wait: Duration) -> anyhow::Result<Vec<OutboxEvent>> {
+        let mut events = Vec::new();
+        let mut deadline = wait;
+        while events.len() < self.max_batch {
+            let message = match tokio::time::timeout(deadline, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(m) => m.context("receiving from Kafka")?,
+            };
+            match message.payload().map(serde_json::from_slice::<OutboxEvent>) {
+                Some(Ok(event)) => events.push(event),
+                other => tracing::error!(
+                    topic = message.topic(),
+                    offset = message.offset(),
+                    error = ?other.map(|r| r.err()),
+                    "skipping an unreadable event"
+                ),
+            }
+            // After the first message, take only what is already here.
+            deadline = Duration::from_millis(20);
+        }
+        Ok(events)
+    }
+
+    /// Commits the offsets of everything fetched so far.
+    pub fn commit(&self) -> anyhow::Result<()> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // Nothing consumed since the last commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(e).context("committing offsets"),
+        }
+    }
+
+    /// Fetch, apply, then commit: one deterministic step for tests and the worker loop.
+    pub async fn step(&self, wait: Duration) -> anyhow::Result<u64> {
+        let events = self.fetch(wait).await?;
+        let applied = if events.is_empty() { 0 } else { self.writer.apply(&events).await? };
+        if !events.is_empty() {
+            self.commit()?;
+        }
+        Ok(applied)
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                result = self.step(Duration::from_millis(500)) => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = ?e, "persister step failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+        tracing::info!("persister stopped");
+    }
+}
