@@ -523,8 +523,8 @@ impl Stack {
     }
 }
 
-/// An origin on a controlled clock with no background workers: tests drive the expiry
-/// worker and the relay one step at a time.
+/// An origin on a controlled clock with no background workers (expiry, relay, Kafka
+/// persister): tests drive each one step at a time.
 pub struct DrivenOrigin {
     pub redis: RedisServer,
     pub db: TestDatabase,
@@ -547,6 +547,7 @@ impl DrivenOrigin {
         let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
             s.expiry_interval = None;
             s.relay_interval = None;
+            s.kafka_persister = false;
             configure(s);
         })
         .await?;

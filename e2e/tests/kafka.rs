@@ -145,7 +145,7 @@ async fn a_persister_restarted_mid_batch_loses_and_duplicates_nothing() {
     for _ in 0..4 {
         t.grant(product).await;
     }
-    t.relay(Duration::from_secs(30)).step().await.unwrap();
+    assert_eq!(t.relay(Duration::from_secs(30)).step().await.unwrap().delivered, 4);
 
     // Dies after reading, before writing: nothing committed, so nothing is lost.
     let first = t.persister();
@@ -207,4 +207,35 @@ async fn health_reports_kafka() {
     let r = reqwest::get(driven.origin.url("/health")).await.unwrap();
     let p = flashgate_e2e::problem(r, 503, "unavailable").await;
     assert_eq!(p["components"]["kafka"], "down");
+}
+
+#[tokio::test]
+async fn with_a_broker_the_running_origin_persists_through_kafka_on_its_own() {
+    let kafka = KafkaBroker::start().await.unwrap();
+    let redis = flashgate_e2e::RedisServer::start().unwrap();
+    let db = flashgate_e2e::TestDatabase::create().await.unwrap();
+    let id = flashgate_e2e::Identity::generate().unwrap();
+    let brokers = kafka.brokers.clone();
+    let clock = std::sync::Arc::new(flashgate_origin::clock::SystemClock);
+    let origin = flashgate_e2e::TestOrigin::spawn_with(&redis, &db, &id, clock, |s| {
+        s.kafka = Some(KafkaSettings::new(brokers));
+    })
+    .await
+    .unwrap();
+    let product = origin.create_product(&id, 2).await.unwrap();
+    let r =
+        origin.acquire_signed(&id, Uuid::new_v4(), product, flashgate_e2e::now_us()).await.unwrap();
+    assert_eq!(r.status(), 201);
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM purchase_slots")
+            .fetch_one(&origin.state.db)
+            .await
+            .unwrap();
+        if n == 1 {
+            // With a broker the relay only publishes: the row can only have come through Kafka.
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the grant never reached PostgreSQL through Kafka");
 }

@@ -33,6 +33,8 @@ pub struct Settings {
     /// The broker, if any. Without one the relay writes to PostgreSQL directly (the local
     /// default); with one it publishes to Kafka and a persister consumes from there.
     pub kafka: Option<KafkaSettings>,
+    /// With a broker: run the Kafka persister in this process (tests drive their own).
+    pub kafka_persister: bool,
     /// Deadline for each Redis command; past it the request is answered 503.
     pub redis_timeout: Duration,
     pub database_max_connections: u32,
@@ -62,6 +64,7 @@ impl Settings {
             relay_interval: Some(Duration::from_millis(100)),
             relay_claim_idle: Duration::from_secs(30),
             kafka: None,
+            kafka_persister: true,
             redis_timeout: Duration::from_millis(500),
             database_max_connections: 10,
             migrate: true,

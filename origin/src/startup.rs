@@ -94,7 +94,7 @@ impl Application {
             expiry_interval: settings.expiry_interval,
             relay_interval: settings.relay_interval,
             relay_claim_idle: settings.relay_claim_idle,
-            kafka_settings: settings.kafka.clone(),
+            kafka_settings: settings.kafka.clone().filter(|_| settings.kafka_persister),
         })
     }
 
