@@ -82,6 +82,12 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
     t.persist_until(&persister, 3).await;
     assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, 3);
 
+    // Let them remind and expire, so every topic carries events.
+    t.clock.advance(Duration::from_secs(31 * 60));
+    let sweep = t.worker().step().await.unwrap();
+    assert_eq!((sweep.reminded, sweep.expired), (3, 3));
+    assert_eq!(t.relay(Duration::from_secs(30)).step().await.unwrap().delivered, 6);
+
     // An independent consumer sees what went over the wire.
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &t.kafka.brokers)
@@ -89,18 +95,21 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    reader.subscribe(&["slot-acquired"]).unwrap();
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("events/slot-acquired.v1.json")).unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    for _ in 0..3 {
+    reader.subscribe(&flashgate_origin::kafka::TOPICS).unwrap();
+    let mut per_topic = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..9 {
         let m =
             tokio::time::timeout(Duration::from_secs(20), reader.recv()).await.unwrap().unwrap();
+        let topic = m.topic().to_owned();
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(repo_root().join(format!("events/{topic}.v1.json"))).unwrap(),
+        )
+        .unwrap();
         let event: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
         let errors: Vec<String> = validator.iter_errors(&event).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{event} violates its schema: {errors:?}");
+        assert!(errors.is_empty(), "{event} violates {topic}.v1: {errors:?}");
+        assert_eq!(event["type"], topic.as_str());
         assert_eq!(m.key().unwrap(), product.to_string().as_bytes(), "keyed by product");
         let headers = m.headers().unwrap();
         let header = |name: &str| {
@@ -112,6 +121,10 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
         };
         assert_eq!(header("eventId").as_deref(), event["eventId"].as_str());
         assert_eq!(header("traceparent").as_deref(), event["traceparent"].as_str());
+        *per_topic.entry(topic).or_default() += 1;
+    }
+    for topic in flashgate_origin::kafka::TOPICS {
+        assert_eq!(per_topic.get(topic), Some(&3), "{topic}: {per_topic:?}");
     }
 }
 
