@@ -103,41 +103,55 @@ async fn a_thousand_acquisitions_over_five_products_conserve_stock_in_redis_and_
     let t = DrivenOrigin::start().await.unwrap();
     let mut products = Vec::new();
     for _ in 0..5 {
-        products.push(t.origin.create_product(&t.id, 150).await.unwrap());
+        products.push(t.origin.create_product(&t.id, 200).await.unwrap());
     }
-    let worker = t.worker();
-    let mut granted = 0;
-    // 1,000 attempts; every third round is allowed to lapse and be reclaimed.
-    for round in 0..4 {
-        let attempts: Vec<_> =
-            (0..250).map(|i| (Uuid::new_v4(), products[i % products.len()])).collect();
-        let answers = futures::future::join_all(
-            attempts
-                .iter()
-                .map(|(u, p)| async { t.acquire(*u, *p).await.unwrap().status().as_u16() }),
-        )
-        .await;
-        granted += answers.iter().filter(|s| **s == 201).count();
-        assert!(answers.iter().all(|s| *s == 201 || *s == 409), "{answers:?}");
-        if round % 3 == 0 {
-            t.clock.advance(31 * MIN);
-            worker.step().await.unwrap();
-        } else {
-            t.clock.advance(MIN);
+    // Attempt i of a wave goes to product (start + i) mod 5, so waves continue the rotation.
+    let wave = |start: usize, n: usize| {
+        let t = &t;
+        let products = &products;
+        async move {
+            let answers = futures::future::join_all((0..n).map(|i| async move {
+                let product = products[(start + i) % products.len()];
+                t.acquire(Uuid::new_v4(), product).await.unwrap().status().as_u16()
+            }))
+            .await;
+            answers.iter().filter(|s| **s == 201).count()
         }
+    };
+    let check = || async {
         for p in &products {
             t.redis.counts(*p).await.unwrap().assert_conserved();
         }
-    }
-    assert!(granted >= 750, "with reclaims, most attempts find a unit ({granted})");
+    };
+    // 1,000 acquisitions in three waves; only the first wave (a third) lapses.
+    assert_eq!(wave(0, 334).await, 334);
+    t.clock.advance(20 * MIN);
+    assert_eq!(wave(334, 333).await, 333);
+    assert_eq!(wave(667, 333).await, 333);
+    check().await;
+    assert_eq!(wave(0, 5).await, 0, "sold out");
+    t.clock.advance(11 * MIN);
+    assert_eq!(t.worker().step().await.unwrap().expired, 334);
+    check().await;
+    // The freed units (the first wave's, product by product) sell again, and no more.
+    assert_eq!(wave(0, 334).await, 334);
+    assert_eq!(wave(0, 5).await, 0);
+    check().await;
 
     // Everything reaches PostgreSQL, where invariant 1 holds too.
     t.relay(Duration::from_secs(30)).step().await.unwrap();
     for p in &products {
         let counts = t.redis.counts(*p).await.unwrap();
-        let live = t.pg_live(*p).await;
-        assert_eq!(counts.remaining + live, counts.total, "invariant 1 in PostgreSQL for {p}");
+        assert_eq!((counts.remaining, counts.held), (0, 200));
+        assert_eq!(
+            counts.remaining + t.pg_live(*p).await,
+            counts.total,
+            "invariant 1 in PostgreSQL"
+        );
     }
-    let slots = t.pg_count("SELECT count(*) FROM purchase_slots").await;
-    assert_eq!(slots as usize, granted, "every grant persisted once");
+    assert_eq!(t.pg_count("SELECT count(*) FROM purchase_slots").await, 1334, "every grant once");
+    assert_eq!(
+        t.pg_count("SELECT count(*) FROM purchase_slots WHERE status = 'EXPIRED'").await,
+        334
+    );
 }
