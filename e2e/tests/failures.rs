@@ -47,3 +47,23 @@ async fn an_unreachable_origin_is_a_503_from_the_edge() {
     assert_eq!(response.headers()["retry-after"], "1");
     problem(response, 503, "unavailable").await;
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_they_reach_anything() {
+    let stack = Stack::start().await.unwrap();
+    let token = stack.id.buyer(Uuid::new_v4());
+    let before = stack.origin.request_count().await.unwrap();
+    for size in [20 * 1024, 2 * 1024 * 1024] {
+        let r = stack
+            .http
+            .post(stack.edge.url("/slots/acquire"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(vec![b' '; size])
+            .send()
+            .await
+            .unwrap();
+        problem(r, 413, "body-too-large").await;
+    }
+    assert_eq!(stack.origin.request_count().await.unwrap(), before);
+}

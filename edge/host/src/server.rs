@@ -44,6 +44,9 @@ pub struct HostSettings {
     pub kv_capacity_bytes: u64,
     /// Concurrent instances the pooling allocator reserves.
     pub max_instances: u32,
+    /// Largest declared request body (`Content-Length`) the host lets through; components
+    /// buffer bodies in their own memory.
+    pub max_request_body: u64,
 }
 
 impl HostSettings {
@@ -57,6 +60,7 @@ impl HostSettings {
             outbound_first_byte_timeout: Duration::from_secs(5),
             kv_capacity_bytes: 256 * 1024 * 1024,
             max_instances: 1000,
+            max_request_body: 1024 * 1024,
         }
     }
 }
@@ -73,6 +77,7 @@ struct Shared {
     kv: KvStores,
     engine: Engine,
     request_timeout: Duration,
+    max_request_body: u64,
 }
 
 /// A running edge host: bound, compiled, ready to serve.
@@ -131,6 +136,7 @@ impl EdgeHost {
             kv,
             engine,
             request_timeout: settings.request_timeout,
+            max_request_body: settings.max_request_body,
         });
         Ok(Self { listener, shared })
     }
@@ -220,6 +226,17 @@ async fn handle(
     let Some(spec) = shared.manifest.route(req.uri().path()) else {
         return host_problem(&req, Problem::not_found("no route for this path"));
     };
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > shared.max_request_body) {
+        let detail = format!("the body may be at most {} bytes", shared.max_request_body);
+        return host_problem(
+            &req,
+            Problem::new(413, "body-too-large", "Request body too large", detail),
+        );
+    }
     let served = &shared.served[&spec.id];
     // What Spin tells components about the client.
     if let Ok(addr) = http::HeaderValue::from_str(&peer.to_string()) {
