@@ -434,6 +434,16 @@ impl TestEdge {
         origin: SocketAddr,
         id: &Identity,
     ) -> Result<Self> {
+        Self::spawn_configured(manifest, origin, id, |_| {}).await
+    }
+
+    /// As [`TestEdge::spawn_manifest`], with the host settings adjusted by `configure`.
+    pub async fn spawn_configured(
+        manifest: PathBuf,
+        origin: SocketAddr,
+        id: &Identity,
+        configure: impl FnOnce(&mut HostSettings),
+    ) -> Result<Self> {
         init_tracing();
         if !component_path().exists() {
             bail!("{} is missing: run scripts/build-edge.sh first", component_path().display());
@@ -450,6 +460,7 @@ impl TestEdge {
         ] {
             settings.variables.insert(k.to_owned(), v);
         }
+        configure(&mut settings);
         let host = EdgeHost::build(settings).await?;
         let addr = host.local_addr();
         let host_kv = host.kv();

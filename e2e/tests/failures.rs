@@ -67,3 +67,33 @@ async fn oversized_bodies_are_refused_before_they_reach_anything() {
     }
     assert_eq!(stack.origin.request_count().await.unwrap(), before);
 }
+
+#[tokio::test]
+async fn an_edge_out_of_instances_answers_503_not_500() {
+    let stack = Stack::start().await.unwrap();
+    let product = stack.origin.create_product(&stack.id, 5).await.unwrap();
+    // One instance slot, and an origin 500 ms away: a second concurrent request finds none.
+    let slow =
+        flashgate_e2e::delay_proxy(stack.origin.addr, Duration::from_millis(500)).await.unwrap();
+    let manifest = flashgate_e2e::repo_root().join("spin.toml");
+    let edge = TestEdge::spawn_configured(manifest, slow, &stack.id, |s| s.max_instances = 1)
+        .await
+        .unwrap();
+    let send = || {
+        stack
+            .http
+            .post(edge.url("/slots/acquire"))
+            .bearer_auth(stack.id.buyer(Uuid::new_v4()))
+            .json(&serde_json::json!({ "productId": product }))
+            .send()
+    };
+    let (first, second) = tokio::join!(send(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        send().await
+    });
+    assert_eq!(first.unwrap().status(), 201);
+    let second = second.unwrap();
+    assert_eq!(second.headers()["retry-after"], "1");
+    let body = problem(second, 503, "unavailable").await;
+    assert!(body["detail"].as_str().unwrap().contains("capacity"), "{body}");
+}

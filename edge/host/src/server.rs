@@ -246,6 +246,13 @@ async fn handle(
     let traceparent = req.headers().get(HEADER_TRACEPARENT).cloned();
     match tokio::time::timeout(shared.request_timeout, serve(&shared, served, req)).await {
         Ok(Ok(response)) => response,
+        Ok(Err(e)) if e.downcast_ref::<AtCapacity>().is_some() => {
+            tracing::warn!(component = %spec.id, error = ?e, "at capacity");
+            problem_response(
+                traceparent.as_ref(),
+                Problem::unavailable("the edge is at capacity", 1),
+            )
+        }
         Ok(Err(e)) => {
             tracing::error!(component = %spec.id, error = ?e, "component failed");
             problem_response(traceparent.as_ref(), Problem::internal())
@@ -274,17 +281,35 @@ async fn serve(
     let pre = served.pre.clone();
     // The guest may keep running (streaming a body) after it has sent the head.
     let task = tokio::spawn(async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+        // Instantiation fails when the pool is exhausted: a capacity problem, not a bug.
+        let proxy = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::Error::from(e).context(AtCapacity))?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, out)
+            .await
+            .map_err(anyhow::Error::from)
     });
     match receiver.await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(code)) => Err(anyhow::anyhow!("guest answered with an error code: {code:?}")),
         Err(_) => match task.await {
             Ok(Ok(())) => Err(anyhow::anyhow!("guest never set a response")),
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(e.into()),
         },
+    }
+}
+
+/// Marks an error as "no instance could be had" (see [`handle`]).
+#[derive(Debug, Clone, Copy)]
+struct AtCapacity;
+
+impl std::fmt::Display for AtCapacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no instance slot is free")
     }
 }
 
