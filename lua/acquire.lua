@@ -9,12 +9,15 @@
 -- exactly as expire.lua would (unit back, buyer freed, `slot-expired` event), before the
 -- buyer's new attempt is decided.
 --
--- KEYS[1] product hash    fg:{<pid>}:product    remaining, total, granted, startsAtMs, endsAtMs
+-- KEYS[1] product hash    fg:{<pid>}:product    remaining, total, granted, startsAtMs, endsAtMs,
+--                         maxGrantUs (the latest arrival stamp granted)
 -- KEYS[2] holders hash    fg:{<pid>}:holders    userId -> slotId (ACTIVE or COMPLETED)
 -- KEYS[3] slot hash       fg:{<pid>}:slot:<slotId>   (the new slot)
 -- KEYS[4] expiry zset     fg:{<pid>}:expiry     slotId scored by expiresAtMs
 -- KEYS[5] reminders zset  fg:{<pid>}:reminders  slotId scored by the reminder time
 -- KEYS[6] outbox stream   fg:{<pid>}:outbox
+-- KEYS[7] refused zset    fg:{<pid>}:refused  sold-out refusals that may be fairness
+--                         inversions (stamped before the latest grant), for the checker
 -- ARGV[1] productId  ARGV[2] userId  ARGV[3] slotId  ARGV[4] eventId
 -- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
 -- ARGV[9] remindBeforeMs  ARGV[10] eventId for a lazy expiry  ARGV[11] expired-slot TTL ms
@@ -22,7 +25,7 @@
 -- Returns {'granted', remaining, expiresAtMs} | {'holding', slotId} | {'sold_out'}
 --       | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
 
-local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtMs')
+local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtMs', 'maxGrantUs')
 if not product[1] then
   return {'unknown'}
 end
@@ -55,11 +58,21 @@ if product[3] and product[3] ~= '' and now >= tonumber(product[3]) then
   return {'ended', product[3]}
 end
 if tonumber(product[1]) <= 0 then
+  -- Refused although stamped before a request that was granted: a possible fairness
+  -- inversion. Kept (at most 10,000 per product, for 7 days) for the invariant checker.
+  if product[4] and tonumber(ARGV[5]) < tonumber(product[4]) then
+    redis.call('ZADD', KEYS[7], ARGV[5], ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[2])
+    redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -10001)
+    redis.call('PEXPIRE', KEYS[7], 604800000)
+  end
   return {'sold_out'}
 end
 
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 redis.call('HINCRBY', KEYS[1], 'granted', 1)
+if not product[4] or tonumber(ARGV[5]) > tonumber(product[4]) then
+  redis.call('HSET', KEYS[1], 'maxGrantUs', ARGV[5])
+end
 local expires = now + tonumber(ARGV[7])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3],

@@ -3,25 +3,31 @@
 -- Refused (returns 0) if the product hash exists: live state is never overwritten, so two
 -- origins racing to rebuild cannot roll a sale back. Otherwise, atomically: the holders,
 -- the slot records, the expiry and reminder schedules of the live (ACTIVE and COMPLETED)
--- slots, and the product hash with `remaining = total - live`.
+-- slots, the payments still in progress (PENDING: in flight on their slot and queued for
+-- charge resubmission, which the gateway deduplicates; REFUND_REQUIRED: queued for refund),
+-- and the product hash with `remaining = total - live`.
 --
--- Slot keys are derived from KEYS[1]'s hash tag, so they stay in the script's cluster slot.
+-- Slot and payment keys are derived from KEYS[1]'s hash tag, so they stay in the script's
+-- cluster slot.
 --
 -- KEYS[1] product hash  KEYS[2] holders hash  KEYS[3] expiry zset  KEYS[4] reminders zset
+-- KEYS[5] charges zset  KEYS[6] refunds zset
 -- ARGV[1] total  ARGV[2] startsAtMs  ARGV[3] endsAtMs ('' if open-ended)  ARGV[4] granted
 -- ARGV[5] nowMs  ARGV[6] remindBeforeMs  ARGV[7] productId
+-- ARGV[8] the payments in progress, a JSON array of {paymentId, slotId, userId, status,
+--         method, amount, currency, idempotencyKey, createdMs, traceparent}
 -- then 7 per live slot: slotId userId status expiresMs arrivalUs acquiredMs traceparent
 -- Returns the number of live slots restored, or -1 if the product was already there.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return -1
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 local prefix = string.gsub(KEYS[1], 'product$', 'slot:')
 local now = tonumber(ARGV[5])
 local remind_before = tonumber(ARGV[6])
 local live = 0
-for i = 8, #ARGV, 7 do
+for i = 9, #ARGV, 7 do
   local slot, user, status, expires = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   redis.call('HSET', prefix .. slot,
     'productId', ARGV[7], 'userId', user, 'status', status, 'arrivalUs', ARGV[i + 4],
@@ -34,6 +40,19 @@ for i = 8, #ARGV, 7 do
     end
   end
   live = live + 1
+end
+local payment_prefix = string.gsub(KEYS[1], 'product$', 'payment:')
+for _, p in ipairs(cjson.decode(ARGV[8])) do
+  redis.call('HSET', payment_prefix .. p.paymentId,
+    'paymentId', p.paymentId, 'slotId', p.slotId, 'productId', ARGV[7], 'userId', p.userId,
+    'status', p.status, 'method', p.method, 'amount', p.amount, 'currency', p.currency,
+    'idempotencyKey', p.idempotencyKey, 'createdMs', p.createdMs, 'traceparent', p.traceparent)
+  if p.status == 'PENDING' then
+    redis.call('HSET', prefix .. p.slotId, 'paymentId', p.paymentId)
+    redis.call('ZADD', KEYS[5], p.createdMs, p.paymentId)
+  elseif p.status == 'REFUND_REQUIRED' then
+    redis.call('ZADD', KEYS[6], now, p.paymentId)
+  end
 end
 redis.call('HSET', KEYS[1], 'remaining', tonumber(ARGV[1]) - live, 'total', ARGV[1],
   'granted', ARGV[4], 'startsAtMs', ARGV[2], 'endsAtMs', ARGV[3])

@@ -2,10 +2,17 @@
 # Builds the edge component (edge/component) for wasm32-wasip2 into
 # edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm, the path spin.toml names.
 #
+#   scripts/build-edge.sh                         the Spin build (default platform feature)
+#   scripts/build-edge.sh --platform wasmcloud1   one platform, into
+#                                                 edge/component/target/platforms/<p>/wasm32-wasip2/release/
+#   scripts/build-edge.sh --platform all          spin, wasmcloud1 and wasmcloud2
+# Each platform has its own target dir, so switching platforms rebuilds nothing.
+#
 # Uses rustup's wasm32-wasip2 target when it is installed or can be added; otherwise falls
 # back to Debian's rustc with build-std (see ../shared/notes/toolchain.md). A second run with
 # nothing changed takes about a second. FLASHGATE_EDGE_TOOLCHAIN=debian forces the fallback.
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../edge/component"
 log() { printf '\033[1;34m[build-edge]\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -16,6 +23,23 @@ have_rustup_target() {
   log "adding rustup target wasm32-wasip2"
   timeout 300 rustup target add wasm32-wasip2 >&2
 }
+
+platform=spin
+if [ "${1:-}" = --platform ]; then
+  platform="${2:?--platform needs spin, wasmcloud1, wasmcloud2 or all}"
+  shift 2
+fi
+if [ "$platform" = all ]; then
+  for p in spin wasmcloud1 wasmcloud2; do "$self" --platform "$p" "$@"; done
+  exit 0
+fi
+case "$platform" in
+  spin) platform_args=() ;;
+  wasmcloud1 | wasmcloud2)
+    platform_args=(--no-default-features --features "$platform" --target-dir "target/platforms/$platform") ;;
+  *) log "unknown platform $platform (spin, wasmcloud1, wasmcloud2, all)"; exit 2 ;;
+esac
+set -- "${platform_args[@]}" "$@"
 
 if [ "${FLASHGATE_EDGE_TOOLCHAIN:-}" != debian ] && have_rustup_target; then
   cargo build --locked --release --target wasm32-wasip2 "$@"
@@ -33,4 +57,5 @@ else
   PATH="$bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
     /usr/bin/cargo build --locked --release -Zbuild-std=std,panic_abort --target wasm32-wasip2 "$@"
 fi
-log "built $(pwd)/target/wasm32-wasip2/release/flashgate_edge.wasm"
+if [ "$platform" = spin ]; then out=target; else out="target/platforms/$platform"; fi
+log "built $platform: $(pwd)/$out/wasm32-wasip2/release/flashgate_edge.wasm"

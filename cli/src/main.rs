@@ -1,4 +1,5 @@
-//! `flashgate`: development identity and token minting.
+//! `flashgate`: development identity, token minting, and `check`, the invariant checker
+//! (its logic is `flashgate_origin::invariants`).
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -26,6 +27,31 @@ enum RoleArg {
 enum Command {
     /// Create the issuer key pair, its JWKS and the edge secret (kept if present).
     DevKeys,
+    /// Check a drop's invariants (exactly N, one per buyer, nothing lost, exactly-once
+    /// payment, fairness) in Redis and PostgreSQL; exits 1 on any violation.
+    Check {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/flashgate"
+        )]
+        database_url: String,
+        #[arg(long, env = "FLASHGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// A refusal stamped before a grant counts as a fairness inversion only when the
+        /// grant's stamp is later by more than this (clock skew between edges).
+        #[arg(long, default_value_t = 0)]
+        skew_ms: u64,
+    },
+    /// Print a JSON array of `count` buyer tokens for distinct new buyers (load tests mint
+    /// them up front, not in the load loop).
+    Tokens {
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Print a signed JWT.
     Token {
         #[arg(long, value_enum, default_value = "buyer")]
@@ -57,6 +83,49 @@ fn main() -> Result<()> {
             spec.valid_for = std::time::Duration::from_secs(ttl);
             println!("{}", mint(&id.key_pair()?, &spec)?);
         }
+        Command::Tokens { count, ttl } => {
+            let (id, _) = DevIdentity::ensure(&args.dir)?;
+            let pair = id.key_pair()?;
+            let mut tokens = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let mut spec = TokenSpec::buyer(Uuid::new_v4());
+                spec.valid_for = std::time::Duration::from_secs(ttl);
+                tokens.push(mint(&pair, &spec)?);
+            }
+            println!("{}", serde_json::to_string(&tokens)?);
+        }
+        Command::Check { database_url, redis_url, skew_ms } => {
+            let skew = std::time::Duration::from_millis(skew_ms);
+            let report =
+                tokio::runtime::Runtime::new()?.block_on(check(&database_url, &redis_url, skew))?;
+            for v in &report.violations {
+                println!("VIOLATION {v}");
+            }
+            let [i1, i2, i3, _, i5, i6] = report.counts();
+            println!(
+                "checked {} products, {} slots in PostgreSQL, {} holders in Redis, {} outbox \
+                 entries undelivered; {} fairness inversions beyond {skew_ms} ms; violations: \
+                 invariant 1: {i1}, 2: {i2}, 3: {i3}, 5: {i5}, 6: {i6}",
+                report.products,
+                report.slots_in_postgres,
+                report.holders_in_redis,
+                report.undelivered,
+                report.inversions
+            );
+            if !report.ok() {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
+}
+
+async fn check(
+    database_url: &str,
+    redis_url: &str,
+    skew: std::time::Duration,
+) -> Result<flashgate_origin::invariants::Report> {
+    let db = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(database_url).await?;
+    let redis = redis::Client::open(redis_url)?.get_connection_manager().await?;
+    flashgate_origin::invariants::check(&db, &redis, skew).await
 }

@@ -5,13 +5,15 @@
 //! - [`trace`]: W3C trace context (`traceparent`) parsing and propagation;
 //! - [`token`]: JWT verification against a JWKS, with flashgate's claim rules;
 //! - [`problem`]: RFC 9457 problem details, the one error shape of every answer;
-//! - [`routes`]: the buyer API the edge forwards.
+//! - [`routes`]: the buyer API the edge forwards;
+//! - [`shield`]: the edge's storm shield: availability hints, dedup, token buckets.
 //!
 //! Nothing here does I/O, reads a clock or draws randomness: callers pass those in, so all
 //! of it is unit-tested natively and behaves identically inside the component.
 
 pub mod problem;
 pub mod routes;
+pub mod shield;
 pub mod signing;
 pub mod token;
 pub mod trace;

@@ -54,6 +54,62 @@ impl Problem {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// 409: every unit is held or sold (edge and origin answer alike).
+    pub fn sold_out(product_id: &str) -> Self {
+        Self::new(409, "sold-out", "Sold out", "every unit of this product is held or sold")
+            .with("productId", product_id)
+    }
+
+    /// 409: the sale opens at `sale_starts_at` (RFC 3339; `starts_ms` for machines).
+    pub fn not_on_sale(sale_starts_at: &str, starts_ms: i64) -> Self {
+        Self::new(
+            409,
+            "not-on-sale",
+            "Not on sale yet",
+            format!("the sale opens at {sale_starts_at}"),
+        )
+        .with("saleStartsAt", sale_starts_at)
+        .with("saleStartsAtMs", starts_ms)
+    }
+
+    /// 409: the sale closed at `sale_ends_at`.
+    pub fn sale_ended(sale_ends_at: &str) -> Self {
+        Self::new(409, "sale-ended", "Sale ended", format!("the sale closed at {sale_ends_at}"))
+            .with("saleEndsAt", sale_ends_at)
+    }
+
+    /// 409: the buyer holds `slot_id` for this product already.
+    pub fn already_holding(slot_id: &str) -> Self {
+        Self::new(
+            409,
+            "already-holding",
+            "Already holding a slot",
+            "you already hold a slot for this product",
+        )
+        .with("slotId", slot_id)
+    }
+
+    /// 409: the buyer's earlier request for this product is still being decided.
+    pub fn in_progress() -> Self {
+        Self::new(
+            409,
+            "in-progress",
+            "Request in progress",
+            "your earlier request for this product is still being decided; retry shortly",
+        )
+    }
+
+    /// 429: over the rate limit; retry after `retry_after_secs`.
+    pub fn too_many_requests(scope: &str, retry_after_secs: u64) -> Self {
+        Self::new(
+            429,
+            "rate-limited",
+            "Too many requests",
+            format!("too many requests from this {scope}; retry in {retry_after_secs} s"),
+        )
+        .with("retryAfter", retry_after_secs)
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(401, "unauthorized", "Unauthorized", detail)
     }

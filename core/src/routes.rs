@@ -33,6 +33,15 @@ pub fn classify(method: &str, path: &str) -> Result<BuyerRoute, bool> {
     if method == allowed { Ok(route) } else { Err(true) }
 }
 
+/// The product id of an acquisition body, if it has one that looks like an id (the origin
+/// judges the rest).
+pub fn acquired_product(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = v.get("productId")?.as_str()?;
+    let looks_like_uuid = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    looks_like_uuid.then(|| id.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +55,15 @@ mod tests {
         assert_eq!(classify("GET", "/payments/abc"), Ok(BuyerRoute::Payment));
         assert_eq!(classify("GET", "/products"), Ok(BuyerRoute::Products));
         assert_eq!(classify("GET", "/products/abc"), Ok(BuyerRoute::Product));
+    }
+
+    #[test]
+    fn finds_the_product_of_an_acquisition() {
+        let id = "0192e5a4-7b1c-7cde-8f00-0123456789AB";
+        let body = format!(r#"{{"productId":"{id}"}}"#);
+        assert_eq!(acquired_product(body.as_bytes()), Some(id.to_ascii_lowercase()));
+        assert_eq!(acquired_product(br#"{"productId":"x|y"}"#), None);
+        assert_eq!(acquired_product(b"nope"), None);
     }
 
     #[test]

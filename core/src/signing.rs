@@ -2,7 +2,7 @@
 //!
 //! The edge forwards an admitted request with the buyer's id, its arrival stamp (µs since the
 //! epoch, taken when the request reached the edge), the W3C `traceparent`, its edge id and an
-//! HMAC-SHA256 over those, the method, the path and the body, keyed by a secret that only the
+//! HMAC-SHA256 over those, the method, the path, the `Idempotency-Key` and the body, keyed by a secret that only the
 //! edge and the origin hold. The origin recomputes the MAC and checks the stamp against its
 //! own clock; anything else is answered 401.
 
@@ -72,6 +72,9 @@ pub struct EdgeStamp<'a> {
     pub arrival_us: u64,
     pub traceparent: &'a str,
     pub edge_id: &'a str,
+    /// The buyer's `Idempotency-Key` header as forwarded (`""` when absent): signed so that
+    /// nobody between edge and origin can turn one payment request into another.
+    pub idempotency_key: &'a str,
 }
 
 /// Why a signed request was refused.
@@ -110,6 +113,7 @@ fn canonical_mac(
         &arrival,
         stamp.traceparent,
         stamp.edge_id,
+        stamp.idempotency_key,
         &body_hex,
     ] {
         mac.update(&(field.len() as u64).to_be_bytes());
@@ -172,6 +176,7 @@ mod tests {
             arrival_us: 1_700_000_000_000_000,
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             edge_id: "edge-1",
+            idempotency_key: "",
         }
     }
 
@@ -192,7 +197,9 @@ mod tests {
             traceparent: "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             ..stamp()
         };
-        let cases: [(&str, &str, EdgeStamp<'_>, &[u8]); 7] = [
+        let other_key = EdgeStamp { idempotency_key: "k-2", ..stamp() };
+        let cases: [(&str, &str, EdgeStamp<'_>, &[u8]); 8] = [
+            ("POST", "/slots/acquire", other_key, b"{}"),
             ("GET", "/slots/acquire", stamp(), b"{}"),
             ("POST", "/payments", stamp(), b"{}"),
             ("POST", "/slots/acquire", stamp(), b"{ }"),

@@ -1,10 +1,12 @@
-//! Bearer-token verification: EdDSA (Ed25519) JWTs checked against a JWKS.
+//! Bearer-token verification: EdDSA (Ed25519) and ES256 (P-256) JWTs checked against a
+//! JWKS; HS256 (a shared secret, `kty: oct`) only when explicitly allowed.
 //!
 //! Rules on top of the signature: `exp` is required, `nbf`/`iat` may not lie in the future
 //! beyond the leeway, `iss` and `aud` must match the configuration, `sub` must be a UUID
 //! (flashgate's ids are UUIDs) and `role` is `buyer` (the default when absent) or `admin`.
-//! A key is chosen by the header's `kid` when present; without one every key is tried, so a
-//! key set can rotate without downtime.
+//! A key is chosen by the header's `kid` and `alg` when present; without a `kid` every key
+//! of the token's algorithm is tried. Publishing the new key next to the old one, then
+//! removing the old one, rotates keys without downtime.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,6 +28,11 @@ pub struct Jwk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// A symmetric key (`kty: oct`), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
@@ -40,8 +47,41 @@ impl Jwk {
             kty: "OKP".into(),
             crv: Some("Ed25519".into()),
             x: Some(URL_SAFE_NO_PAD.encode(public_key)),
+            y: None,
+            k: None,
             kid: Some(kid.into()),
             alg: Some("EdDSA".into()),
+            use_: Some("sig".into()),
+        }
+    }
+
+    /// The JWK of a P-256 public key, from its uncompressed SEC1 form (`04 ‖ x ‖ y`).
+    pub fn p256(kid: &str, uncompressed: &[u8]) -> Self {
+        let coord = |range: std::ops::Range<usize>| {
+            uncompressed.get(range).map(|c| URL_SAFE_NO_PAD.encode(c))
+        };
+        Self {
+            kty: "EC".into(),
+            crv: Some("P-256".into()),
+            x: coord(1..33),
+            y: coord(33..65),
+            k: None,
+            kid: Some(kid.into()),
+            alg: Some("ES256".into()),
+            use_: Some("sig".into()),
+        }
+    }
+
+    /// The JWK of an HS256 shared secret.
+    pub fn hs256(kid: &str, secret: &[u8]) -> Self {
+        Self {
+            kty: "oct".into(),
+            crv: None,
+            x: None,
+            y: None,
+            k: Some(URL_SAFE_NO_PAD.encode(secret)),
+            kid: Some(kid.into()),
+            alg: Some("HS256".into()),
             use_: Some("sig".into()),
         }
     }
@@ -57,16 +97,53 @@ pub struct Jwks {
 pub enum KeySetError {
     #[error("the key set is not a JWKS document: {0}")]
     NotJwks(String),
-    #[error("key {index} ({kid}) is not a valid Ed25519 key")]
-    BadKey { index: usize, kid: String },
-    #[error("the key set holds no usable EdDSA key")]
+    #[error("key {index} ({kid}) is not a valid {kind} key")]
+    BadKey { index: usize, kid: String, kind: &'static str },
+    #[error("the key set holds no usable key (EdDSA or ES256; HS256 only when allowed)")]
     Empty,
+}
+
+#[derive(Clone)]
+enum Key {
+    Ed25519(Ed25519PublicKey),
+    Es256(ES256PublicKey),
+    Hs256(HS256Key),
+}
+
+impl Key {
+    fn algorithm(&self) -> &'static str {
+        match self {
+            Self::Ed25519(_) => "EdDSA",
+            Self::Es256(_) => "ES256",
+            Self::Hs256(_) => "HS256",
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Ed25519(k) => k.to_bytes(),
+            Self::Es256(k) => k.to_bytes(),
+            Self::Hs256(k) => k.to_bytes(),
+        }
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        options: VerificationOptions,
+    ) -> Result<JWTClaims<FlashgateClaims>, jwt_simple::Error> {
+        match self {
+            Self::Ed25519(k) => k.verify_token(token, Some(options)),
+            Self::Es256(k) => k.verify_token(token, Some(options)),
+            Self::Hs256(k) => k.verify_token(token, Some(options)),
+        }
+    }
 }
 
 #[derive(Clone)]
 struct VerifyingKey {
     kid: Option<String>,
-    key: Ed25519PublicKey,
+    key: Key,
 }
 
 /// The issuer's public keys.
@@ -83,27 +160,59 @@ impl std::fmt::Debug for KeySet {
 }
 
 impl KeySet {
-    /// Parses a JWKS document. Keys of types flashgate does not verify (RSA, …) are skipped;
-    /// a malformed Ed25519 key is an error, and so is a set with no usable key.
+    /// Parses a JWKS document of Ed25519 (`OKP`) and P-256 (`EC`) keys. Keys of types
+    /// flashgate does not verify (RSA, …) and shared secrets (`oct`) are skipped; a
+    /// malformed key is an error, and so is a set with no usable key.
     pub fn from_jwks_json(json: &str) -> Result<Self, KeySetError> {
+        Self::parse(json, false)
+    }
+
+    /// As [`KeySet::from_jwks_json`], also accepting HS256 shared secrets (`oct` keys).
+    /// Anyone holding such a secret can mint tokens: allow it only on purpose.
+    pub fn from_jwks_json_allowing_hs256(json: &str) -> Result<Self, KeySetError> {
+        Self::parse(json, true)
+    }
+
+    fn parse(json: &str, hs256: bool) -> Result<Self, KeySetError> {
         let jwks: Jwks =
             serde_json::from_str(json).map_err(|e| KeySetError::NotJwks(e.to_string()))?;
-        Self::from_jwks(&jwks)
+        Self::from_jwks_with(&jwks, hs256)
     }
 
     pub fn from_jwks(jwks: &Jwks) -> Result<Self, KeySetError> {
+        Self::from_jwks_with(jwks, false)
+    }
+
+    fn from_jwks_with(jwks: &Jwks, hs256: bool) -> Result<Self, KeySetError> {
         let mut keys = Vec::new();
         for (index, jwk) in jwks.keys.iter().enumerate() {
-            if jwk.kty != "OKP" || jwk.crv.as_deref() != Some("Ed25519") {
-                continue;
-            }
-            let bad = || KeySetError::BadKey {
+            let b64 =
+                |v: &Option<String>| v.as_deref().and_then(|v| URL_SAFE_NO_PAD.decode(v).ok());
+            let bad = |kind: &'static str| KeySetError::BadKey {
                 index,
                 kid: jwk.kid.clone().unwrap_or_else(|| "no kid".into()),
+                kind,
             };
-            let raw =
-                jwk.x.as_deref().and_then(|x| URL_SAFE_NO_PAD.decode(x).ok()).ok_or_else(bad)?;
-            let key = Ed25519PublicKey::from_bytes(&raw).map_err(|_| bad())?;
+            let key = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+                ("OKP", Some("Ed25519")) => {
+                    let raw = b64(&jwk.x).ok_or_else(|| bad("Ed25519"))?;
+                    Key::Ed25519(Ed25519PublicKey::from_bytes(&raw).map_err(|_| bad("Ed25519"))?)
+                }
+                ("EC", Some("P-256")) => {
+                    let (x, y) = (b64(&jwk.x), b64(&jwk.y));
+                    let (Some(x), Some(y)) = (x, y) else { return Err(bad("P-256")) };
+                    if x.len() != 32 || y.len() != 32 {
+                        return Err(bad("P-256"));
+                    }
+                    let sec1 = [&[4u8][..], &x, &y].concat();
+                    Key::Es256(ES256PublicKey::from_bytes(&sec1).map_err(|_| bad("P-256"))?)
+                }
+                ("oct", _) if hs256 => {
+                    let raw = b64(&jwk.k).filter(|k| k.len() >= 32).ok_or_else(|| bad("HS256"))?;
+                    Key::Hs256(HS256Key::from_bytes(&raw))
+                }
+                _ => continue,
+            };
             keys.push(VerifyingKey { kid: jwk.kid.clone(), key });
         }
         if keys.is_empty() {
@@ -187,7 +296,7 @@ pub enum TokenError {
     MissingBearer,
     #[error("the token is not a well-formed JWT")]
     Malformed,
-    #[error("the token algorithm `{0}` is not accepted (EdDSA only)")]
+    #[error("the token algorithm `{0}` is not accepted")]
     Algorithm(String),
     #[error("the token's key id is not one of the issuer's keys")]
     UnknownKey,
@@ -233,7 +342,8 @@ impl TokenVerifier {
         for k in &self.keys.keys {
             h.update(k.kid.as_deref().unwrap_or("").as_bytes());
             h.update([0]);
-            h.update(k.key.to_bytes());
+            h.update(k.key.algorithm().as_bytes());
+            h.update(k.key.bytes());
         }
         for part in [&self.policy.issuer, &self.policy.audience] {
             h.update([1]);
@@ -259,12 +369,17 @@ impl TokenVerifier {
             return Err(TokenError::Malformed);
         }
         let meta = Token::decode_metadata(token).map_err(|_| TokenError::Malformed)?;
-        if meta.algorithm() != "EdDSA" {
-            return Err(TokenError::Algorithm(meta.algorithm().chars().take(16).collect()));
+        let alg = meta.algorithm();
+        if !self.keys.keys.iter().any(|k| k.key.algorithm() == alg) {
+            return Err(TokenError::Algorithm(alg.chars().take(16).collect()));
         }
         let kid = meta.key_id();
-        let mut candidates =
-            self.keys.keys.iter().filter(|k| kid.is_none() || k.kid.as_deref() == kid).peekable();
+        let mut candidates = self
+            .keys
+            .keys
+            .iter()
+            .filter(|k| k.key.algorithm() == alg && (kid.is_none() || k.kid.as_deref() == kid))
+            .peekable();
         if candidates.peek().is_none() {
             return Err(TokenError::UnknownKey);
         }
@@ -278,7 +393,7 @@ impl TokenVerifier {
         };
         let mut last = TokenError::BadSignature;
         for candidate in candidates {
-            match candidate.key.verify_token::<FlashgateClaims>(token, Some(options.clone())) {
+            match candidate.key.verify(token, options.clone()) {
                 Ok(claims) => return Self::accept(claims),
                 Err(e) => {
                     last = map_error(&e);
@@ -364,6 +479,61 @@ mod tests {
                 leeway: StdDuration::from_secs(30),
             },
         )
+    }
+
+    fn es256(kid: &str) -> (ES256KeyPair, Jwk) {
+        let pair = ES256KeyPair::generate().with_key_id(kid);
+        let jwk = Jwk::p256(kid, &pair.public_key().public_key().to_bytes_uncompressed());
+        (pair, jwk)
+    }
+
+    #[test]
+    fn es256_tokens_verify_next_to_eddsa_ones() {
+        let ed = Issuer::new("ed");
+        let (ec, ec_jwk) = es256("ec");
+        let v = verifier(vec![ed.jwk(), ec_jwk]);
+        let t = ec.sign(ed.claims()).unwrap();
+        assert_eq!(v.verify(&t, NOW).unwrap().user_id, Uuid::nil());
+        assert!(v.verify(&ed.sign(ed.claims()), NOW).is_ok());
+        // Another P-256 key under the same kid does not verify.
+        let (forger, _) = es256("ec");
+        assert_eq!(
+            v.verify(&forger.sign(ed.claims()).unwrap(), NOW),
+            Err(TokenError::BadSignature)
+        );
+        // A P-256 JWK with a bad coordinate is refused outright.
+        let mut broken = es256("x").1;
+        broken.y = Some("AAAA".into());
+        assert!(matches!(
+            KeySet::from_jwks(&Jwks { keys: vec![broken] }),
+            Err(KeySetError::BadKey { kind: "P-256", .. })
+        ));
+    }
+
+    #[test]
+    fn hs256_is_accepted_only_when_allowed() {
+        let ed = Issuer::new("ed");
+        let secret = [7u8; 32];
+        let jwks = serde_json::to_string(&Jwks { keys: vec![ed.jwk(), Jwk::hs256("hs", &secret)] })
+            .unwrap();
+        let hs = HS256Key::from_bytes(&secret).with_key_id("hs");
+        let t = hs.authenticate(ed.claims()).unwrap();
+        let policy = TokenPolicy {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway: StdDuration::from_secs(30),
+        };
+        let strict = TokenVerifier::new(KeySet::from_jwks_json(&jwks).unwrap(), policy.clone());
+        assert_eq!(strict.verify(&t, NOW), Err(TokenError::Algorithm("HS256".into())));
+        let allowing = KeySet::from_jwks_json_allowing_hs256(&jwks).unwrap();
+        let lenient = TokenVerifier::new(allowing, policy);
+        assert!(lenient.verify(&t, NOW).is_ok());
+        assert_ne!(strict.fingerprint(), lenient.fingerprint());
+        // Algorithm confusion: an HS256 token keyed with the Ed25519 public key is refused.
+        let confused = HS256Key::from_bytes(&ed.pair.public_key().to_bytes()).with_key_id("ed");
+        let t = confused.authenticate(ed.claims()).unwrap();
+        assert!(lenient.verify(&t, NOW).is_err());
+        assert!(strict.verify(&t, NOW).is_err());
     }
 
     #[test]
@@ -496,7 +666,7 @@ mod tests {
         let bad = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"b"}]}"#;
         assert_eq!(
             KeySet::from_jwks_json(bad).unwrap_err(),
-            KeySetError::BadKey { index: 0, kid: "b".into() }
+            KeySetError::BadKey { index: 0, kid: "b".into(), kind: "Ed25519" }
         );
         assert!(matches!(KeySet::from_jwks_json("nope"), Err(KeySetError::NotJwks(_))));
     }

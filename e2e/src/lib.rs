@@ -12,6 +12,8 @@ use flashgate_core::token::{KeySet, TokenPolicy};
 use flashgate_edge_host::{EdgeHost, HostSettings};
 use flashgate_origin::clock::{Clock, ManualClock, SystemClock};
 use flashgate_origin::expiry::ExpiryWorker;
+use flashgate_origin::payments::gateway::SimulatedGateway;
+use flashgate_origin::payments::worker::PaymentsWorker;
 use flashgate_origin::persister::PgWriter;
 use flashgate_origin::relay::{Relay, Sink};
 use flashgate_origin::settings::Settings;
@@ -222,6 +224,8 @@ impl Drop for Identity {
 pub struct TestOrigin {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The simulated processor this origin pays through (webhooks go to this origin).
+    pub gateway: SimulatedGateway,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -256,15 +260,23 @@ impl TestOrigin {
                 leeway: Duration::from_secs(30),
             },
         );
+        // Quick webhooks, so tests through the whole stack see payments settle.
+        settings.payments.simulated.latency = Duration::from_millis(20);
+        // Every charge succeeds unless its method is the declining test method.
+        settings.payments.simulated.success_rate = 1.0;
+        settings.payments.simulated.seed = Some(7);
         configure(&mut settings);
-        let app = Application::build_with_clock(settings, clock).await?;
+        let gateway = SimulatedGateway::new(settings.payments.simulated.clone(), clock.clone());
+        let app =
+            Application::build_with_gateway(settings, clock, Arc::new(gateway.clone())).await?;
         let addr = app.local_addr();
+        gateway.deliver_to(format!("http://{addr}/payments/webhook"));
         let state = app.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, state, stop: Some(stop) })
+        Ok(Self { addr, state, gateway, stop: Some(stop) })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -277,6 +289,17 @@ impl TestOrigin {
         Ok(text
             .lines()
             .filter(|l| l.starts_with("flashgate_http_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    /// Requests the origin has answered on one route (its axum path, e.g. `/slots/acquire`).
+    pub async fn route_count(&self, route: &str) -> Result<u64> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        let needle = format!("route=\"{route}\"");
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("flashgate_http_requests_total{") && l.contains(&needle))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64)
     }
@@ -338,6 +361,38 @@ impl TestOrigin {
 }
 
 impl TestOrigin {
+    /// `POST /payments` straight to the origin, signed as the edge would for `user` at
+    /// `arrival_us`, with `Idempotency-Key: key` (`None`: no header).
+    pub async fn pay_signed(
+        &self,
+        id: &Identity,
+        user: Uuid,
+        body: &str,
+        key: Option<&str>,
+        arrival_us: u64,
+    ) -> Result<reqwest::Response> {
+        let headers = edge_headers_keyed(
+            &id.secret(),
+            "POST",
+            "/payments",
+            user,
+            arrival_us,
+            body.as_bytes(),
+            key.unwrap_or(""),
+        );
+        let mut request = reqwest::Client::new()
+            .post(self.url("/payments"))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        Ok(request.send().await?)
+    }
+
     /// `GET path` straight to the origin, signed as the edge would for `user` at `arrival_us`.
     pub async fn get_signed(
         &self,
@@ -379,6 +434,17 @@ impl RedisServer {
         let held: i64 = redis::cmd("HLEN").arg(k.holders()).query_async(&mut c).await?;
         let scheduled: i64 = redis::cmd("ZCARD").arg(k.expiry()).query_async(&mut c).await?;
         Ok(ProductCounts { remaining, total, held, scheduled })
+    }
+
+    /// A slot's status in Redis (`None` once its record is gone).
+    pub async fn slot_status(&self, product: Uuid, slot: Uuid) -> Result<Option<String>> {
+        use flashgate_origin::inventory::ProductKeys;
+        let mut c = self.connection().await?;
+        Ok(redis::cmd("HGET")
+            .arg(ProductKeys::new(product).slot(slot))
+            .arg("status")
+            .query_async(&mut c)
+            .await?)
     }
 
     /// Event types in a product's outbox, in order.
@@ -457,6 +523,9 @@ impl TestEdge {
             ("edge_secret", id.secret_hex.clone()),
             ("jwt_jwks", id.jwks.clone()),
             ("edge_id", "edge-test".to_owned()),
+            // Tests drive one buyer and one address hard; the shield tests set limits.
+            ("rate_user_per_sec", "0".to_owned()),
+            ("rate_address_per_sec", "0".to_owned()),
         ] {
             settings.variables.insert(k.to_owned(), v);
         }
@@ -514,11 +583,23 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Result<Self> {
+        Self::start_configured(|_| {}, |_| {}).await
+    }
+
+    /// As [`Stack::start`], with the origin's settings and the edge host's settings (its
+    /// `variables`, say) adjusted.
+    pub async fn start_configured(
+        origin: impl FnOnce(&mut Settings),
+        edge: impl FnOnce(&mut HostSettings),
+    ) -> Result<Self> {
         let redis = RedisServer::start()?;
         let db = TestDatabase::create().await?;
         let id = Identity::generate()?;
-        let origin = TestOrigin::spawn(&redis, &db, &id, Arc::new(SystemClock)).await?;
-        let edge = TestEdge::spawn(origin.addr, &id).await?;
+        let origin =
+            TestOrigin::spawn_with(&redis, &db, &id, Arc::new(SystemClock), origin).await?;
+        let edge =
+            TestEdge::spawn_configured(repo_root().join("spin.toml"), origin.addr, &id, edge)
+                .await?;
         Ok(Self { redis, db, id, origin, edge, http: reqwest::Client::new() })
     }
 
@@ -559,6 +640,9 @@ impl DrivenOrigin {
             s.expiry_interval = None;
             s.relay_interval = None;
             s.kafka_persister = false;
+            // Payments settle only when the test releases the processor's webhooks.
+            s.payments.worker_interval = None;
+            s.payments.simulated.manual = true;
             configure(s);
         })
         .await?;
@@ -567,6 +651,39 @@ impl DrivenOrigin {
 
     pub fn worker(&self) -> ExpiryWorker {
         ExpiryWorker::new(self.origin.state.inventory.clone(), Arc::new(self.clock.clone()))
+    }
+
+    pub fn payments_worker(&self) -> PaymentsWorker {
+        PaymentsWorker::new(
+            self.origin.state.inventory.clone(),
+            self.origin.state.payments.clone(),
+            Arc::new(self.clock.clone()),
+            Duration::from_secs(10),
+        )
+    }
+
+    /// The controlled clock, as an edge arrival stamp.
+    pub fn now(&self) -> u64 {
+        self.clock.now_us() as u64
+    }
+
+    /// A slot for a new buyer: `(buyer, slot id)`.
+    pub async fn grant(&self, product: Uuid) -> Result<(Uuid, Uuid)> {
+        let user = Uuid::new_v4();
+        let response = self.acquire(user, product).await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != 201 {
+            bail!("acquiring: {status} {body}");
+        }
+        Ok((user, Uuid::parse_str(body["slotId"].as_str().context("slotId")?)?))
+    }
+
+    /// `POST /payments` for `slot` by `user` with `key`, at the controlled clock's time.
+    pub async fn pay(&self, user: Uuid, slot: Uuid, key: &str) -> Result<reqwest::Response> {
+        let body = json!({ "slotId": slot, "method": "card" }).to_string();
+        let now = self.clock.now_us() as u64;
+        self.origin.pay_signed(&self.id, user, &body, Some(key), now).await
     }
 
     /// A relay writing straight to PostgreSQL.
@@ -611,9 +728,29 @@ pub fn edge_headers(
     arrival_us: u64,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
+    edge_headers_keyed(secret, method, path, user, arrival_us, body, "")
+}
+
+/// As [`edge_headers`], for a request carrying `Idempotency-Key: idempotency_key` (not
+/// added here; `""` = no header).
+pub fn edge_headers_keyed(
+    secret: &EdgeSecret,
+    method: &str,
+    path: &str,
+    user: Uuid,
+    arrival_us: u64,
+    body: &[u8],
+    idempotency_key: &str,
+) -> Vec<(&'static str, String)> {
     let user = user.to_string();
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let stamp = EdgeStamp { user_id: &user, arrival_us, traceparent, edge_id: "edge-test" };
+    let stamp = EdgeStamp {
+        user_id: &user,
+        arrival_us,
+        traceparent,
+        edge_id: "edge-test",
+        idempotency_key,
+    };
     vec![
         (signing::HEADER_USER, user.clone()),
         (signing::HEADER_ARRIVAL, arrival_us.to_string()),

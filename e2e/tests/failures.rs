@@ -1,8 +1,19 @@
 //! Dependencies fail: answers stay fast, explicit and retryable; nothing hangs.
 
-use flashgate_e2e::{Identity, Stack, TestEdge, problem};
+use flashgate_e2e::{Identity, Stack, TestEdge, problem, repo_root};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// A new buyer's acquisition of an unknown product, through `edge`.
+async fn acquire_through(edge: &TestEdge, id: &Identity) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(edge.url("/slots/acquire"))
+        .bearer_auth(id.buyer(Uuid::new_v4()))
+        .json(&serde_json::json!({ "productId": Uuid::new_v4() }))
+        .send()
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn redis_down_is_a_fast_503_with_retry_after() {
@@ -37,15 +48,34 @@ async fn an_unreachable_origin_is_a_503_from_the_edge() {
         l.local_addr().unwrap()
     };
     let edge = TestEdge::spawn(closed, &id).await.unwrap();
-    let response = reqwest::Client::new()
-        .post(edge.url("/slots/acquire"))
-        .bearer_auth(id.buyer(Uuid::new_v4()))
-        .json(&serde_json::json!({ "productId": Uuid::new_v4() }))
-        .send()
-        .await
-        .unwrap();
+    let response = acquire_through(&edge, &id).await;
     assert_eq!(response.headers()["retry-after"], "1");
     problem(response, 503, "unavailable").await;
+}
+
+#[tokio::test]
+async fn a_slow_origin_is_a_503_within_the_edge_deadline_not_a_hang() {
+    let id = Identity::generate().unwrap();
+    // Accepts connections and says nothing for 30 s.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let edge = TestEdge::spawn_configured(repo_root().join("spin.toml"), addr, &id, |h| {
+        h.outbound_first_byte_timeout = Duration::from_millis(500);
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let response = acquire_through(&edge, &id).await;
+    let waited = started.elapsed();
+    assert_eq!(response.headers()["retry-after"], "1");
+    problem(response, 503, "unavailable").await;
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
 }
 
 #[tokio::test]

@@ -2,13 +2,16 @@
 //! Events on the wire match the schemas under `events/`.
 
 use flashgate_e2e::{DrivenOrigin, KafkaBroker, repo_root};
+use flashgate_origin::clock::Clock;
 use flashgate_origin::kafka::{EventProducer, KafkaPersister, KafkaSettings, PERSISTER_GROUP};
+use flashgate_origin::payments::gateway::DECLINING_METHOD;
 use flashgate_origin::persister::PgWriter;
 use flashgate_origin::relay::{Relay, Sink};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -73,7 +76,7 @@ impl Sale {
 #[tokio::test]
 async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
     let t = Sale::start().await;
-    let product = t.origin.create_product(&t.id, 5).await.unwrap();
+    let product = t.origin.create_product(&t.id, 10).await.unwrap();
     for _ in 0..3 {
         t.grant(product).await;
     }
@@ -82,11 +85,44 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
     t.persist_until(&persister, 3).await;
     assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, 3);
 
-    // Let them remind and expire, so every topic carries events.
+    // Payments: one paid, one declined, one that succeeds after its slot expired.
+    let t = &t;
+    let pay = |user: Uuid, slot: Uuid, method: &'static str| async move {
+        let body = json!({"slotId": slot, "method": method}).to_string();
+        let now = t.clock.now_us() as u64;
+        let r = t.origin.pay_signed(&t.id, user, &body, Some("k"), now).await.unwrap();
+        assert_eq!(r.status(), 202);
+    };
+    let (paid_user, paid) = t.driven.grant(product).await.unwrap();
+    let (declined_user, declined) = t.driven.grant(product).await.unwrap();
+    let (late_user, late) = t.driven.grant(product).await.unwrap();
+    pay(paid_user, paid, "card").await;
+    pay(declined_user, declined, DECLINING_METHOD).await;
+    t.origin.gateway.release_all().await.unwrap();
+    pay(late_user, late, "card").await;
+
+    // Let the unpaid ones remind and expire, then the late payment's success arrive.
     t.clock.advance(Duration::from_secs(31 * 60));
     let sweep = t.worker().step().await.unwrap();
-    assert_eq!((sweep.reminded, sweep.expired), (3, 3));
-    assert_eq!(t.relay(Duration::from_secs(30)).step().await.unwrap().delivered, 6);
+    assert_eq!((sweep.reminded, sweep.expired), (5, 5));
+    t.origin.gateway.release_all().await.unwrap();
+    let expected: HashMap<&str, usize> = [
+        ("slot-acquired", 6),
+        ("slot-expiring-soon", 5),
+        ("slot-expired", 5),
+        ("payment-created", 3),
+        ("payment-completed", 1),
+        ("payment-failed", 1),
+        ("payment-refund-required", 1),
+        ("payment-refunded", 1),
+    ]
+    .into_iter()
+    .collect();
+    let total: usize = expected.values().sum();
+    assert_eq!(
+        t.relay(Duration::from_secs(30)).step().await.unwrap().delivered as usize,
+        total - 3
+    );
 
     // An independent consumer sees what went over the wire.
     let reader: StreamConsumer = ClientConfig::new()
@@ -96,8 +132,8 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
         .create()
         .unwrap();
     reader.subscribe(&flashgate_origin::kafka::TOPICS).unwrap();
-    let mut per_topic = std::collections::HashMap::<String, usize>::new();
-    for _ in 0..9 {
+    let mut per_topic = HashMap::<String, usize>::new();
+    for _ in 0..total {
         let m =
             tokio::time::timeout(Duration::from_secs(20), reader.recv()).await.unwrap().unwrap();
         let topic = m.topic().to_owned();
@@ -124,8 +160,22 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
         *per_topic.entry(topic).or_default() += 1;
     }
     for topic in flashgate_origin::kafka::TOPICS {
-        assert_eq!(per_topic.get(topic), Some(&3), "{topic}: {per_topic:?}");
+        assert_eq!(per_topic.get(topic), expected.get(topic), "{topic}: {per_topic:?}");
     }
+
+    // The persister carries the payments to PostgreSQL.
+    for _ in 0..40 {
+        persister.step(Duration::from_millis(500)).await.unwrap();
+        if t.pg_count("SELECT count(*) FROM slot_audit_log").await == total as i64 {
+            break;
+        }
+    }
+    assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, total as i64);
+    for (status, n) in [("COMPLETED", 1), ("FAILED", 1), ("REFUNDED", 1)] {
+        let sql = format!("SELECT count(*) FROM purchases WHERE status = '{status}'");
+        assert_eq!(t.pg_count(&sql).await, n, "{status}");
+    }
+    assert_eq!(t.pg_live(product).await, 1, "only the paid slot is live");
 }
 
 #[tokio::test]

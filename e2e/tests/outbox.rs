@@ -111,3 +111,68 @@ async fn an_undeliverable_entry_goes_to_dead_letters_and_does_not_block_the_rest
     assert_eq!(dead, 1);
     assert_eq!(outbox_len(&t, product).await, 0);
 }
+
+/// Kafka orders events within a topic only: whatever order they arrive in (reversed, or
+/// shuffled in batches), PostgreSQL ends in the same state, each event applied once,
+/// nothing left waiting.
+#[tokio::test]
+async fn events_applied_in_any_order_reach_the_same_state() {
+    use flashgate_origin::persister::PgWriter;
+    let t = DrivenOrigin::start().await.unwrap();
+    let product = t.origin.create_product(&t.id, 3).await.unwrap();
+    // A buyer whose slot expires and who buys again; a buyer who pays; one late payer.
+    let again = Uuid::new_v4();
+    assert_eq!(t.acquire(again, product).await.unwrap().status(), 201);
+    let (payer, paid) = t.grant(product).await.unwrap();
+    assert_eq!(t.pay(payer, paid, "k").await.unwrap().status(), 202);
+    t.origin.gateway.release_all().await.unwrap();
+    let (late_payer, late) = t.grant(product).await.unwrap();
+    assert_eq!(t.pay(late_payer, late, "k").await.unwrap().status(), 202);
+    t.clock.advance(Duration::from_secs(31 * 60));
+    t.worker().step().await.unwrap();
+    t.origin.gateway.release_all().await.unwrap();
+    assert_eq!(t.acquire(again, product).await.unwrap().status(), 201);
+
+    let batch = t.relay(Duration::from_secs(30)).fetch(product).await.unwrap();
+    let total = batch.events.len();
+    assert!(total >= 12, "{total} events");
+    let writer = PgWriter::new(t.origin.state.db.clone());
+    // Reversed one by one, then 30 shuffles in batches of random sizes.
+    let mut orders = vec![batch.events.iter().rev().cloned().collect::<Vec<_>>()];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as usize % n
+    };
+    for _ in 0..30 {
+        let mut order = batch.events.clone();
+        for i in (1..order.len()).rev() {
+            order.swap(i, next(i + 1));
+        }
+        orders.push(order);
+    }
+    for (n, order) in orders.iter().enumerate() {
+        sqlx::query("TRUNCATE purchases, purchase_slots, slot_audit_log, persister_parked")
+            .execute(&t.origin.state.db)
+            .await
+            .unwrap();
+        let mut rest = order.as_slice();
+        while !rest.is_empty() {
+            let size = if n == 0 { 1 } else { 1 + next(4).min(rest.len() - 1) };
+            writer.apply(&rest[..size]).await.unwrap();
+            rest = &rest[size..];
+        }
+        // Delivered again, in order this time: nothing changes.
+        assert_eq!(writer.apply(&batch.events).await.unwrap(), 0, "order {n}");
+        assert_eq!(t.pg_count("SELECT count(*) FROM persister_parked").await, 0, "order {n}");
+        assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, total as i64);
+        // again: EXPIRED + ACTIVE; payer: COMPLETED; late payer: EXPIRED (refunded).
+        assert_eq!(pg_status_counts(&t, product).await, (1, 1, 2), "order {n}");
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM purchases ORDER BY status")
+                .fetch_all(&t.origin.state.db)
+                .await
+                .unwrap();
+        assert_eq!(statuses, ["COMPLETED", "REFUNDED"], "order {n}");
+    }
+}

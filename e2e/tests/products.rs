@@ -39,6 +39,9 @@ async fn read(s: &Stack, path: &str) -> reqwest::Response {
     s.http.get(s.edge.url(path)).bearer_auth(s.id.buyer(Uuid::new_v4())).send().await.unwrap()
 }
 
+/// A little more than the edge's availability re-check interval (250 ms in spin.toml).
+const HINT_REFRESH: std::time::Duration = std::time::Duration::from_millis(300);
+
 #[tokio::test]
 async fn stock_may_only_grow_and_growth_goes_on_sale() {
     let s = Stack::start().await.unwrap();
@@ -58,6 +61,8 @@ async fn stock_may_only_grow_and_growth_goes_on_sale() {
     assert_eq!(grown.status(), 200);
     let grown: Value = grown.json().await.unwrap();
     assert_eq!((grown["stock"].as_i64(), grown["remaining"].as_i64()), (Some(3), Some(2)));
+    // The edge learned "sold out"; it re-checks that hint every 250 ms (spin.toml).
+    tokio::time::sleep(HINT_REFRESH).await;
     for _ in 0..2 {
         assert_eq!(s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap().status(), 201);
     }
@@ -77,6 +82,7 @@ async fn the_sale_start_is_locked_once_a_slot_exists() {
         .await;
     let earlier = at(-time::Duration::minutes(1));
     assert_eq!(put(&s, product, &body(5, &earlier)).await.status(), 200);
+    tokio::time::sleep(HINT_REFRESH).await;
     assert_eq!(s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap().status(), 201);
     // After a slot: locked. The same start (an update of other fields) is still fine.
     let locked = problem(put(&s, product, &body(5, &later)).await, 409, "sale-start-locked").await;

@@ -103,3 +103,40 @@ async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state()
     problem(http.post(unknown).bearer_auth(t.id.admin()).send().await.unwrap(), 404, "not-found")
         .await;
 }
+
+/// A payment in flight survives the loss of Redis: after the rebuild its webhook still
+/// completes the slot, a second payment is still refused, and its charge is not repeated.
+#[tokio::test]
+async fn a_payment_in_flight_survives_a_rebuild() {
+    let t = DrivenOrigin::start().await.unwrap();
+    let relay = t.relay(Duration::from_secs(30));
+    let product = t.origin.create_product(&t.id, 2).await.unwrap();
+    let (user, slot) = t.grant(product).await.unwrap();
+    let paid: Value = t.pay(user, slot, "k").await.unwrap().json().await.unwrap();
+    let payment = Uuid::parse_str(paid["paymentId"].as_str().unwrap()).unwrap();
+    relay.step().await.unwrap();
+    flush(&t).await;
+
+    // The webhook finds the product gone: 503 (the processor retries) and a rebuild starts.
+    assert_eq!(t.origin.gateway.release(payment).await.unwrap(), 503);
+    let mut status = 503;
+    for _ in 0..100 {
+        status = t.origin.gateway.release(payment).await.unwrap();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+    let read = t.origin.get_signed(&t.id, user, &format!("/payments/{payment}"), t.now()).await;
+    let read: Value = read.unwrap().json().await.unwrap();
+    assert_eq!(read["status"], "COMPLETED");
+    problem(t.pay(user, slot, "k2").await.unwrap(), 409, "slot-not-active").await;
+    t.redis.counts(product).await.unwrap().assert_conserved();
+    assert_eq!(t.payments_worker().step().await.unwrap().resubmitted, 0);
+    t.clock.advance(Duration::from_secs(11));
+    t.payments_worker().step().await.unwrap();
+    assert_eq!(t.origin.gateway.charges(), 1, "the rebuilt queue resubmits, the gateway dedupes");
+    relay.step().await.unwrap();
+    assert_eq!(t.pg_count("SELECT count(*) FROM purchases WHERE status = 'COMPLETED'").await, 1);
+}

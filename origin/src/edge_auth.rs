@@ -63,7 +63,8 @@ async fn verify(trust: &EdgeTrust, req: Request) -> Result<Request, ApiError> {
     let body: Bytes =
         axum::body::to_bytes(body, MAX_BUYER_BODY).await.map_err(|_| ApiError::PayloadTooLarge)?;
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let stamp = EdgeStamp { user_id: user, arrival_us, traceparent, edge_id };
+    let idempotency_key = header(&parts, "idempotency-key")?.unwrap_or("");
+    let stamp = EdgeStamp { user_id: user, arrival_us, traceparent, edge_id, idempotency_key };
     signing::verify(&trust.secret, parts.method.as_str(), path, &stamp, &body, signature)?;
     let now_us = u64::try_from(trust.clock.now_us()).unwrap_or(0);
     signing::check_fresh(arrival_us, now_us, trust.max_skew.as_micros() as u64)?;

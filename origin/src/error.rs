@@ -33,13 +33,21 @@ pub enum ApiError {
     #[error("already holding {slot_id}")]
     AlreadyHolding { slot_id: Uuid },
     #[error("not on sale until {sale_starts_at}")]
-    NotOnSale { sale_starts_at: String },
+    NotOnSale { sale_starts_at: String, starts_ms: i64 },
     #[error("sale ended at {sale_ended_at}")]
     SaleEnded { sale_ended_at: String },
     #[error("sale start locked: {granted} slots granted")]
     SaleStartLocked { granted: i64 },
     #[error("{slots} active slots")]
     HasActiveSlots { slots: i64 },
+    #[error("slot {slot_id} expired")]
+    SlotExpired { slot_id: Uuid },
+    #[error("slot {slot_id} is not active")]
+    SlotNotActive { slot_id: Uuid, payment_id: Option<Uuid> },
+    #[error("idempotency key reused with another body")]
+    IdempotencyKeyReused,
+    #[error("{0}")]
+    Webhook(#[from] crate::payments::gateway::WebhookError),
     #[error("{component} unavailable")]
     Unavailable { component: &'static str, detail: String },
     #[error(transparent)]
@@ -73,34 +81,12 @@ impl ApiError {
                 "Request body too large",
                 "the request body is too large",
             ),
-            Self::SoldOut { product_id } => Problem::new(
-                409,
-                "sold-out",
-                "Sold out",
-                "every unit of this product is held or sold",
-            )
-            .with("productId", product_id.to_string()),
-            Self::AlreadyHolding { slot_id } => Problem::new(
-                409,
-                "already-holding",
-                "Already holding a slot",
-                "you already hold a slot for this product",
-            )
-            .with("slotId", slot_id.to_string()),
-            Self::NotOnSale { sale_starts_at } => Problem::new(
-                409,
-                "not-on-sale",
-                "Not on sale yet",
-                format!("the sale opens at {sale_starts_at}"),
-            )
-            .with("saleStartsAt", sale_starts_at.clone()),
-            Self::SaleEnded { sale_ended_at } => Problem::new(
-                409,
-                "sale-ended",
-                "Sale ended",
-                format!("the sale closed at {sale_ended_at}"),
-            )
-            .with("saleEndsAt", sale_ended_at.clone()),
+            Self::SoldOut { product_id } => Problem::sold_out(&product_id.to_string()),
+            Self::AlreadyHolding { slot_id } => Problem::already_holding(&slot_id.to_string()),
+            Self::NotOnSale { sale_starts_at, starts_ms } => {
+                Problem::not_on_sale(sale_starts_at, *starts_ms)
+            }
+            Self::SaleEnded { sale_ended_at } => Problem::sale_ended(sale_ended_at),
             Self::SaleStartLocked { granted } => Problem::new(
                 409,
                 "sale-start-locked",
@@ -115,6 +101,44 @@ impl ApiError {
                 format!("{slots} slots are still active; delete once they are paid or expired"),
             )
             .with("activeSlots", *slots),
+            Self::SlotExpired { slot_id } => Problem::new(
+                409,
+                "slot-expired",
+                "Slot expired",
+                "the slot passed its payment deadline; its unit went back on sale",
+            )
+            .with("slotId", slot_id.to_string()),
+            Self::SlotNotActive { slot_id, payment_id } => {
+                let problem = Problem::new(
+                    409,
+                    "slot-not-active",
+                    "Slot not payable",
+                    match payment_id {
+                        Some(_) => "a payment for this slot is already in flight",
+                        None => "this slot is already paid",
+                    },
+                )
+                .with("slotId", slot_id.to_string());
+                match payment_id {
+                    Some(p) => problem.with("paymentId", p.to_string()),
+                    None => problem,
+                }
+            }
+            Self::IdempotencyKeyReused => Problem::new(
+                422,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was used with another body; use a new key for a new request",
+            )
+            .with("field", "Idempotency-Key"),
+            Self::Webhook(e) => match e {
+                crate::payments::gateway::WebhookError::Signature(d) => {
+                    Problem::new(401, "webhook-signature", "Webhook not authentic", d.clone())
+                }
+                crate::payments::gateway::WebhookError::Malformed(d) => {
+                    Problem::new(400, "webhook-malformed", "Webhook not understood", d.clone())
+                }
+            },
             Self::Unavailable { component, .. } => {
                 Problem::unavailable(format!("{component} is unavailable; retry shortly"), 1)
                     .with("component", *component)
@@ -138,7 +162,7 @@ impl IntoResponse for ApiError {
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = status.into_response();
         match status {
-            StatusCode::UNAUTHORIZED => {
+            StatusCode::UNAUTHORIZED if !matches!(self, Self::Webhook(_)) => {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),

@@ -12,6 +12,11 @@ pub enum EventKind {
     SlotAcquired,
     SlotExpired,
     SlotExpiringSoon,
+    PaymentCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentRefundRequired,
+    PaymentRefunded,
 }
 
 impl EventKind {
@@ -21,16 +26,28 @@ impl EventKind {
             Self::SlotAcquired => "slot-acquired",
             Self::SlotExpired => "slot-expired",
             Self::SlotExpiringSoon => "slot-expiring-soon",
+            Self::PaymentCreated => "payment-created",
+            Self::PaymentCompleted => "payment-completed",
+            Self::PaymentFailed => "payment-failed",
+            Self::PaymentRefundRequired => "payment-refund-required",
+            Self::PaymentRefunded => "payment-refunded",
         }
     }
 
+    /// Every kind, in the order of [`crate::kafka::TOPICS`].
+    pub const ALL: [Self; 8] = [
+        Self::SlotAcquired,
+        Self::SlotExpired,
+        Self::SlotExpiringSoon,
+        Self::PaymentCreated,
+        Self::PaymentCompleted,
+        Self::PaymentFailed,
+        Self::PaymentRefundRequired,
+        Self::PaymentRefunded,
+    ];
+
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "slot-acquired" => Self::SlotAcquired,
-            "slot-expired" => Self::SlotExpired,
-            "slot-expiring-soon" => Self::SlotExpiringSoon,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|k| k.topic() == s)
     }
 }
 
@@ -54,6 +71,20 @@ pub struct OutboxEvent {
     pub arrival_us: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<i64>,
+    /// Payment events: the payment, and what it charges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// `payment-failed`: why the gateway declined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub traceparent: String,
 }
 
@@ -72,12 +103,25 @@ impl OutboxEvent {
                 .map(|v| v.parse().map_err(|_| format!("field `{f}` is not an integer")))
                 .transpose()
         };
+        let opt_text = |f: &str| entry.get::<String>(f);
+        let opt_uuid = |f: &str| -> Result<Option<Uuid>, String> {
+            opt_text(f)
+                .map(|v| Uuid::try_parse(&v).map_err(|_| format!("field `{f}` is not a UUID")))
+                .transpose()
+        };
         let kind_text = text("type")?;
         let kind =
             EventKind::parse(&kind_text).ok_or_else(|| format!("unknown type `{kind_text}`"))?;
         let schema_version = int("v")?.ok_or("missing field `v`")? as u32;
         if schema_version != 1 {
             return Err(format!("unsupported schema version {schema_version}"));
+        }
+        let is_payment = !matches!(
+            kind,
+            EventKind::SlotAcquired | EventKind::SlotExpired | EventKind::SlotExpiringSoon
+        );
+        if is_payment && opt_text("paymentId").is_none() {
+            return Err("missing field `paymentId`".into());
         }
         Ok(Self {
             entry_id: entry.id.clone(),
@@ -90,6 +134,12 @@ impl OutboxEvent {
             at_ms: int("atMs")?.ok_or("missing field `atMs`")?,
             arrival_us: int("arrivalUs")?,
             expires_ms: int("expiresMs")?,
+            payment_id: opt_uuid("paymentId")?,
+            amount: int("amount")?,
+            currency: opt_text("currency"),
+            method: opt_text("method"),
+            idempotency_key: opt_text("idempotencyKey"),
+            reason: opt_text("reason"),
             traceparent: text("traceparent")?,
         })
     }
@@ -139,6 +189,30 @@ mod tests {
 
     fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
         v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    #[test]
+    fn every_kind_has_its_topic_and_parses_back() {
+        let topics: Vec<&str> = EventKind::ALL.iter().map(|k| k.topic()).collect();
+        assert_eq!(topics, crate::kafka::TOPICS);
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.topic()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn a_payment_event_needs_its_payment_id() {
+        let mut fields = acquired();
+        fields[0].1 = "payment-completed".into();
+        let err = OutboxEvent::from_entry(&entry(&as_refs(&fields))).unwrap_err();
+        assert!(err.contains("paymentId"), "{err}");
+        fields.push(("paymentId", Uuid::nil().to_string()));
+        fields.push(("amount", "12900".into()));
+        let e = OutboxEvent::from_entry(&entry(&as_refs(&fields))).unwrap();
+        assert_eq!(
+            (e.kind, e.payment_id, e.amount),
+            (EventKind::PaymentCompleted, Some(Uuid::nil()), Some(12900))
+        );
     }
 
     #[test]

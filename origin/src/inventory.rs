@@ -35,6 +35,28 @@ impl ProductKeys {
     pub fn outbox(&self) -> String {
         format!("{}:outbox", self.tag)
     }
+    pub fn payment(&self, payment_id: Uuid) -> String {
+        format!("{}:payment:{payment_id}", self.tag)
+    }
+    /// Payments whose charge submission is not yet confirmed by the gateway.
+    pub fn charges(&self) -> String {
+        format!("{}:charges", self.tag)
+    }
+    /// Payments that succeeded too late and await their refund.
+    pub fn refunds(&self) -> String {
+        format!("{}:refunds", self.tag)
+    }
+    /// Sold-out refusals stamped before a granted request (possible fairness inversions).
+    pub fn refused(&self) -> String {
+        format!("{}:refused", self.tag)
+    }
+}
+
+/// Where a slot or payment id lives: `fg:loc:<id>` → its product id. Written by the origin
+/// right after the grant or the payment's creation (single-key commands, outside any
+/// script), with a TTL; when it is missing PostgreSQL answers.
+pub fn locator(id: Uuid) -> String {
+    format!("fg:loc:{id}")
 }
 
 /// The set of every product id with sale state in Redis: what the workers sweep.
@@ -117,14 +139,14 @@ pub struct LiveSlot {
 
 /// One acquisition attempt, as the edge stamped it.
 #[derive(Debug, Clone)]
-pub struct AcquireArgs<'a> {
+pub struct AcquireArgs {
     pub product_id: Uuid,
     pub user_id: Uuid,
     pub slot_id: Uuid,
     pub event_id: Uuid,
     pub arrival_us: i64,
     pub now_ms: i64,
-    pub traceparent: &'a str,
+    pub traceparent: String,
 }
 
 /// What `acquire.lua` decided.
@@ -217,7 +239,7 @@ impl Inventory {
         self.lifecycle
     }
 
-    pub async fn acquire(&self, a: &AcquireArgs<'_>) -> RedisResult<Acquisition> {
+    pub async fn acquire(&self, a: &AcquireArgs) -> RedisResult<Acquisition> {
         let keys = ProductKeys::new(a.product_id);
         let value: Value = self
             .acquire
@@ -227,6 +249,7 @@ impl Inventory {
             .key(keys.expiry())
             .key(keys.reminders())
             .key(keys.outbox())
+            .key(keys.refused())
             .arg(a.product_id.to_string())
             .arg(a.user_id.to_string())
             .arg(a.slot_id.to_string())
@@ -234,7 +257,7 @@ impl Inventory {
             .arg(a.arrival_us)
             .arg(a.now_ms)
             .arg(ms(self.lifecycle.hold))
-            .arg(a.traceparent)
+            .arg(&a.traceparent)
             .arg(ms(self.lifecycle.remind_before))
             .arg(Uuid::now_v7().to_string())
             .arg(ms(self.lifecycle.expired_ttl))
@@ -350,6 +373,7 @@ impl Inventory {
         granted: i64,
         now_ms: i64,
         slots: &[LiveSlot],
+        payments_json: &str,
     ) -> RedisResult<Option<i64>> {
         redis::cmd("SADD")
             .arg(PRODUCT_INDEX)
@@ -361,13 +385,16 @@ impl Inventory {
         call.key(keys.holders())
             .key(keys.expiry())
             .key(keys.reminders())
+            .key(keys.charges())
+            .key(keys.refunds())
             .arg(total)
             .arg(starts_ms)
             .arg(ends_ms.map(|e| e.to_string()).unwrap_or_default())
             .arg(granted)
             .arg(now_ms)
             .arg(ms(self.lifecycle.remind_before))
-            .arg(product_id.to_string());
+            .arg(product_id.to_string())
+            .arg(payments_json);
         for s in slots {
             call.arg(s.slot_id.to_string())
                 .arg(s.user_id.to_string())
@@ -379,6 +406,25 @@ impl Inventory {
         }
         let restored: i64 = call.invoke_async(&mut self.conn.clone()).await?;
         Ok((restored >= 0).then_some(restored))
+    }
+
+    /// `(remaining, startsAtMs, endsAtMs)` of a product, or `None` when Redis does not know it.
+    pub async fn availability(
+        &self,
+        product_id: Uuid,
+    ) -> RedisResult<Option<(i64, i64, Option<i64>)>> {
+        let (remaining, starts, ends): (Option<i64>, Option<i64>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(ProductKeys::new(product_id).product())
+                .arg("remaining")
+                .arg("startsAtMs")
+                .arg("endsAtMs")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        Ok(match (remaining, starts) {
+            (Some(r), Some(s)) => Some((r, s, ends.and_then(|e| e.parse().ok()))),
+            _ => None,
+        })
     }
 
     /// `remaining` of several products in one round trip (`None`: not in Redis).
@@ -402,17 +448,7 @@ impl Inventory {
 
     /// Up to `limit` slots of `schedule` (expiry or reminders) due at `now_ms`.
     async fn due(&self, schedule: String, now_ms: i64, limit: usize) -> RedisResult<Vec<Uuid>> {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(schedule)
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+        due(&self.conn, schedule, now_ms, limit).await
     }
 
     pub async fn due_expiries(
@@ -498,6 +534,27 @@ fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
+/// Up to `limit` ids of the sorted set `schedule` scored at or before `until` (the work
+/// queues: expiry, reminders, charges, refunds).
+pub(crate) async fn due(
+    conn: &ConnectionManager,
+    schedule: String,
+    until: i64,
+    limit: usize,
+) -> RedisResult<Vec<Uuid>> {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(schedule)
+        .arg("-inf")
+        .arg(until)
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,7 +588,18 @@ mod tests {
     fn keys_share_the_product_hash_tag() {
         let p = Uuid::nil();
         let k = ProductKeys::new(p);
-        for key in [k.product(), k.holders(), k.slot(p), k.expiry(), k.reminders(), k.outbox()] {
+        for key in [
+            k.product(),
+            k.holders(),
+            k.slot(p),
+            k.expiry(),
+            k.reminders(),
+            k.outbox(),
+            k.payment(p),
+            k.charges(),
+            k.refunds(),
+            k.refused(),
+        ] {
             assert!(key.starts_with("fg:{00000000-0000-0000-0000-000000000000}:"), "{key}");
         }
     }

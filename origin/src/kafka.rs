@@ -22,7 +22,16 @@ use rdkafka::util::Timeout;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const TOPICS: [&str; 3] = ["slot-acquired", "slot-expired", "slot-expiring-soon"];
+pub const TOPICS: [&str; 8] = [
+    "slot-acquired",
+    "slot-expired",
+    "slot-expiring-soon",
+    "payment-created",
+    "payment-completed",
+    "payment-failed",
+    "payment-refund-required",
+    "payment-refunded",
+];
 pub const PERSISTER_GROUP: &str = "flashgate-persister";
 
 /// Where the broker is and how patient to be with it.
@@ -126,6 +135,9 @@ pub struct KafkaPersister {
     consumer: StreamConsumer,
     writer: PgWriter,
     max_batch: usize,
+    /// The first offset fetched but not committed, per topic partition: where to go back
+    /// to when a batch could not be applied.
+    uncommitted: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
 }
 
 impl KafkaPersister {
@@ -139,7 +151,7 @@ impl KafkaPersister {
             .create()
             .context("creating the Kafka consumer")?;
         consumer.subscribe(&TOPICS).context("subscribing")?;
-        Ok(Self { consumer, writer, max_batch: 500 })
+        Ok(Self { consumer, writer, max_batch: 500, uncommitted: Default::default() })
     }
 
     /// Receives up to a batch of events, waiting at most `wait` for the first one.
@@ -151,6 +163,11 @@ impl KafkaPersister {
                 Err(_) => break,
                 Ok(m) => m.context("receiving from Kafka")?,
             };
+            self.uncommitted
+                .lock()
+                .expect("uncommitted lock")
+                .entry((message.topic().to_owned(), message.partition()))
+                .or_insert(message.offset());
             match message.payload().map(serde_json::from_slice::<OutboxEvent>) {
                 Some(Ok(event)) => events.push(event),
                 other => tracing::error!(
@@ -169,17 +186,45 @@ impl KafkaPersister {
     /// Commits the offsets of everything fetched so far.
     pub fn commit(&self) -> anyhow::Result<()> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.uncommitted.lock().expect("uncommitted lock").clear();
+                Ok(())
+            }
             // Nothing consumed since the last commit.
             Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(e) => Err(e).context("committing offsets"),
         }
     }
 
-    /// Fetch, apply, then commit: one deterministic step for tests and the worker loop.
+    /// Goes back to the first uncommitted offset of every partition, so what was fetched
+    /// since the last commit is fetched again (after a batch failed to apply).
+    pub fn rewind(&self) -> anyhow::Result<()> {
+        let positions = std::mem::take(&mut *self.uncommitted.lock().expect("uncommitted lock"));
+        for ((topic, partition), offset) in positions {
+            self.consumer
+                .seek(&topic, partition, rdkafka::Offset::Offset(offset), Duration::from_secs(5))
+                .with_context(|| format!("rewinding {topic}/{partition} to {offset}"))?;
+        }
+        Ok(())
+    }
+
+    /// Fetch, apply, then commit: one deterministic step for tests and the worker loop. A
+    /// batch that fails to apply is rewound and fetched again by the next step.
     pub async fn step(&self, wait: Duration) -> anyhow::Result<u64> {
         let events = self.fetch(wait).await?;
-        let applied = if events.is_empty() { 0 } else { self.writer.apply(&events).await? };
+        let applied = if events.is_empty() {
+            0
+        } else {
+            match self.writer.apply(&events).await {
+                Ok(applied) => applied,
+                Err(e) => {
+                    if let Err(rewind) = self.rewind() {
+                        tracing::error!(error = ?rewind, "rewinding after a failed batch");
+                    }
+                    return Err(e);
+                }
+            }
+        };
         if !events.is_empty() {
             self.commit()?;
         }

@@ -3,7 +3,8 @@
 //! An axum service behind the edge. Buyer requests arrive signed by the edge
 //! ([`edge_auth`]); operators call admin endpoints with an admin JWT ([`admin_auth`]).
 //! Acquisition is one Redis Lua script per request ([`inventory`], scripts under `lua/`);
-//! products live in PostgreSQL ([`products`]). [`startup::Application`] wires it together
+//! products live in PostgreSQL ([`products`]); payments are idempotent and settled by the
+//! gateway's webhook ([`payments`]). [`startup::Application`] wires it together
 //! and binds; the binary in `main.rs` only parses settings and waits for a signal.
 
 pub mod admin_auth;
@@ -12,11 +13,14 @@ pub mod edge_auth;
 pub mod error;
 pub mod events;
 pub mod expiry;
+pub mod fairness;
 pub mod health;
+pub mod invariants;
 pub mod inventory;
 pub mod kafka;
 pub mod metrics;
 pub mod pagination;
+pub mod payments;
 pub mod persister;
 pub mod products;
 pub mod recovery;

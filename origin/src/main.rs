@@ -56,6 +56,25 @@ struct Args {
     /// Kafka brokers (`host:port,…`); without them the relay writes to PostgreSQL directly.
     #[arg(long, env = "FLASHGATE_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
+    /// Probability that a simulated charge succeeds.
+    #[arg(long, env = "FLASHGATE_GATEWAY_SUCCESS_RATE", default_value_t = 0.95)]
+    gateway_success_rate: f64,
+    /// Delay before the simulated processor reports a charge's outcome.
+    #[arg(long, env = "FLASHGATE_GATEWAY_LATENCY_MS", default_value_t = 200)]
+    gateway_latency_ms: u64,
+    /// Seed of the simulated processor's outcomes (random when unset).
+    #[arg(long, env = "FLASHGATE_GATEWAY_SEED")]
+    gateway_seed: Option<u64>,
+    /// Hex secret signing the processor's webhooks (random per process when unset).
+    #[arg(long, env = "FLASHGATE_GATEWAY_WEBHOOK_SECRET", hide_env_values = true)]
+    gateway_webhook_secret: Option<String>,
+    /// How long an Idempotency-Key is remembered.
+    #[arg(long, env = "FLASHGATE_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    idempotency_ttl_secs: u64,
+    /// Fairness window W: decide a product's acquisitions in edge-stamp order once the stamp
+    /// is this old (0: at once).
+    #[arg(long, env = "FLASHGATE_FAIRNESS_WINDOW_MS", default_value_t = 0)]
+    fairness_window_ms: u64,
     /// Log as JSON lines.
     #[arg(long, env = "FLASHGATE_LOG_JSON")]
     log_json: bool,
@@ -87,6 +106,20 @@ async fn main() -> anyhow::Result<()> {
     settings.relay_interval =
         (args.relay_interval_ms > 0).then(|| Duration::from_millis(args.relay_interval_ms));
     settings.kafka = args.kafka_brokers.map(KafkaSettings::new);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.gateway_success_rate),
+        "FLASHGATE_GATEWAY_SUCCESS_RATE must be between 0 and 1"
+    );
+    let simulated = &mut settings.payments.simulated;
+    simulated.success_rate = args.gateway_success_rate;
+    simulated.latency = Duration::from_millis(args.gateway_latency_ms);
+    simulated.seed = args.gateway_seed;
+    if let Some(secret) = args.gateway_webhook_secret {
+        simulated.webhook_secret =
+            hex::decode(secret.trim()).context("FLASHGATE_GATEWAY_WEBHOOK_SECRET must be hex")?;
+    }
+    settings.payments.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_secs.max(1));
+    settings.fairness_window = Duration::from_millis(args.fairness_window_ms);
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "origin listening");
     app.run_until_stopped(async {

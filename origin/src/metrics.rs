@@ -22,11 +22,17 @@ pub struct AcquireLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PaymentLabels {
+    pub event: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub acquisitions: Family<AcquireLabels, Counter>,
+    pub payments: Family<PaymentLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -46,7 +52,13 @@ impl Default for Metrics {
         );
         let acquisitions = Family::<AcquireLabels, Counter>::default();
         registry.register("acquisitions", "Acquisition decisions by outcome", acquisitions.clone());
-        Self { registry: Arc::new(registry), http_requests, acquisitions }
+        let payments = Family::<PaymentLabels, Counter>::default();
+        registry.register(
+            "payments",
+            "Payment requests and settlements by what happened",
+            payments.clone(),
+        );
+        Self { registry: Arc::new(registry), http_requests, acquisitions, payments }
     }
 }
 

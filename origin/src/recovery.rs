@@ -1,6 +1,8 @@
 //! Recovery: when Redis has lost a product's sale state (a restart without persistence, a
 //! flush), it is rebuilt from PostgreSQL before the product is sold again:
-//! `remaining = total − ACTIVE − COMPLETED`, with holders, slot records and schedules.
+//! `remaining = total − ACTIVE − COMPLETED`, with holders, slot records and schedules, and
+//! the payments still in progress (PENDING ones, so their webhooks still apply;
+//! REFUND_REQUIRED ones, so they are still refunded).
 //!
 //! Until then the product answers 503 with `Retry-After`. The first request that finds the
 //! state missing starts the rebuild in the background (once per product at a time);
@@ -45,6 +47,11 @@ fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// A trace context continuing a stored trace id (the original span is not kept).
+fn restored_traceparent(trace_id: &str) -> String {
+    format!("00-{trace_id:0>32}-{}-01", &Uuid::new_v4().simple().to_string()[..16])
+}
+
 /// Rebuilds one product's sale state from PostgreSQL, unless Redis already has it.
 pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
     let Some(product) = products::find(state, product_id).await? else {
@@ -72,12 +79,43 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
             expires_ms: ms(expires),
             arrival_us: (arrival.unix_timestamp_nanos() / 1000) as i64,
             acquired_ms: ms(acquired),
-            // The original span is not kept; the trace is.
-            traceparent: format!(
-                "00-{trace_id:0>32}-{}-01",
-                &Uuid::new_v4().simple().to_string()[..16]
-            ),
+            traceparent: restored_traceparent(&trace_id),
         })
+        .collect();
+    // Payments still in progress on live slots: the gateway will still report on them.
+    type PaymentRow =
+        (Uuid, Uuid, Uuid, String, String, i64, String, String, OffsetDateTime, String);
+    let payments: Vec<PaymentRow> = sqlx::query_as(
+        "SELECT p.payment_id, p.slot_id, p.user_id, p.status, p.method, p.amount, \
+         p.currency::text, p.idempotency_key, p.created_at, p.trace_id FROM purchases p \
+         WHERE p.product_id = $1 AND p.status IN ('PENDING', 'REFUND_REQUIRED')",
+    )
+    .bind(product_id)
+    .fetch_all(&state.db)
+    .await?;
+    let payments: Vec<Value> = payments
+        .into_iter()
+        .map(
+            |(
+                payment_id,
+                slot_id,
+                user_id,
+                status,
+                method,
+                amount,
+                currency,
+                key,
+                created,
+                trace,
+            )| {
+                json!({
+                    "paymentId": payment_id, "slotId": slot_id, "userId": user_id, "status": status,
+                    "method": method, "amount": amount.to_string(), "currency": currency,
+                "idempotencyKey": key,
+                    "createdMs": ms(created).to_string(), "traceparent": restored_traceparent(&trace),
+                })
+            },
+        )
         .collect();
     let restored = state
         .inventory
@@ -89,6 +127,7 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
             granted,
             state.clock.now_ms(),
             &slots,
+            &Value::Array(payments).to_string(),
         )
         .await?;
     Ok(match restored {

@@ -3,6 +3,7 @@
 
 use crate::inventory::Lifecycle;
 use crate::kafka::KafkaSettings;
+use crate::payments::gateway::SimulatedSettings;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy};
 use std::net::SocketAddr;
@@ -40,6 +41,37 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// Apply `migrations/` at start-up.
     pub migrate: bool,
+    pub payments: PaymentSettings,
+    /// Hold each acquisition until its edge stamp is this old, then decide a product's
+    /// acquisitions in stamp order (0: decide at once).
+    pub fairness_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// How long an `Idempotency-Key` and its answer are remembered.
+    pub idempotency_ttl: Duration,
+    /// Deadline of one call to the gateway.
+    pub gateway_timeout: Duration,
+    /// After this long unconfirmed, a charge submission is retried by the worker.
+    pub resubmit_after: Duration,
+    /// How often the payments worker steps; `None` runs none (tests drive it).
+    pub worker_interval: Option<Duration>,
+    /// The simulated processor (the only gateway shipped). Its webhook secret is random
+    /// per process unless set, which serves because it runs inside the origin.
+    pub simulated: SimulatedSettings,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self {
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            gateway_timeout: Duration::from_secs(5),
+            resubmit_after: Duration::from_secs(10),
+            worker_interval: Some(Duration::from_secs(1)),
+            simulated: SimulatedSettings::new(rand::random::<[u8; 32]>().to_vec()),
+        }
+    }
 }
 
 impl Settings {
@@ -68,6 +100,8 @@ impl Settings {
             redis_timeout: Duration::from_millis(500),
             database_max_connections: 10,
             migrate: true,
+            payments: PaymentSettings::default(),
+            fairness_window: Duration::ZERO,
         }
     }
 }

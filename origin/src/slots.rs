@@ -11,10 +11,11 @@ use crate::state::AppState;
 use crate::trace::RequestTrace;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use flashgate_core::shield::HEADER_REMAINING;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/slots/acquire", post(acquire))
         .route("/slots/my-slots", get(my_slots))
         .route("/slots/{id}", get(read))
+        .route("/internal/availability/{id}", get(availability))
 }
 
 /// The body of `POST /slots/acquire`.
@@ -71,20 +73,25 @@ async fn acquire(
     let now_ms = state.clock.now_ms();
     let slot_id = Uuid::now_v7();
     let outcome = state
-        .inventory
-        .acquire(&AcquireArgs {
+        .fairness
+        .acquire(AcquireArgs {
             product_id,
             user_id: edge.user_id,
             slot_id,
             event_id: Uuid::now_v7(),
             arrival_us: edge.arrival_us,
             now_ms,
-            traceparent: &edge.traceparent,
+            traceparent: edge.traceparent.clone(),
         })
         .await?;
     state.metrics.acquisitions.get_or_create(&AcquireLabels { outcome: outcome.outcome() }).inc();
     match outcome {
-        Acquisition::Granted { expires_ms, .. } => {
+        Acquisition::Granted { expires_ms, remaining } => {
+            // Lets `POST /payments` find the slot's product before PostgreSQL has the slot.
+            // Not fatal: the grant stands, and PostgreSQL answers once the relay ran.
+            if let Err(e) = state.payments.store.set_locator(slot_id, product_id).await {
+                tracing::warn!(%slot_id, error = %e, "slot locator not written");
+            }
             let view = SlotView {
                 slot_id,
                 product_id,
@@ -97,13 +104,17 @@ async fn acquire(
                 trace_id: trace.trace_id(),
             };
             tracing::info!(%slot_id, %product_id, user_id = %edge.user_id, "slot granted");
-            Ok((StatusCode::CREATED, [(header::LOCATION, format!("/slots/{slot_id}"))], Json(view))
-                .into_response())
+            let headers = [
+                (header::LOCATION, format!("/slots/{slot_id}")),
+                // Lets the edge learn the product sold out without another request.
+                (HeaderName::from_static(HEADER_REMAINING), remaining.to_string()),
+            ];
+            Ok((StatusCode::CREATED, headers, Json(view)).into_response())
         }
         Acquisition::Holding { slot_id } => Err(ApiError::AlreadyHolding { slot_id }),
         Acquisition::SoldOut => Err(ApiError::SoldOut { product_id }),
         Acquisition::NotOnSale { starts_ms } => {
-            Err(ApiError::NotOnSale { sale_starts_at: rfc3339_ms(starts_ms) })
+            Err(ApiError::NotOnSale { sale_starts_at: rfc3339_ms(starts_ms), starts_ms })
         }
         Acquisition::Ended { ends_ms } => {
             Err(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) })
@@ -114,6 +125,31 @@ async fn acquire(
             None => Err(ApiError::NotFound(format!("no product {product_id}"))),
         },
     }
+}
+
+/// What the edge asks, at a bounded rate, to re-check a product it believes it cannot sell
+/// (sold out, not yet on sale, ended): live from Redis.
+async fn availability(
+    State(state): State<AppState>,
+    _edge: EdgeContext,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let product_id = products::parse_id(&id, "product")?;
+    let Some((remaining, starts_ms, ends_ms)) = state.inventory.availability(product_id).await?
+    else {
+        return match products::find(&state, product_id).await? {
+            Some(_) => Err(products::not_loaded(&state, product_id)),
+            None => Err(ApiError::NotFound(format!("no product {product_id}"))),
+        };
+    };
+    Ok(Json(serde_json::json!({
+        "productId": product_id,
+        "remaining": remaining.max(0),
+        "saleStartsAtMs": starts_ms,
+        "saleStartsAt": rfc3339_ms(starts_ms),
+        "saleEndsAtMs": ends_ms,
+        "saleEndsAt": ends_ms.map(rfc3339_ms),
+    })))
 }
 
 /// A slot as PostgreSQL holds it (written by the persister).

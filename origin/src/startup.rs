@@ -6,6 +6,10 @@ use crate::expiry::ExpiryWorker;
 use crate::inventory::Inventory;
 use crate::kafka::{EventProducer, KafkaPersister, KafkaSettings};
 use crate::metrics::Metrics;
+use crate::payments::gateway::{PaymentGateway, SimulatedGateway};
+use crate::payments::store::PaymentStore;
+use crate::payments::worker::PaymentsWorker;
+use crate::payments::{self, Payments};
 use crate::persister::PgWriter;
 use crate::relay::{Relay, Sink};
 use crate::settings::Settings;
@@ -34,6 +38,8 @@ pub struct Application {
     relay_interval: Option<Duration>,
     relay_claim_idle: Duration,
     kafka_settings: Option<KafkaSettings>,
+    payments_interval: Option<Duration>,
+    resubmit_after: Duration,
 }
 
 /// How long workers may take to finish their current step after shutdown.
@@ -44,10 +50,27 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    /// As [`Application::build`], with the clock the tests drive.
+    /// As [`Application::build`], with the clock the tests drive. The gateway is the
+    /// simulated processor, delivering its webhooks to this origin.
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let gateway = SimulatedGateway::new(settings.payments.simulated.clone(), clock.clone());
+        let app = Self::build_with_gateway(settings, clock, Arc::new(gateway.clone())).await?;
+        let mut addr = app.local_addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        gateway.deliver_to(format!("http://{addr}/payments/webhook"));
+        Ok(app)
+    }
+
+    /// As [`Application::build_with_clock`], with any payment gateway.
+    pub async fn build_with_gateway(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        gateway: Arc<dyn PaymentGateway>,
     ) -> anyhow::Result<Self> {
         let db = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
@@ -67,7 +90,20 @@ impl Application {
             }
             None => None,
         };
+        let payments = Payments {
+            store: PaymentStore::new(&inventory),
+            gateway,
+            idempotency_ttl: settings.payments.idempotency_ttl,
+            gateway_timeout: settings.payments.gateway_timeout,
+        };
+        let fairness = crate::fairness::FairnessWindow::new(
+            settings.fairness_window,
+            inventory.clone(),
+            clock.clone(),
+        );
         let state = AppState {
+            fairness,
+            payments,
             db,
             inventory,
             metrics: Metrics::default(),
@@ -95,6 +131,8 @@ impl Application {
             relay_interval: settings.relay_interval,
             relay_claim_idle: settings.relay_claim_idle,
             kafka_settings: settings.kafka.clone().filter(|_| settings.kafka_persister),
+            payments_interval: settings.payments.worker_interval,
+            resubmit_after: settings.payments.resubmit_after,
         })
     }
 
@@ -116,6 +154,15 @@ impl Application {
         let mut workers = tokio::task::JoinSet::new();
         if let Some(interval) = self.expiry_interval {
             let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone());
+            workers.spawn(worker.run(interval, cancel.clone()));
+        }
+        if let Some(interval) = self.payments_interval {
+            let worker = PaymentsWorker::new(
+                self.state.inventory.clone(),
+                self.state.payments.clone(),
+                self.state.clock.clone(),
+                self.resubmit_after,
+            );
             workers.spawn(worker.run(interval, cancel.clone()));
         }
         let writer = PgWriter::new(self.state.db.clone());
@@ -149,11 +196,13 @@ fn router(state: AppState) -> Router {
     let buyer = Router::new()
         .merge(slots::router())
         .merge(products::buyer_router())
+        .merge(payments::router())
         .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
     Router::new()
         .merge(buyer)
         .merge(products::admin_router())
         .merge(recovery::admin_router())
+        .merge(payments::webhook_router())
         .route("/health", get(health::check))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -4,6 +4,7 @@ use crate::clock::Clock;
 use crate::inventory::Inventory;
 use crate::kafka::EventProducer;
 use crate::metrics::Metrics;
+use crate::payments::Payments;
 use axum::extract::FromRef;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::TokenVerifier;
@@ -23,6 +24,9 @@ pub struct AppState {
     pub rebuilds: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
     /// The relay's producer when a broker is configured (also probed by `/health`).
     pub kafka: Option<EventProducer>,
+    pub payments: Payments,
+    /// Decides acquisitions in stamp order within the fairness window (a pass-through at 0).
+    pub fairness: crate::fairness::FairnessWindow,
 }
 
 /// What the origin needs to check an edge signature.

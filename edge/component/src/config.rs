@@ -1,6 +1,7 @@
 //! The edge's configuration, read through `wasi:config` at the start of each request.
 
 use crate::platform::config_get;
+use flashgate_core::shield::Limit;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy, TokenVerifier};
 use std::time::Duration;
@@ -14,6 +15,31 @@ pub struct EdgeConfig {
     pub verifier: TokenVerifier,
     /// Fingerprint of the key set and policy, so cached verdicts die with a key rotation.
     pub verifier_fingerprint: String,
+    /// How often a refusing availability hint is re-checked at the origin, per product.
+    pub refresh_every_us: u64,
+    /// Token buckets per buyer and per client address (`None`: no limit).
+    pub user_limit: Option<Limit>,
+    pub address_limit: Option<Limit>,
+    /// After this long an in-flight acquisition marker is taken to be abandoned.
+    pub in_flight_us: u64,
+    /// How long an `already-holding` answer is replayed from the store.
+    pub holding_us: u64,
+}
+
+fn number(key: &str, default: &str) -> Result<f64, String> {
+    let raw = optional(key, default)?;
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{key} must be a non-negative number, not `{raw}`"))
+}
+
+/// A rate `<key>_per_sec` with burst `<key>_burst`; a rate of 0 turns the limit off.
+fn limit(key: &str, per_sec: &str, burst: &str) -> Result<Option<Limit>, String> {
+    let per_sec = number(&format!("{key}_per_sec"), per_sec)?;
+    let burst = number(&format!("{key}_burst"), burst)?.max(1.0) as u32;
+    Ok((per_sec > 0.0).then_some(Limit { per_sec, burst }))
 }
 
 fn required(key: &str) -> Result<String, String> {
@@ -34,7 +60,13 @@ impl EdgeConfig {
         let secret = EdgeSecret::from_hex(&required("edge_secret")?)
             .map_err(|e| format!("edge_secret: {e}"))?;
         let jwks = required("jwt_jwks")?;
-        let keys = KeySet::from_jwks_json(&jwks).map_err(|e| format!("jwt_jwks: {e}"))?;
+        // HS256 (shared secrets) only when the deployment says so explicitly.
+        let keys = match optional("jwt_allow_hs256", "false")?.trim() {
+            "true" => KeySet::from_jwks_json_allowing_hs256(&jwks),
+            "false" => KeySet::from_jwks_json(&jwks),
+            other => return Err(format!("jwt_allow_hs256 must be true or false, not `{other}`")),
+        }
+        .map_err(|e| format!("jwt_jwks: {e}"))?;
         let issuer = optional("jwt_issuer", "flashgate-dev")?;
         let audience = optional("jwt_audience", "flashgate")?;
         let leeway: u64 = optional("jwt_leeway_secs", "30")?
@@ -44,6 +76,17 @@ impl EdgeConfig {
         let policy = TokenPolicy { issuer, audience, leeway: Duration::from_secs(leeway) };
         let verifier = TokenVerifier::new(keys, policy);
         let verifier_fingerprint = verifier.fingerprint();
-        Ok(Self { origin_url, edge_id, secret, verifier, verifier_fingerprint })
+        Ok(Self {
+            origin_url,
+            edge_id,
+            secret,
+            verifier,
+            verifier_fingerprint,
+            refresh_every_us: (number("availability_refresh_ms", "250")?.max(1.0) * 1000.0) as u64,
+            user_limit: limit("rate_user", "5", "10")?,
+            address_limit: limit("rate_address", "100", "200")?,
+            in_flight_us: 10_000_000,
+            holding_us: 5_000_000,
+        })
     }
 }

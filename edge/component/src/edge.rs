@@ -1,9 +1,14 @@
-//! The request pipeline: stamp → trace → route → authenticate → sign → forward → relay.
+//! The request pipeline: stamp → trace → route → rate-limit the address → authenticate →
+//! rate-limit the buyer → (acquisitions: dedup, availability hint) → sign → forward →
+//! learn from the answer → relay.
 
 use crate::config::EdgeConfig;
 use crate::platform::Store;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
-use flashgate_core::routes::{self, MAX_BUYER_BODY};
+use flashgate_core::routes::{self, BuyerRoute, MAX_BUYER_BODY};
+use flashgate_core::shield::{
+    self, Bucket, HEADER_REMAINING, Hint, Holding, Judgement, Limit, Take,
+};
 use flashgate_core::signing::{self, EdgeStamp};
 use flashgate_core::token::{TokenError, TokenVerifier, VerifiedToken};
 use flashgate_core::trace::TraceContext;
@@ -24,19 +29,33 @@ pub async fn handle(req: Request) -> Response {
     let trace_id = trace.trace_id_hex();
     let mut response = match admit_and_forward(&req, arrival_us, &trace).await {
         Ok(response) => response,
-        Err(problem) => problem_response(problem.with_trace_id(trace_id.clone())),
+        Err(refusal) => {
+            problem_response(refusal.problem.with_trace_id(trace_id.clone()), refusal.headers)
+        }
     };
     response.set_header(signing::HEADER_TRACE_ID, trace_id);
     response
+}
+
+/// An answer the edge gives itself: a problem and any headers that go with it.
+struct Refusal {
+    problem: Problem,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl From<Problem> for Refusal {
+    fn from(problem: Problem) -> Self {
+        Self { problem, headers: Vec::new() }
+    }
 }
 
 async fn admit_and_forward(
     req: &Request,
     arrival_us: u64,
     trace: &TraceContext,
-) -> Result<Response, Problem> {
+) -> Result<Response, Refusal> {
     let method = method_str(req.method());
-    routes::classify(method, req.path()).map_err(|wrong_method| {
+    let route = routes::classify(method, req.path()).map_err(|wrong_method| {
         if wrong_method {
             Problem::new(
                 405,
@@ -53,17 +72,215 @@ async fn admit_and_forward(
         Problem::internal()
     })?;
     let store = Store::open();
+    // Platforms that do not report the client's address (wasmCloud's HTTP provider) get no
+    // address limit rather than one bucket shared by every buyer.
+    if let (Some(limit), Some(address)) = (config.address_limit, client_address(req)) {
+        rate_limit(&store, &format!("rl:a:{address}"), limit, arrival_us, "client address")?;
+    }
     let token = authenticate(req, &config, &store, arrival_us / 1_000_000)?;
+    if let Some(limit) = config.user_limit {
+        let key = format!("rl:u:{}", token.user_id);
+        rate_limit(&store, &key, limit, arrival_us, "buyer")?;
+    }
     if req.body().len() > MAX_BUYER_BODY {
         return Err(Problem::new(
             413,
             "body-too-large",
             "Request body too large",
             format!("the body may be at most {MAX_BUYER_BODY} bytes"),
-        ));
+        )
+        .into());
     }
-    forward(req, method, &config, &token, arrival_us, trace).await
+    if route == BuyerRoute::Acquire
+        && let Some(product) = routes::acquired_product(req.body())
+    {
+        return acquire(req, method, &config, &store, &token, arrival_us, trace, &product).await;
+    }
+    Ok(relay(forward(req, method, &config, &token, arrival_us, trace).await?))
 }
+
+/// The client's address as the platform reports it (`spin-client-addr`), without the port.
+fn client_address(req: &Request) -> Option<String> {
+    let addr = req.header("spin-client-addr").and_then(|v| v.as_str())?;
+    Some(match addr.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
+        _ => addr.to_owned(),
+    })
+}
+
+fn text(bytes: Vec<u8>) -> Option<String> {
+    String::from_utf8(bytes).ok()
+}
+
+/// Takes a token from the bucket at `key`; over the limit → 429 with `Retry-After` and
+/// `RateLimit-*`. Without a usable store (or under heavy contention) the request passes:
+/// the limit protects the origin, it never decides a sale.
+fn rate_limit(
+    store: &Store,
+    key: &str,
+    limit: Limit,
+    now_us: u64,
+    scope: &str,
+) -> Result<(), Refusal> {
+    for _ in 0..3 {
+        let mut outcome = None;
+        let wrote = store.update(key, |current| {
+            let bucket = current.and_then(|b| std::str::from_utf8(b).ok()).and_then(Bucket::decode);
+            let (next, take) = Bucket::take(bucket, limit, now_us);
+            outcome = Some((next, take));
+            Some(next.encode().into_bytes())
+        });
+        match (wrote, outcome) {
+            (None, _) => return Ok(()),
+            (Some(true), Some((bucket, Take::Limited { retry_after_secs }))) => {
+                return Err(Refusal {
+                    problem: Problem::too_many_requests(scope, retry_after_secs),
+                    headers: vec![
+                        ("retry-after", retry_after_secs.to_string()),
+                        ("ratelimit-limit", limit.burst.to_string()),
+                        ("ratelimit-remaining", "0".to_owned()),
+                        ("ratelimit-reset", bucket.reset_secs(limit).to_string()),
+                    ],
+                });
+            }
+            (Some(true), _) => return Ok(()),
+            (Some(false), _) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// An acquisition: answered from the store when the buyer holds a slot, has a request in
+/// flight, or the product cannot be sold (fresh hint); otherwise forwarded, and the answer
+/// teaches the store.
+#[allow(clippy::too_many_arguments)]
+async fn acquire(
+    req: &Request,
+    method: &str,
+    config: &EdgeConfig,
+    store: &Store,
+    token: &VerifiedToken,
+    arrival_us: u64,
+    trace: &TraceContext,
+    product: &str,
+) -> Result<Response, Refusal> {
+    let holding_key = format!("hd:{product}:{}", token.user_id);
+    let holding = store.get(&holding_key).and_then(text).and_then(|s| Holding::decode(&s));
+    if let Some(problem) = holding.and_then(|h| h.refusal(arrival_us)) {
+        return Err(problem.into());
+    }
+
+    let hint_key = format!("av:{product}");
+    let hint = store.get(&hint_key).and_then(text).and_then(|s| Hint::decode(&s));
+    match shield::judge(product, hint.as_ref(), arrival_us, config.refresh_every_us) {
+        Judgement::Forward => {}
+        Judgement::Refuse(problem) => return Err(problem.into()),
+        Judgement::Stale(problem) => {
+            let window = shield::refresh_window(arrival_us, config.refresh_every_us);
+            let claimed = store.update(&format!("rf:{product}"), |last| {
+                let last = last.and_then(|l| std::str::from_utf8(l).ok()?.parse::<u64>().ok());
+                (last.unwrap_or(0) < window).then(|| window.to_string().into_bytes())
+            });
+            if claimed != Some(true) {
+                return Err(problem.into());
+            }
+            let Some(fresh) = refresh(config, product, trace).await else {
+                return Err(problem.into());
+            };
+            let hint = Hint::new(fresh, now_us());
+            store.set(&hint_key, hint.encode().as_bytes());
+            if let Some(problem) = hint.refusal(product, arrival_us) {
+                return Err(problem.into());
+            }
+        }
+    }
+
+    // One acquisition per buyer and product in flight; a marker older than the deadline
+    // was abandoned (its request died) and is taken over.
+    let flight_key = format!("if:{product}:{}", token.user_id);
+    let stale_before = arrival_us.saturating_sub(config.in_flight_us);
+    let claimed = store.update(&flight_key, |current| {
+        let started = current.and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok());
+        match started {
+            Some(t) if t > stale_before => None,
+            _ => Some(arrival_us.to_string().into_bytes()),
+        }
+    });
+    if claimed == Some(false) {
+        return Err(Problem::in_progress().into());
+    }
+    let answer = forward(req, method, config, token, arrival_us, trace).await;
+    if claimed == Some(true) {
+        store.delete(&flight_key);
+    }
+    let answer = answer?;
+    learn(store, config, &hint_key, &holding_key, &answer);
+    Ok(relay(answer))
+}
+
+/// Records what an acquisition answer says about the product and the buyer.
+fn learn(store: &Store, config: &EdgeConfig, hint_key: &str, holding_key: &str, answer: &Response) {
+    let status = *answer.status();
+    let now = now_us();
+    let remaining = answer
+        .header(HEADER_REMAINING)
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.parse::<i64>().ok());
+    let body: Option<serde_json::Value> = serde_json::from_slice(answer.body()).ok();
+    if let Some(availability) = shield::learn(status, remaining, body.as_ref()) {
+        store.set(hint_key, Hint::new(availability, now).encode().as_bytes());
+    }
+    let field = |k: &str| body.as_ref().and_then(|b| b.get(k));
+    let slot = field("slotId").and_then(|v| v.as_str());
+    let until = match (status, field("type").and_then(|t| t.as_str())) {
+        (201, _) => {
+            field("remainingSeconds").and_then(|v| v.as_u64()).map(|secs| now + secs * 1_000_000)
+        }
+        (409, Some("/problems/already-holding")) => Some(now + config.holding_us),
+        _ => None,
+    };
+    if let (Some(slot), Some(until_us)) = (slot, until) {
+        let holding = Holding { slot_id: slot.to_owned(), until_us };
+        store.set(holding_key, holding.encode().as_bytes());
+    }
+}
+
+/// Asks the origin what it knows of `product` now (signed, as the edge itself).
+async fn refresh(
+    config: &EdgeConfig,
+    product: &str,
+    trace: &TraceContext,
+) -> Option<shield::Availability> {
+    let path = format!("/internal/availability/{product}");
+    let traceparent = trace.to_string();
+    let arrival_us = now_us();
+    let stamp = EdgeStamp {
+        user_id: EDGE_USER,
+        arrival_us,
+        traceparent: &traceparent,
+        edge_id: &config.edge_id,
+        idempotency_key: "",
+    };
+    let signature = signing::sign(&config.secret, "GET", &path, &stamp, b"");
+    let mut builder = Request::builder();
+    builder
+        .method(Method::Get)
+        .uri(format!("{}{path}", config.origin_url))
+        .header(signing::HEADER_USER, EDGE_USER)
+        .header(signing::HEADER_ARRIVAL, arrival_us.to_string())
+        .header(signing::HEADER_TRACEPARENT, traceparent.as_str())
+        .header(signing::HEADER_EDGE, config.edge_id.as_str())
+        .header(signing::HEADER_SIGNATURE, signature);
+    let answer: Response = spin_sdk::http::send(builder.body(Vec::new()).build()).await.ok()?;
+    if *answer.status() != 200 {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_slice(answer.body()).ok()?;
+    shield::from_availability(&body, (now_us() / 1000) as i64)
+}
+
+/// The user id the edge signs its own requests with.
+const EDGE_USER: &str = "00000000-0000-0000-0000-000000000000";
 
 /// The bearer token's verdict, from the key-value cache when this token was seen before.
 fn authenticate(
@@ -99,11 +316,14 @@ async fn forward(
     let path = req.path_and_query().unwrap_or_else(|| req.path());
     let user_id = token.user_id.to_string();
     let traceparent = trace.to_string();
+    // Forwarded below exactly as read here, so the origin verifies the same value.
+    let idempotency_key = req.header("idempotency-key").and_then(|v| v.as_str()).unwrap_or("");
     let stamp = EdgeStamp {
         user_id: &user_id,
         arrival_us,
         traceparent: &traceparent,
         edge_id: &config.edge_id,
+        idempotency_key,
     };
     let signature = signing::sign(&config.secret, method, path, &stamp, req.body());
     let mut builder = Request::builder();
@@ -121,27 +341,35 @@ async fn forward(
         }
     }
     let outbound = builder.body(req.body().to_vec()).build();
-    let answer: Response = spin_sdk::http::send(outbound).await.map_err(|e| {
+    spin_sdk::http::send(outbound).await.map_err(|e| {
         eprintln!("flashgate-edge: origin unreachable: {e}");
         Problem::unavailable("the origin is unreachable; try again shortly", 1)
-    })?;
+    })
+}
+
+/// The origin's answer as the buyer gets it: without hop-by-hop and edge-only headers.
+fn relay(answer: Response) -> Response {
     let mut relayed = Response::builder();
     relayed.status(*answer.status());
     for (name, value) in answer.headers() {
-        if !HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        if !HOP_BY_HOP.contains(&lower.as_str()) && lower != HEADER_REMAINING {
             relayed.header(name, String::from_utf8_lossy(value.as_bytes()).into_owned());
         }
     }
-    Ok(relayed.body(answer.into_body()).build())
+    relayed.body(answer.into_body()).build()
 }
 
 fn unauthorized(e: TokenError) -> Problem {
     Problem::unauthorized(e.to_string())
 }
 
-fn problem_response(problem: Problem) -> Response {
+fn problem_response(problem: Problem, headers: Vec<(&'static str, String)>) -> Response {
     let mut builder = Response::builder();
     builder.status(problem.status).header("content-type", CONTENT_TYPE);
+    for (name, value) in headers {
+        builder.header(name, value);
+    }
     match problem.status {
         401 => {
             builder.header("www-authenticate", "Bearer error=\"invalid_token\"");

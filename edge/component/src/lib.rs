@@ -1,14 +1,17 @@
 //! flashgate-edge: the WebAssembly edge component (wasm32-wasip2, spin-sdk 5.x).
 //!
-//! Every buyer request is stamped on arrival (µs), given a W3C trace context, checked for a
-//! valid bearer JWT, and — only if admitted — forwarded to the origin with the edge's HMAC
-//! signature. The origin's answer is relayed with `X-Trace-ID`. Configuration and state go
+//! Every buyer request is stamped on arrival (µs), given a W3C trace context, rate-limited
+//! per client address and per buyer, checked for a valid bearer JWT, and — only if admitted
+//! — forwarded to the origin with the edge's HMAC signature. Acquisitions the edge can decide
+//! from what it learned (sold out, not on sale, ended, already holding, already in flight)
+//! are answered here, so a storm after a sell-out never reaches the origin. The origin's
+//! answer is relayed with `X-Trace-ID`. Configuration and state go
 //! through the portable `wasi:config` / `wasi:keyvalue` imports of flashgate's `wit/` world
 //! ([`platform`]), never through Spin-only APIs, so one component runs under `spin up`, on
 //! wasmCloud and in flashgate's own wasmtime host.
 //!
-//! The decisions themselves (signing, token rules, trace context) live in `flashgate-core`
-//! and are unit-tested natively.
+//! The decisions themselves (signing, token rules, trace context, the storm shield's hints
+//! and buckets) live in `flashgate-core` and are unit-tested natively.
 
 mod config;
 mod edge;

@@ -1,20 +1,31 @@
-//! Bindings to the `flashgate:edge` world (`wit/world.wit`): key-value state and
+//! Bindings to the edge's world — `wit/world.wit` for Spin and flashgate's host,
+//! `wit/wasmcloud{1,2}/` for wasmCloud, picked by a cargo feature — key-value state and
 //! configuration through portable WASI interfaces.
 //!
-//! The edge's key-value store holds hints only (verified tokens today; sold-out flags, dedup
-//! and rate-limit buckets later): a missing or failing store costs work, never correctness,
+//! The edge's key-value store holds hints only (verified tokens, availability hints, dedup
+//! markers, rate-limit buckets): a missing or failing store costs work, never correctness,
 //! so every accessor here turns store errors into a miss.
+
+#[cfg(any(
+    all(feature = "spin", any(feature = "wasmcloud1", feature = "wasmcloud2")),
+    all(feature = "wasmcloud1", feature = "wasmcloud2"),
+    not(any(feature = "spin", feature = "wasmcloud1", feature = "wasmcloud2")),
+))]
+compile_error!("enable exactly one platform feature: spin (default), wasmcloud1 or wasmcloud2");
 
 #[allow(clippy::all, unsafe_code, dead_code, rust_2018_idioms)]
 mod bindings {
-    wit_bindgen::generate!({
-        world: "edge-spin",
-        path: "../../wit",
-        generate_all,
-    });
+    #[cfg(feature = "spin")]
+    wit_bindgen::generate!({ world: "edge-spin", path: "../../wit", generate_all });
+    #[cfg(all(feature = "wasmcloud1", not(feature = "spin")))]
+    wit_bindgen::generate!({ world: "edge", path: "../../wit/wasmcloud1", generate_all });
+    #[cfg(all(feature = "wasmcloud2", not(any(feature = "spin", feature = "wasmcloud1"))))]
+    wit_bindgen::generate!({ world: "edge", path: "../../wit/wasmcloud2", generate_all });
 }
 
 use bindings::wasi::config::store as config;
+#[cfg(feature = "spin")]
+use bindings::wasi::keyvalue::atomics;
 use bindings::wasi::keyvalue::store as kv;
 
 /// The label of the store the component opens (`key_value_stores = ["default"]`).
@@ -44,6 +55,52 @@ impl Store {
     pub fn set(&self, key: &str, value: &[u8]) {
         if let Some(bucket) = &self.bucket {
             let _ = bucket.set(key, value);
+        }
+    }
+
+    pub fn delete(&self, key: &str) {
+        if let Some(bucket) = &self.bucket {
+            let _ = bucket.delete(key);
+        }
+    }
+
+    /// Atomically replaces `key`'s value with what `next` makes of the current one
+    /// (`None`: leave it). `Some(true)` if this caller wrote it — of racing callers one wins,
+    /// the others see `Some(false)` — and `None` when there is no usable store, so callers
+    /// can fall back to the path that does not need one.
+    #[cfg(feature = "spin")]
+    pub fn update(
+        &self,
+        key: &str,
+        next: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Option<bool> {
+        let bucket = self.bucket.as_ref()?;
+        let cas = atomics::Cas::new(bucket, key).ok()?;
+        let current = cas.current().ok()?;
+        match next(current.as_deref()) {
+            None => Some(false),
+            Some(value) => match atomics::swap(cas, &value) {
+                Ok(()) => Some(true),
+                Err(atomics::CasError::CasFailed(_)) => Some(false),
+                Err(atomics::CasError::StoreError(_)) => None,
+            },
+        }
+    }
+
+    /// As the Spin build's `update`, but read-then-write: wasmCloud's key-value draft has no
+    /// compare-and-swap, so racing callers may both win. Everything built on it is a hint
+    /// (the origin decides), so this costs origin requests, never correctness.
+    #[cfg(not(feature = "spin"))]
+    pub fn update(
+        &self,
+        key: &str,
+        next: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Option<bool> {
+        let bucket = self.bucket.as_ref()?;
+        let current = bucket.get(key).ok()?;
+        match next(current.as_deref()) {
+            None => Some(false),
+            Some(value) => Some(bucket.set(key, &value).is_ok()),
         }
     }
 }

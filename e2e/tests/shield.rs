@@ -1,0 +1,251 @@
+//! The edge as a storm shield: once it knows the outcome (sold out, not on sale, already
+//! holding, in flight) it answers itself, and token buckets cap each buyer and address.
+//! Origin traffic is counted at the origin, per route.
+
+use flashgate_e2e::{Stack, problem};
+use flashgate_edge_host::HostSettings;
+use futures::StreamExt;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const ACQUIRE: &str = "/slots/acquire";
+const AVAILABILITY: &str = "/internal/availability/{id}";
+
+fn vars(settings: &mut HostSettings, pairs: &[(&str, &str)]) {
+    for (k, v) in pairs {
+        settings.variables.insert((*k).to_owned(), (*v).to_owned());
+    }
+}
+
+/// No rate limits (the harness's default, said again): these tests are about what the
+/// edge knows.
+fn unlimited(settings: &mut HostSettings) {
+    vars(settings, &[("rate_user_per_sec", "0"), ("rate_address_per_sec", "0")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sell_out_the_edge_answers_ten_thousand_buyers_and_resells_a_freed_unit() {
+    let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    let product = s.origin.create_product(&s.id, 1).await.unwrap();
+    let winner = s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap();
+    assert_eq!(winner.status(), 201);
+    let slot: Value = winner.json().await.unwrap();
+    let slot = Uuid::parse_str(slot["slotId"].as_str().unwrap()).unwrap();
+    let acquisitions = s.origin.route_count(ACQUIRE).await.unwrap();
+    let refreshes = s.origin.route_count(AVAILABILITY).await.unwrap();
+
+    let tokens: Vec<String> = (0..10_000).map(|_| s.id.buyer(Uuid::new_v4())).collect();
+    let stack = &s;
+    let started = Instant::now();
+    let answers: Vec<(u16, Value)> = futures::stream::iter(tokens.iter())
+        .map(|token| async move {
+            let r = stack.acquire(token, product).await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!(*status, 409, "{body}");
+        assert_eq!(body["type"], "/problems/sold-out", "{body}");
+        assert_eq!(body["productId"], product.to_string());
+        assert!(body["traceId"].is_string());
+    }
+    assert_eq!(
+        s.origin.route_count(ACQUIRE).await.unwrap(),
+        acquisitions,
+        "no acquisition reached the origin"
+    );
+    let checks = s.origin.route_count(AVAILABILITY).await.unwrap() - refreshes;
+    // Windows are aligned to the clock, so a span may touch one more at each end.
+    let bound = (elapsed.as_secs_f64() * 4.0).ceil() as u64 + 2;
+    assert!(checks <= bound, "{checks} re-checks in {elapsed:?}: at most 4 a second");
+    println!("10,000 sold-out answers in {elapsed:?}, {checks} availability re-checks");
+
+    // The slot expires: its unit goes back, and a new buyer gets it within 2 seconds.
+    let far = flashgate_e2e::now_us() as i64 / 1000 + 3_600_000;
+    s.origin.state.inventory.expire(product, slot, far).await.unwrap();
+    let freed = Instant::now();
+    let token = s.id.buyer(Uuid::new_v4());
+    loop {
+        let r = s.acquire(&token, product).await.unwrap();
+        if r.status() == 201 {
+            break;
+        }
+        assert!(freed.elapsed() < Duration::from_secs(2), "the freed unit was not offered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("the freed unit was resold {:?} after it was returned", freed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_requests_from_one_buyer_reach_the_origin_once() {
+    let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    let product = s.origin.create_product(&s.id, 5).await.unwrap();
+    let token = s.id.buyer(Uuid::new_v4());
+    let before = s.origin.route_count(ACQUIRE).await.unwrap();
+    let answers = futures::future::join_all((0..20).map(|_| s.acquire(&token, product))).await;
+    let mut granted = None;
+    let mut refused = 0;
+    for answer in answers {
+        let answer = answer.unwrap();
+        match answer.status().as_u16() {
+            201 => {
+                assert!(granted.is_none(), "one grant");
+                granted = Some(answer.json::<Value>().await.unwrap()["slotId"].clone());
+            }
+            409 => {
+                let body: Value = answer.json().await.unwrap();
+                let kind = body["type"].as_str().unwrap();
+                assert!(
+                    kind == "/problems/in-progress" || kind == "/problems/already-holding",
+                    "{body}"
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(refused, 19);
+    assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap() - before, 1, "one origin request");
+    // Later clicks are answered from the edge too, with the slot.
+    let again = problem(s.acquire(&token, product).await.unwrap(), 409, "already-holding").await;
+    assert_eq!(Some(again["slotId"].clone()), granted);
+    assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap() - before, 1);
+}
+
+#[tokio::test]
+async fn before_the_sale_opens_the_edge_answers_from_what_it_learned() {
+    let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    let opens = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let product = s.origin.create_product_starting(&s.id, 5, opens).await.unwrap();
+    let first =
+        problem(s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap(), 409, "not-on-sale")
+            .await;
+    let before = s.origin.route_count(ACQUIRE).await.unwrap();
+    for _ in 0..50 {
+        let r = s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap();
+        let body = problem(r, 409, "not-on-sale").await;
+        assert_eq!(body["saleStartsAt"], first["saleStartsAt"]);
+    }
+    assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap(), before, "answered at the edge");
+}
+
+#[tokio::test]
+async fn a_burst_over_the_bucket_gets_429_and_the_bucket_refills() {
+    let s = Stack::start_configured(
+        |_| {},
+        |h| {
+            vars(
+                h,
+                &[
+                    ("rate_user_per_sec", "1"),
+                    ("rate_user_burst", "3"),
+                    ("rate_address_per_sec", "0"),
+                ],
+            )
+        },
+    )
+    .await
+    .unwrap();
+    let token = s.id.buyer(Uuid::new_v4());
+    let get = || s.http.get(s.edge.url("/products")).bearer_auth(&token).send();
+    for _ in 0..3 {
+        assert_eq!(get().await.unwrap().status(), 200);
+    }
+    let limited = get().await.unwrap();
+    let header = |name: &str| limited.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("retry-after"), "1");
+    assert_eq!(header("ratelimit-limit"), "3");
+    assert_eq!(header("ratelimit-remaining"), "0");
+    assert!(header("ratelimit-reset").parse::<u64>().unwrap() >= 1);
+    let body = problem(limited, 429, "rate-limited").await;
+    assert_eq!(body["retryAfter"], 1);
+    // Another buyer has a bucket of its own.
+    let other = s.id.buyer(Uuid::new_v4());
+    let r = s.http.get(s.edge.url("/products")).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get().await.unwrap().status(), 200, "refilled after Retry-After");
+}
+
+#[tokio::test]
+async fn one_client_address_is_limited_whatever_token_it_presents() {
+    let s = Stack::start_configured(
+        |_| {},
+        |h| {
+            vars(
+                h,
+                &[
+                    ("rate_user_per_sec", "0"),
+                    ("rate_address_per_sec", "0.5"),
+                    ("rate_address_burst", "2"),
+                ],
+            )
+        },
+    )
+    .await
+    .unwrap();
+    let before = s.origin.request_count().await.unwrap();
+    for _ in 0..2 {
+        let r = s.acquire(&s.id.buyer(Uuid::new_v4()), Uuid::new_v4()).await.unwrap();
+        assert_eq!(r.status(), 404, "passes to the origin, which knows no such product");
+    }
+    let limited = s.acquire("not even a token", Uuid::new_v4()).await.unwrap();
+    assert_eq!(limited.headers()["retry-after"], "2");
+    let body = problem(limited, 429, "rate-limited").await;
+    assert!(body["detail"].as_str().unwrap().contains("client address"), "{body}");
+    assert_eq!(s.origin.request_count().await.unwrap() - before, 2);
+}
+
+/// Keys rotate by publishing the new one beside the old: during the overlap tokens of both
+/// pass (the new one an ES256 key here); once the old key is withdrawn its tokens fail.
+#[tokio::test]
+async fn keys_rotate_without_downtime() {
+    use flashgate_core::token::{Jwk, Jwks};
+    use jwt_simple::prelude::*;
+    let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    let old = s.id.buyer(Uuid::new_v4());
+    let old_jwks: Jwks = serde_json::from_str(&s.id.jwks).unwrap();
+    let new_pair = ES256KeyPair::generate().with_key_id("2026-11-new");
+    let new_jwk =
+        Jwk::p256("2026-11-new", &new_pair.public_key().public_key().to_bytes_uncompressed());
+    let claims = Claims::create(jwt_simple::prelude::Duration::from_mins(5))
+        .with_subject(Uuid::new_v4())
+        .with_issuer(flashgate_cli::DEV_ISSUER)
+        .with_audience(flashgate_cli::DEV_AUDIENCE);
+    let new = new_pair.sign(claims).unwrap();
+
+    let edge_with = |keys: Vec<Jwk>| {
+        let jwks = serde_json::to_string(&Jwks { keys }).unwrap();
+        let origin = s.origin.addr;
+        let id = &s.id;
+        async move {
+            flashgate_e2e::TestEdge::spawn_configured(
+                flashgate_e2e::repo_root().join("spin.toml"),
+                origin,
+                id,
+                |h| {
+                    unlimited(h);
+                    h.variables.insert("jwt_jwks".into(), jwks);
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let products = |edge: &flashgate_e2e::TestEdge, token: &str| {
+        s.http.get(edge.url("/products")).bearer_auth(token.to_owned()).send()
+    };
+    let overlap = edge_with(old_jwks.keys.iter().cloned().chain([new_jwk.clone()]).collect()).await;
+    assert_eq!(products(&overlap, &old).await.unwrap().status(), 200);
+    assert_eq!(products(&overlap, &new).await.unwrap().status(), 200);
+
+    let rotated = edge_with(vec![new_jwk]).await;
+    assert_eq!(products(&rotated, &new).await.unwrap().status(), 200);
+    let refused = products(&rotated, &old).await.unwrap();
+    let body = problem(refused, 401, "unauthorized").await;
+    assert!(body["detail"].as_str().unwrap().contains("not accepted"), "{body}");
+}

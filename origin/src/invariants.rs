@@ -1,0 +1,329 @@
+//! The invariant checker: what an operator runs on a finished drop (`flashgate check`) and
+//! what every load test runs after itself. It reads Redis and PostgreSQL and reports, per
+//! product, every violation of DESIGN.md's invariants it can see from stored state:
+//!
+//! 1. exactly N: `remaining + holders = total` in Redis, `remaining ≥ 0`; in PostgreSQL the
+//!    live slots (ACTIVE + COMPLETED) never exceed the stock and, once the outbox is drained,
+//!    `stock − live = remaining`;
+//! 2. one per buyer: at most one live slot per buyer and product in PostgreSQL; every Redis
+//!    holder points at a live slot of that buyer;
+//! 3. nothing lost: once the outbox is drained, every slot Redis granted is in PostgreSQL
+//!    (`granted` = slots in PostgreSQL) with the status Redis has, and no event has waited
+//!    in `persister_parked` longer than [`PARKED_GRACE`] for a slot that never arrived;
+//! 5. exactly-once payment: a slot has at most one COMPLETED payment, a COMPLETED slot has
+//!    exactly one, an EXPIRED slot none.
+//!
+//! 6. fairness: a sold-out refusal stamped before a grant that was decided before it is an
+//!    inversion, when the grant's stamp is later by more than the stated skew. `acquire.lua`
+//!    keeps the refusals that can be inversions (stamped before the latest grant) in
+//!    `fg:{p}:refused`; the grants come from PostgreSQL.
+//!
+//! Undelivered outbox entries are reported, not counted as violations: a running relay
+//! delivers them; the cross-store checks wait for a drained outbox.
+
+use crate::inventory::ProductKeys;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::fmt;
+use uuid::Uuid;
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: u8,
+    pub product_id: Uuid,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invariant {} · product {} · {}", self.invariant, self.product_id, self.detail)
+    }
+}
+
+/// What the checker saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub products: u64,
+    pub slots_in_postgres: u64,
+    pub holders_in_redis: u64,
+    /// Outbox entries not yet relayed, summed over products (cross-store checks of a
+    /// product with entries left are skipped).
+    pub undelivered: u64,
+    /// Fairness inversions beyond the skew (each also a violation of invariant 6).
+    pub inversions: u64,
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Violations per invariant, for the summary line.
+    pub fn counts(&self) -> [u64; 6] {
+        let mut counts = [0; 6];
+        for v in &self.violations {
+            if let Some(c) = counts.get_mut(usize::from(v.invariant.saturating_sub(1))) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SlotRow {
+    slot_id: Uuid,
+    user_id: Uuid,
+    status: String,
+    completed_payments: i64,
+}
+
+/// Checks every product PostgreSQL knows (deleted ones included: their slots still count);
+/// fairness inversions count when the later stamp leads by more than `fairness_skew`.
+pub async fn check(
+    db: &PgPool,
+    redis: &ConnectionManager,
+    fairness_skew: std::time::Duration,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let products: Vec<(Uuid, i32)> =
+        sqlx::query_as("SELECT product_id, stock FROM products").fetch_all(db).await?;
+    for (product_id, stock) in products {
+        report.products += 1;
+        check_product(db, redis, product_id, i64::from(stock), &mut report).await?;
+        let skew_us = fairness_skew.as_micros() as i64;
+        check_fairness(db, redis, product_id, skew_us, &mut report).await?;
+    }
+    check_parked(db, &mut report).await?;
+    Ok(report)
+}
+
+/// How long an event may wait in `persister_parked` for the event it depends on (which is
+/// normally a few Kafka partitions' lag behind) before the checker calls it lost.
+pub const PARKED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Invariant 3 for the persister: an event parked longer than [`PARKED_GRACE`] waits for a
+/// slot PostgreSQL never received, so a transition Redis made is missing there.
+async fn check_parked(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
+    let parked: Vec<(Option<Uuid>, i64)> = sqlx::query_as(
+        "SELECT (payload->>'productId')::uuid, count(*) FROM persister_parked \
+         WHERE parked_at < now() - make_interval(secs => $1) GROUP BY 1",
+    )
+    .bind(PARKED_GRACE.as_secs_f64())
+    .fetch_all(db)
+    .await?;
+    for (product_id, count) in parked {
+        report.violations.push(Violation {
+            invariant: 3,
+            product_id: product_id.unwrap_or_default(),
+            detail: format!(
+                "{count} events parked over {} s in persister_parked, waiting for a slot \
+                 PostgreSQL never received",
+                PARKED_GRACE.as_secs()
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn check_product(
+    db: &PgPool,
+    redis: &ConnectionManager,
+    product_id: Uuid,
+    stock: i64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut violation = |invariant: u8, detail: String| {
+        report.violations.push(Violation { invariant, product_id, detail });
+    };
+    let keys = ProductKeys::new(product_id);
+    let mut conn = redis.clone();
+    let (remaining, total, granted): (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+        .arg(keys.product())
+        .arg("remaining")
+        .arg("total")
+        .arg("granted")
+        .query_async(&mut conn)
+        .await?;
+    let holders: HashMap<String, String> =
+        redis::cmd("HGETALL").arg(keys.holders()).query_async(&mut conn).await?;
+    let undelivered: u64 = redis::cmd("XLEN").arg(keys.outbox()).query_async(&mut conn).await?;
+
+    let slots: Vec<SlotRow> = sqlx::query_as(
+        "SELECT s.slot_id, s.user_id, s.status, \
+         (SELECT count(*) FROM purchases p WHERE p.slot_id = s.slot_id \
+          AND p.status = 'COMPLETED') AS completed_payments \
+         FROM purchase_slots s WHERE s.product_id = $1",
+    )
+    .bind(product_id)
+    .fetch_all(db)
+    .await?;
+    let live_pg = slots.iter().filter(|s| s.status != "EXPIRED").count() as i64;
+
+    // 1: exactly N.
+    if live_pg > stock {
+        violation(1, format!("{live_pg} live slots in PostgreSQL for a stock of {stock}"));
+    }
+    let Some(remaining) = remaining else {
+        // Redis has no sale state (deleted, or lost and not rebuilt yet): PostgreSQL only.
+        report.slots_in_postgres += slots.len() as u64;
+        check_postgres(&slots, &mut violation);
+        return Ok(());
+    };
+    let total = total.unwrap_or(0);
+    if remaining < 0 {
+        violation(1, format!("remaining is {remaining} in Redis"));
+    }
+    if remaining + holders.len() as i64 != total {
+        violation(
+            1,
+            format!("remaining {remaining} + holders {} ≠ total {total} in Redis", holders.len()),
+        );
+    }
+    if total != stock {
+        violation(1, format!("Redis total {total} ≠ PostgreSQL stock {stock}"));
+    }
+
+    // 2: one per buyer, in Redis.
+    let by_id: HashMap<Uuid, &SlotRow> = slots.iter().map(|s| (s.slot_id, s)).collect();
+    for (user, slot) in &holders {
+        let fields: HashMap<String, String> = match Uuid::try_parse(slot) {
+            Ok(id) => redis::cmd("HGETALL").arg(keys.slot(id)).query_async(&mut conn).await?,
+            Err(_) => HashMap::new(),
+        };
+        let status = fields.get("status").map(String::as_str);
+        if fields.get("userId") != Some(user) || !matches!(status, Some("ACTIVE" | "COMPLETED")) {
+            violation(
+                2,
+                format!(
+                    "holder {user} points at slot {slot} ({status:?}), not a live slot of theirs"
+                ),
+            );
+        }
+        // 3: the grant and its latest transition reached PostgreSQL.
+        if undelivered == 0 {
+            let pg = Uuid::try_parse(slot).ok().and_then(|id| by_id.get(&id));
+            match (pg, status) {
+                (None, _) => violation(3, format!("slot {slot} is in Redis, not in PostgreSQL")),
+                (Some(row), Some(s)) if row.status != s => violation(
+                    3,
+                    format!("slot {slot} is {s} in Redis, {} in PostgreSQL", row.status),
+                ),
+                _ => {}
+            }
+        }
+    }
+    report.holders_in_redis += holders.len() as u64;
+    report.slots_in_postgres += slots.len() as u64;
+    report.undelivered += undelivered;
+    check_postgres(&slots, &mut violation);
+
+    // Cross-store counts, once everything is relayed.
+    if undelivered == 0 {
+        if stock - live_pg != remaining {
+            violation(
+                1,
+                format!(
+                    "stock {stock} − live {live_pg} in PostgreSQL ≠ remaining {remaining} in Redis"
+                ),
+            );
+        }
+        if let Some(granted) = granted
+            && granted != slots.len() as i64
+        {
+            violation(
+                3,
+                format!("Redis granted {granted} slots, PostgreSQL holds {}", slots.len()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 6 for one product: pairs (refusal r, grant g) with g decided no later than r
+/// (`acquired ≤ refused at`) and g's stamp later than r's by more than the skew.
+async fn check_fairness(
+    db: &PgPool,
+    redis: &ConnectionManager,
+    product_id: Uuid,
+    skew_us: i64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let refused: Vec<String> = redis::cmd("ZRANGE")
+        .arg(ProductKeys::new(product_id).refused())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis.clone())
+        .await?;
+    let refused: Vec<(i64, i64)> = refused
+        .iter()
+        .filter_map(|m| {
+            let mut parts = m.split(':');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let grants: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT (extract(epoch FROM arrival_at) * 1000000)::bigint, \
+         (extract(epoch FROM acquired_at) * 1000)::bigint \
+         FROM purchase_slots WHERE product_id = $1",
+    )
+    .bind(product_id)
+    .fetch_all(db)
+    .await?;
+    let inversions: u64 = refused
+        .iter()
+        .map(|&(stamp, refused_ms)| {
+            grants
+                .iter()
+                .filter(|&&(g_stamp, g_ms)| g_ms <= refused_ms && g_stamp > stamp + skew_us)
+                .count() as u64
+        })
+        .sum();
+    if inversions > 0 {
+        report.inversions += inversions;
+        report.violations.push(Violation {
+            invariant: 6,
+            product_id,
+            detail: format!(
+                "{inversions} fairness inversions beyond {} ms among {} refusals",
+                skew_us / 1000,
+                refused.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Rules PostgreSQL must satisfy on its own (2 and 5).
+fn check_postgres(slots: &[SlotRow], violation: &mut impl FnMut(u8, String)) {
+    let mut live_per_buyer: HashMap<Uuid, u32> = HashMap::new();
+    for s in slots {
+        if s.status != "EXPIRED" {
+            *live_per_buyer.entry(s.user_id).or_default() += 1;
+        }
+        let ok = match s.status.as_str() {
+            "COMPLETED" => s.completed_payments == 1,
+            _ => s.completed_payments == 0,
+        };
+        if !ok {
+            violation(
+                5,
+                format!(
+                    "slot {} is {} with {} completed payments",
+                    s.slot_id, s.status, s.completed_payments
+                ),
+            );
+        }
+    }
+    for (user, n) in live_per_buyer {
+        if n > 1 {
+            violation(2, format!("buyer {user} has {n} live slots"));
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Payments in Redis: idempotency keys, locators, and the payment scripts (`lua/pay.lua`,
+//! `lua/settle.lua`, `lua/refunded.lua`).
+
+use crate::inventory::{Inventory, Lifecycle, ProductKeys, due, locator};
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new: this request's payment id is now bound to it.
+    Claimed,
+    /// The key was used before, for this body fingerprint and payment id.
+    Existing { fingerprint: String, payment_id: Uuid },
+}
+
+/// What `pay.lua` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creation {
+    Created,
+    Existing,
+    Unknown,
+    Forbidden,
+    Expired,
+    Completed,
+    InFlight { payment_id: Option<Uuid> },
+}
+
+/// What `settle.lua` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Completed,
+    Failed,
+    RefundRequired,
+    /// Settled before (a repeated webhook): nothing changed.
+    AlreadySettled {
+        status: String,
+    },
+    Unknown,
+}
+
+/// A payment to create.
+#[derive(Debug, Clone)]
+pub struct NewPayment<'a> {
+    pub payment_id: Uuid,
+    pub product_id: Uuid,
+    pub slot_id: Uuid,
+    pub user_id: Uuid,
+    pub method: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub idempotency_key: &'a str,
+    pub traceparent: &'a str,
+    pub now_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct PaymentStore {
+    conn: ConnectionManager,
+    pay: Arc<Script>,
+    settle: Arc<Script>,
+    refunded: Arc<Script>,
+    lifecycle: Lifecycle,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn first_text(value: Value) -> RedisResult<(String, Option<String>)> {
+    let mut items: Vec<Option<String>> = redis::from_redis_value(value)?;
+    if items.is_empty() {
+        return Err((redis::ErrorKind::Parse, "empty script answer").into());
+    }
+    let tag = items.remove(0).unwrap_or_default();
+    Ok((tag, items.into_iter().next().flatten()))
+}
+
+impl PaymentStore {
+    pub fn new(inventory: &Inventory) -> Self {
+        Self {
+            conn: inventory.connection(),
+            pay: Arc::new(Script::new(include_str!("../../../lua/pay.lua"))),
+            settle: Arc::new(Script::new(include_str!("../../../lua/settle.lua"))),
+            refunded: Arc::new(Script::new(include_str!("../../../lua/refunded.lua"))),
+            lifecycle: inventory.lifecycle(),
+        }
+    }
+
+    fn idempotency_key(user_id: Uuid, key: &str) -> String {
+        format!("fg:idem:{user_id}:{key}")
+    }
+
+    /// Binds `key` (scoped to the buyer) to `fingerprint` and `payment_id` unless it is bound
+    /// already (one `SET NX GET`: of concurrent requests exactly one claims).
+    pub async fn claim_key(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        fingerprint: &str,
+        payment_id: Uuid,
+        ttl: Duration,
+    ) -> RedisResult<Claim> {
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(Self::idempotency_key(user_id, key))
+            .arg(format!("{fingerprint} {payment_id}"))
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ms(ttl).max(1))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Some(previous) = previous else { return Ok(Claim::Claimed) };
+        let parsed = previous
+            .split_once(' ')
+            .and_then(|(f, p)| Some((f.to_owned(), Uuid::try_parse(p).ok()?)));
+        match parsed {
+            Some((fingerprint, payment_id)) => Ok(Claim::Existing { fingerprint, payment_id }),
+            None => Err((redis::ErrorKind::Parse, "unreadable idempotency record").into()),
+        }
+    }
+
+    /// The product a slot or payment belongs to, if its locator is still there.
+    pub async fn locate(&self, id: Uuid) -> RedisResult<Option<Uuid>> {
+        let product: Option<String> =
+            redis::cmd("GET").arg(locator(id)).query_async(&mut self.conn.clone()).await?;
+        Ok(product.and_then(|p| Uuid::try_parse(&p).ok()))
+    }
+
+    /// Records where `id` lives, for as long as its records stay in Redis.
+    pub async fn set_locator(&self, id: Uuid, product_id: Uuid) -> RedisResult<()> {
+        let ttl = ms(self.lifecycle.hold + self.lifecycle.expired_ttl);
+        redis::cmd("SET")
+            .arg(locator(id))
+            .arg(product_id.to_string())
+            .arg("PX")
+            .arg(ttl)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    pub async fn create(&self, p: &NewPayment<'_>) -> RedisResult<Creation> {
+        let keys = ProductKeys::new(p.product_id);
+        let value: Value = self
+            .pay
+            .key(keys.slot(p.slot_id))
+            .key(keys.payment(p.payment_id))
+            .key(keys.charges())
+            .key(keys.outbox())
+            .arg(p.payment_id.to_string())
+            .arg(p.user_id.to_string())
+            .arg(p.slot_id.to_string())
+            .arg(p.product_id.to_string())
+            .arg(p.now_ms)
+            .arg(p.method)
+            .arg(p.amount)
+            .arg(p.currency)
+            .arg(p.idempotency_key)
+            .arg(p.traceparent)
+            .arg(Uuid::now_v7().to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (tag, detail) = first_text(value)?;
+        Ok(match tag.as_str() {
+            "created" => Creation::Created,
+            "existing" => Creation::Existing,
+            "unknown" => Creation::Unknown,
+            "forbidden" => Creation::Forbidden,
+            "expired" => Creation::Expired,
+            "completed" => Creation::Completed,
+            "in_flight" => {
+                Creation::InFlight { payment_id: detail.and_then(|d| Uuid::try_parse(&d).ok()) }
+            }
+            other => {
+                return Err((redis::ErrorKind::Parse, "pay.lua answered", other.to_owned()).into());
+            }
+        })
+    }
+
+    /// A payment's fields, or `None` when Redis no longer has it.
+    pub async fn payment(
+        &self,
+        product_id: Uuid,
+        payment_id: Uuid,
+    ) -> RedisResult<Option<HashMap<String, String>>> {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(ProductKeys::new(product_id).payment(payment_id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((!fields.is_empty()).then_some(fields))
+    }
+
+    /// Applies the gateway's outcome (`failure`: `None` for success).
+    pub async fn settle(
+        &self,
+        product_id: Uuid,
+        payment_id: Uuid,
+        failure: Option<&str>,
+        now_ms: i64,
+    ) -> RedisResult<Settlement> {
+        let keys = ProductKeys::new(product_id);
+        // The slot key must be declared (cluster-safe scripts), so it is read first.
+        let slot: Option<String> = redis::cmd("HGET")
+            .arg(keys.payment(payment_id))
+            .arg("slotId")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Some(slot_id) = slot.and_then(|s| Uuid::try_parse(&s).ok()) else {
+            return Ok(Settlement::Unknown);
+        };
+        let value: Value = self
+            .settle
+            .key(keys.product())
+            .key(keys.holders())
+            .key(keys.slot(slot_id))
+            .key(keys.expiry())
+            .key(keys.reminders())
+            .key(keys.outbox())
+            .key(keys.payment(payment_id))
+            .key(keys.refunds())
+            .key(keys.charges())
+            .arg(payment_id.to_string())
+            .arg(if failure.is_some() { "failed" } else { "succeeded" })
+            .arg(now_ms)
+            .arg(Uuid::now_v7().to_string())
+            .arg(Uuid::now_v7().to_string())
+            .arg(ms(self.lifecycle.expired_ttl))
+            .arg(failure.unwrap_or(""))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (tag, detail) = first_text(value)?;
+        Ok(match tag.as_str() {
+            "completed" => Settlement::Completed,
+            "failed" => Settlement::Failed,
+            "refund_required" => Settlement::RefundRequired,
+            "settled" => Settlement::AlreadySettled { status: detail.unwrap_or_default() },
+            "unknown" => Settlement::Unknown,
+            other => {
+                return Err(
+                    (redis::ErrorKind::Parse, "settle.lua answered", other.to_owned()).into()
+                );
+            }
+        })
+    }
+
+    /// Records a confirmed refund; `true` if it was awaited.
+    pub async fn refunded(
+        &self,
+        product_id: Uuid,
+        payment_id: Uuid,
+        now_ms: i64,
+    ) -> RedisResult<bool> {
+        let keys = ProductKeys::new(product_id);
+        let recorded: i64 = self
+            .refunded
+            .key(keys.payment(payment_id))
+            .key(keys.refunds())
+            .key(keys.outbox())
+            .arg(payment_id.to_string())
+            .arg(now_ms)
+            .arg(Uuid::now_v7().to_string())
+            .arg(ms(self.lifecycle.expired_ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(recorded == 1)
+    }
+
+    /// The gateway confirmed it received the charge.
+    pub async fn charge_submitted(&self, product_id: Uuid, payment_id: Uuid) -> RedisResult<()> {
+        redis::cmd("ZREM")
+            .arg(ProductKeys::new(product_id).charges())
+            .arg(payment_id.to_string())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+    }
+
+    /// Payments created at or before `until_ms` whose charge submission is unconfirmed.
+    pub async fn unsubmitted(
+        &self,
+        product_id: Uuid,
+        until_ms: i64,
+        limit: usize,
+    ) -> RedisResult<Vec<Uuid>> {
+        due(&self.conn, ProductKeys::new(product_id).charges(), until_ms, limit).await
+    }
+
+    /// Payments awaiting their refund.
+    pub async fn awaiting_refund(&self, product_id: Uuid, limit: usize) -> RedisResult<Vec<Uuid>> {
+        due(&self.conn, ProductKeys::new(product_id).refunds(), i64::MAX, limit).await
+    }
+}

@@ -1,0 +1,140 @@
+//! The payments worker: finishes what a request could not.
+//!
+//! - a charge whose submission the gateway did not confirm (it was down, or the origin died
+//!   between creating the payment and submitting) is submitted again after
+//!   `resubmit_after`, with the same reference, so the gateway charges it once;
+//! - a success that came too late (`REFUND_REQUIRED`) is refunded, once, and recorded.
+//!
+//! [`PaymentsWorker::step`] is one pass over every product; tests call it directly.
+
+use super::Payments;
+use super::gateway::{ChargeRequest, GatewayError, RefundRequest};
+use crate::clock::Clock;
+use crate::inventory::Inventory;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const BATCH: usize = 200;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentsReport {
+    pub resubmitted: u64,
+    pub refunded: u64,
+}
+
+pub struct PaymentsWorker {
+    inventory: Inventory,
+    payments: Payments,
+    clock: Arc<dyn Clock>,
+    resubmit_after: Duration,
+}
+
+/// Refunds one REFUND_REQUIRED payment through the gateway and records it; `true` if
+/// recorded now.
+pub(crate) async fn refund_one(
+    payments: &Payments,
+    product_id: Uuid,
+    payment_id: Uuid,
+    now_ms: i64,
+) -> anyhow::Result<bool> {
+    let Some(fields) = payments.store.payment(product_id, payment_id).await? else {
+        return Ok(false);
+    };
+    if fields.get("status").map(String::as_str) != Some("REFUND_REQUIRED") {
+        // Not awaiting a refund (any more): drop it from the queue.
+        return Ok(payments.store.refunded(product_id, payment_id, now_ms).await?);
+    }
+    let request = RefundRequest {
+        reference: payment_id,
+        amount: fields.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0),
+        currency: fields.get("currency").cloned().unwrap_or_default(),
+    };
+    tokio::time::timeout(payments.gateway_timeout, payments.gateway.refund(request))
+        .await
+        .context("the refund timed out")??;
+    Ok(payments.store.refunded(product_id, payment_id, now_ms).await?)
+}
+
+impl PaymentsWorker {
+    pub fn new(
+        inventory: Inventory,
+        payments: Payments,
+        clock: Arc<dyn Clock>,
+        resubmit_after: Duration,
+    ) -> Self {
+        Self { inventory, payments, clock, resubmit_after }
+    }
+
+    pub async fn step(&self) -> anyhow::Result<PaymentsReport> {
+        let now = self.clock.now_ms();
+        let mut report = PaymentsReport::default();
+        let store = &self.payments.store;
+        for product in self.inventory.products().await? {
+            let cutoff = now - self.resubmit_after.as_millis() as i64;
+            for payment_id in store.unsubmitted(product, cutoff, BATCH).await? {
+                if self.resubmit(product, payment_id).await? {
+                    report.resubmitted += 1;
+                }
+            }
+            for payment_id in store.awaiting_refund(product, BATCH).await? {
+                match refund_one(&self.payments, product, payment_id, now).await {
+                    Ok(true) => report.refunded += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(%payment_id, error = %e, "refund failed; retrying"),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn resubmit(&self, product: Uuid, payment_id: Uuid) -> anyhow::Result<bool> {
+        let store = &self.payments.store;
+        let fields = store.payment(product, payment_id).await?;
+        let Some(fields) =
+            fields.filter(|f| f.get("status").map(String::as_str) == Some("PENDING"))
+        else {
+            store.charge_submitted(product, payment_id).await?;
+            return Ok(false);
+        };
+        let request = ChargeRequest {
+            reference: payment_id,
+            amount: fields.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0),
+            currency: fields.get("currency").cloned().unwrap_or_default(),
+            method: fields.get("method").cloned().unwrap_or_default(),
+        };
+        let charged = tokio::time::timeout(
+            self.payments.gateway_timeout,
+            self.payments.gateway.charge(request),
+        )
+        .await;
+        match charged {
+            Ok(Ok(())) => store.charge_submitted(product, payment_id).await?,
+            Ok(Err(GatewayError::Declined(reason))) => {
+                store.settle(product, payment_id, Some(&reason), self.clock.now_ms()).await?;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%payment_id, error = %e, "charge resubmission failed");
+                return Ok(false);
+            }
+            Err(_) => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Steps every `interval` until cancelled.
+    pub async fn run(self, interval: Duration, cancel: CancellationToken) {
+        crate::worker::every("payments", interval, cancel, || async {
+            match self.step().await {
+                Ok(r) if r.resubmitted + r.refunded > 0 => {
+                    tracing::info!(resubmitted = r.resubmitted, refunded = r.refunded, "payments")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "payments step failed; retrying next tick"),
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# The benchmark: builds release binaries, starts a private stack (its own redis-server on
+# 6390, database flashgate_bench, origin on 18081, edge host on 13000), runs every scenario
+# with flashgate-bench (one load generator for all of them), runs `flashgate check` after
+# each, and writes docs/benchmarks.md and docs/benchmarks.png.
+#
+#   scripts/bench.sh            # the whole run (about 6 minutes after the release build)
+#   BENCH_SECONDS=4 scripts/bench.sh   # shorter scenarios
+#
+# Everything measured runs on this machine in this one run, so the ratios compare like
+# with like. The load generator takes one core; the system under test gets the other.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+log() { printf '\033[1;35m[bench]\033[0m %s\n' "$*" >&2; }
+
+secs=${BENCH_SECONDS:-8}
+conns=${BENCH_CONNECTIONS:-32}
+redis_port=6390
+origin_addr=127.0.0.1:18081
+edge_addr=127.0.0.1:13000
+bare_addr=127.0.0.1:13900
+proxy_addr=127.0.0.1:18082
+db_name=flashgate_bench
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db_name"
+export FLASHGATE_REDIS_URL="redis://127.0.0.1:$redis_port"
+out="$root/target/bench"
+results="$out/results.jsonl"
+checks="$out/checks.txt"
+rm -rf "$out" && mkdir -p "$out"
+started=$(date +%s)
+
+scripts/setup.sh
+scripts/build-edge.sh
+log "building release binaries"
+build_started=$(date +%s)
+cargo build --release --locked -p flashgate-origin -p flashgate-edge-host -p flashgate-cli \
+  -p flashgate-bench
+build_secs=$(( $(date +%s) - build_started ))
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib >&2
+bin="$root/target/release"
+dev_dir="$root/.flashgate/dev"
+"$bin/flashgate" --dir "$dev_dir" dev-keys >/dev/null
+export FLASHGATE_EDGE_SECRET="$(cat "$dev_dir/edge-secret.hex")"
+export FLASHGATE_JWT_JWKS_FILE="$dev_dir/jwks.json"
+admin=$("$bin/flashgate" --dir "$dev_dir" token --role admin --ttl 7200)
+
+pids=()
+stack_pids=()
+cleanup() {
+  kill "${stack_pids[@]}" "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$out" --logfile "$out/redis.log" & pids+=($!)
+for _ in $(seq 50); do redis-cli -p $redis_port ping >/dev/null 2>&1 && break; sleep 0.1; done
+rcli() { redis-cli -p $redis_port "$@"; }
+
+# Stops the origin and the edge, empties Redis and the database, and starts both again.
+#   start_stack <fairness window ms> <edge→origin jitter ms (0: none)>
+start_stack() {
+  local window=$1 jitter=$2
+  if [ "${#stack_pids[@]}" -gt 0 ]; then
+    kill "${stack_pids[@]}" 2>/dev/null || true
+    wait "${stack_pids[@]}" 2>/dev/null || true
+  fi
+  stack_pids=()
+  rcli flushall >/dev/null
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db_name WITH (FORCE)"
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db_name"
+  FLASHGATE_ORIGIN_LISTEN=$origin_addr FLASHGATE_FAIRNESS_WINDOW_MS=$window RUST_LOG=warn \
+    "$bin/flashgate-origin" >>"$out/origin.log" 2>&1 & stack_pids+=($!)
+  local upstream=$origin_addr
+  if [ "$jitter" -gt 0 ]; then
+    "$bin/flashgate-bench" jitter-proxy --listen $proxy_addr --upstream $origin_addr \
+      --max-ms "$jitter" >>"$out/proxy.log" 2>&1 & stack_pids+=($!)
+    upstream=$proxy_addr
+  fi
+  # Rate limits off: every request of the load generator comes from one address and a few
+  # buyers, and this measures the sold-out and forwarding paths, not the 429 path.
+  SPIN_VARIABLE_EDGE_SECRET=$FLASHGATE_EDGE_SECRET SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")" \
+    SPIN_VARIABLE_ORIGIN_HOST=$upstream SPIN_VARIABLE_RATE_USER_PER_SEC=0 \
+    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$edge_addr RUST_LOG=warn \
+    "$bin/flashgate-edge" --manifest "$root/spin.toml" >>"$out/edge.log" 2>&1 & stack_pids+=($!)
+  for _ in $(seq 100); do curl -fsS "http://$origin_addr/health" >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -s -o /dev/null "http://$edge_addr/" 2>/dev/null && break; sleep 0.1; done
+}
+
+# Prints the id of a new product on sale with <stock> units.
+product() {
+  curl -fsS "http://$origin_addr/products" -H "authorization: Bearer $admin" \
+    -H 'content-type: application/json' \
+    -d "{\"name\":\"bench\",\"price\":{\"amount\":1000,\"currency\":\"EUR\"},\"stock\":$1,
+         \"saleStartsAt\":\"$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)\"}" \
+    | sed -E 's/.*"productId":"([^"]+)".*/\1/'
+  echo
+}
+
+load() { "$bin/flashgate-bench" load --out "$results" --dev-dir "$dev_dir" "$@"; }
+
+# Waits until every outbox entry reached PostgreSQL, then checks the invariants.
+#   check <scenario> [skew ms]
+check() {
+  local name=$1 skew=${2:-0} line
+  for _ in $(seq 300); do
+    line=$("$bin/flashgate" check --skew-ms "$skew" 2>&1 | tail -n1 || true)
+    case "$line" in *" 0 outbox entries undelivered"*) break ;; esac
+    sleep 1
+  done
+  if "$bin/flashgate" check --skew-ms "$skew" >"$out/check-$name.txt" 2>&1; then
+    echo "$name	pass	$(tail -n1 "$out/check-$name.txt")" >>"$checks"
+  else
+    echo "$name	FAIL	$(tail -n1 "$out/check-$name.txt")" >>"$checks"
+    log "invariant check failed after $name: see $out/check-$name.txt"
+  fi
+}
+
+# Raw Redis: redis-benchmark EVALSHA of lua/acquire.lua on a product only Redis knows.
+#   raw <label> <remaining>
+raw() {
+  local label=$1 remaining=$2 p sha
+  p=$(cat /proc/sys/kernel/random/uuid)
+  rcli hset "fg:{$p}:product" remaining "$remaining" total 100000000 granted 0 \
+    startsAtMs 0 endsAtMs "" maxGrantUs 0 >/dev/null
+  sha=$(rcli script load "$(cat lua/acquire.lua)")
+  log "$label: redis-benchmark EVALSHA acquire.lua, $conns connections"
+  redis-benchmark -p $redis_port -c "$conns" -n "${RAW_REQUESTS:-400000}" -r 100000000 --csv \
+    evalsha "$sha" 7 "fg:{$p}:product" "fg:{$p}:holders" "fg:{$p}:slot:__rand_int__" \
+    "fg:{$p}:expiry" "fg:{$p}:reminders" "fg:{$p}:outbox" "fg:{$p}:refused" \
+    "$p" "u__rand_int__" "__rand_int__" "e__rand_int__" "$(( $(date +%s) * 1000000 ))" \
+    "$(( $(date +%s) * 1000 ))" 1800000 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" \
+    300000 "e__rand_int__" 86400000 \
+    | tail -n1 | awk -F'","' -v label="$label" -v c="$conns" '{
+        gsub(/"/, ""); split($0, f, ",");
+        printf "{\"label\":\"%s\",\"target\":\"redis\",\"report\":{\"connections\":%s,\"rps\":%s,\"p50_ms\":%s,\"p99_ms\":%s,\"max_ms\":%s}}\n", label, c, f[2], f[5], f[7], f[8] }' \
+    >>"$results"
+  rcli del "fg:{$p}:outbox" >/dev/null
+}
+
+log "stack: origin $origin_addr, edge $edge_addr, redis $redis_port, database $db_name"
+start_stack 0 0
+
+# 1. Raw Redis capacity for acquire.lua, grant and sold-out paths.
+raw redis-grant 100000000
+raw redis-sold-out 0
+
+# 2. The origin over HTTP: grants (stock never runs out) and sold-out answers.
+grant=$(product 10000000)
+load --label origin-grant --target $origin_addr --auth edge --products "$grant" \
+  --buyers 2000000 --buyer-seed 11 --connections "$conns" --duration "$secs"
+check origin-grant
+sold=$(product 1)
+load --label prime --target $origin_addr --auth edge --products "$sold" --buyers 1 \
+  --buyer-seed 12 --connections 1 --duration 1 --warmup 0 --max-requests 1 --out /dev/null
+load --label origin-sold-out --target $origin_addr --auth edge --products "$sold" \
+  --buyers 1000 --buyer-seed 13 --connections "$conns" --duration "$secs"
+check origin-sold-out
+
+# 3. The edge's sold-out answer, and a bare hyper server answering the same bytes.
+load --label edge-sold-out --target $edge_addr --auth token --products "$sold" --buyers 1000 \
+  --buyer-seed 14 --connections "$conns" --duration "$secs" --capture "$out/answer.json"
+"$bin/flashgate-bench" bare --listen $bare_addr --answer "$out/answer.json" & pids+=($!)
+sleep 0.5
+load --label bare-hyper --target $bare_addr --auth token --products "$sold" --buyers 1000 \
+  --buyer-seed 14 --connections "$conns" --duration "$secs"
+check edge-sold-out
+
+# 4. The full path: buyers through the edge to the origin and Redis, each buyer once.
+full=$(product 10000000)
+load --label full-path-capacity --target $edge_addr --auth token --products "$full" \
+  --buyers 200000 --buyer-seed 21 --connections "$conns" --duration "$secs"
+check full-path-capacity
+capacity=$(tail -n1 "$results" | python3 -c 'import json,sys; print(json.load(sys.stdin)["report"]["rps"])')
+half=$(python3 -c "print(max(1, round($capacity / 2)))")
+load --label full-path-half-capacity --target $edge_addr --auth token --products "$full" \
+  --buyers 200000 --buyer-seed 22 --connections "$conns" --duration "$secs" --rate "$half"
+check full-path-half-capacity
+
+# 5. Scaling: 1 vs 1,000 sold-out products; 1k vs 1M buyers.
+log "creating 1,000 products and selling each out"
+export -f product; export origin_addr admin
+seq 1000 | xargs -P 4 -I{} bash -c 'product 1' >"$out/products.txt"
+load --label prime --target $origin_addr --auth edge --products "@$out/products.txt" \
+  --buyers 1000 --buyer-seed 31 --connections 4 --duration 30 --warmup 0 --max-requests 1000 \
+  --round-robin --out /dev/null
+load --label edge-sold-out-1000-products --target $edge_addr --auth token \
+  --products "@$out/products.txt" --buyers 1000 --buyer-seed 14 --connections "$conns" \
+  --duration "$secs"
+load --label origin-sold-out-1000-products --target $origin_addr --auth edge \
+  --products "@$out/products.txt" --buyers 1000 --buyer-seed 13 --connections "$conns" \
+  --duration "$secs"
+load --label origin-sold-out-1m-buyers --target $origin_addr --auth edge --products "$sold" \
+  --buyers 1000000 --buyer-seed 32 --connections "$conns" --duration "$secs"
+load --label edge-sold-out-1m-buyers --target $edge_addr --auth token --products "$sold" \
+  --buyers 1000000 --buyer-seed 33 --connections "$conns" --duration "$secs"
+check scaling
+
+# 6. Fairness: W = 0, 5, 20 ms with 0–20 ms of edge→origin jitter. 600 units, 3,000 buyers
+#    at 1,000 req/s; inversions counted with no skew allowed, and the check run allowing the
+#    injected jitter as skew.
+for w in 0 5 20; do
+  start_stack "$w" 20
+  f=$(product 600)
+  load --label "fairness-w$w" --target $edge_addr --auth token --products "$f" --buyers 3000 \
+    --buyer-seed $((40 + w)) --connections 64 --duration 3 --warmup 0 --rate 1000
+  "$bin/flashgate" check --skew-ms 0 >"$out/inversions-w$w.txt" 2>&1 || true
+  check "fairness-w$w" 20
+done
+
+total_secs=$(( $(date +%s) - started ))
+python3 scripts/bench_report.py --results "$results" --checks "$checks" --out docs \
+  --build-secs "$build_secs" --total-secs "$total_secs" --inversions "$out" \
+  --command "scripts/bench.sh" --seconds "$secs" --connections "$conns"
+log "wrote docs/benchmarks.md and docs/benchmarks.png ($total_secs s)"
+if grep -q "	FAIL	" "$checks"; then
+  log "an invariant check failed"
+  exit 1
+fi
