@@ -54,6 +54,11 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null \
   || { echo "PostgreSQL is not reachable as postgres@127.0.0.1:5432" >&2; exit 1; }
 log "redis and postgresql are up"
 
+# The benchmark needs only the services above.
+if [ "${FLASHGATE_SETUP_SERVICES_ONLY:-0}" = 1 ]; then
+  exit 0
+fi
+
 # tansu: a Kafka-protocol broker (crates.io), for the Kafka path in tests and `dev.sh --kafka`.
 # Built once into a cache outside the repository (about 18 minutes on 2 cores), then reused.
 tools="${FLASHGATE_TOOLS:-$HOME/.cache/flashgate/tools}"
