@@ -128,7 +128,9 @@ def main():
       "spreads requests over 1,000 sold-out products; `*-1m-buyers` draws buyers from a pool "
       "of a million (each request a buyer not seen before while the pool lasts). Edge rate "
       "limits are off in these runs (one client address, and the 429 path is not what is "
-      "measured).")
+      "measured). `k6-*` rows are the scripts of `k6/` run by k6 at the rate shown (open "
+      "loop, iterations per second; a full-flow iteration makes four requests); their "
+      "answers column says whether the script's thresholds held.")
     w("")
     w("## Fairness window")
     w("")
