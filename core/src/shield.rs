@@ -110,7 +110,7 @@ pub fn judge(
     }
 }
 
-/// The refresh window `now_us` falls in: one refresh per product per window.
+/// The refresh window `now_us` falls in: one refresh per edge per window.
 pub fn refresh_window(now_us: u64, refresh_every_us: u64) -> u64 {
     now_us / refresh_every_us.max(1)
 }
@@ -138,7 +138,7 @@ pub fn learn(
     }
 }
 
-/// The origin's availability answer (`GET /internal/availability/{id}`) at `now_ms`.
+/// One product's entry in the origin's availability answer, read at `now_ms`.
 pub fn from_availability(answer: &serde_json::Value, now_ms: i64) -> Option<Availability> {
     let remaining = answer.get("remaining")?.as_i64()?;
     let starts_ms = answer.get("saleStartsAtMs")?.as_i64()?;
@@ -152,6 +152,21 @@ pub fn from_availability(answer: &serde_json::Value, now_ms: i64) -> Option<Avai
         return Some(Availability::Ended { ends_at: text("saleEndsAt")? });
     }
     Some(if remaining > 0 { Availability::OnSale } else { Availability::SoldOut })
+}
+
+/// The origin's answer for every product (`GET /internal/availability`) at `now_ms`:
+/// `(productId, availability)` per product it could read; malformed entries are skipped.
+pub fn from_snapshot(answer: &serde_json::Value, now_ms: i64) -> Vec<(String, Availability)> {
+    let Some(products) = answer.get("products").and_then(|p| p.as_array()) else {
+        return Vec::new();
+    };
+    products
+        .iter()
+        .filter_map(|entry| {
+            let id = entry.get("productId")?.as_str()?.to_owned();
+            Some((id, from_availability(entry, now_ms)?))
+        })
+        .collect()
 }
 
 /// A buyer's slot of a product, known to the edge until `until_us`.
@@ -297,6 +312,21 @@ mod tests {
         assert_eq!(from_availability(&a, 250), Some(Availability::Ended { ends_at: "E".into() }));
         let b = json!({"remaining": 2, "saleStartsAtMs": 0, "saleEndsAtMs": null});
         assert_eq!(from_availability(&b, 5), Some(Availability::OnSale));
+    }
+
+    #[test]
+    fn a_snapshot_reads_every_well_formed_product() {
+        let answer = json!({"products": [
+            {"productId": "a", "remaining": 0, "saleStartsAtMs": 0},
+            {"productId": "b", "remaining": 3, "saleStartsAtMs": 0},
+            {"productId": "c"},
+            {"remaining": 1, "saleStartsAtMs": 0},
+        ]});
+        assert_eq!(
+            from_snapshot(&answer, 10),
+            [("a".to_owned(), Availability::SoldOut), ("b".to_owned(), Availability::OnSale)]
+        );
+        assert_eq!(from_snapshot(&json!({"products": 3}), 10), []);
     }
 
     #[test]

@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const ACQUIRE: &str = "/slots/acquire";
-const AVAILABILITY: &str = "/internal/availability/{id}";
+const AVAILABILITY: &str = "/internal/availability";
+
+/// Availability re-checks the origin has answered.
+async fn re_checks(s: &Stack) -> u64 {
+    s.origin.route_count(AVAILABILITY).await.unwrap()
+}
 
 fn vars(settings: &mut HostSettings, pairs: &[(&str, &str)]) {
     for (k, v) in pairs {
@@ -33,7 +38,7 @@ async fn after_a_sell_out_the_edge_answers_ten_thousand_buyers_and_resells_a_fre
     let slot: Value = winner.json().await.unwrap();
     let slot = Uuid::parse_str(slot["slotId"].as_str().unwrap()).unwrap();
     let acquisitions = s.origin.route_count(ACQUIRE).await.unwrap();
-    let refreshes = s.origin.route_count(AVAILABILITY).await.unwrap();
+    let refreshes = re_checks(&s).await;
 
     let tokens: Vec<String> = (0..10_000).map(|_| s.id.buyer(Uuid::new_v4())).collect();
     let stack = &s;
@@ -58,7 +63,7 @@ async fn after_a_sell_out_the_edge_answers_ten_thousand_buyers_and_resells_a_fre
         acquisitions,
         "no acquisition reached the origin"
     );
-    let checks = s.origin.route_count(AVAILABILITY).await.unwrap() - refreshes;
+    let checks = re_checks(&s).await - refreshes;
     // Windows are aligned to the clock, so a span may touch one more at each end.
     let bound = (elapsed.as_secs_f64() * 4.0).ceil() as u64 + 2;
     assert!(checks <= bound, "{checks} re-checks in {elapsed:?}: at most 4 a second");
@@ -78,6 +83,42 @@ async fn after_a_sell_out_the_edge_answers_ten_thousand_buyers_and_resells_a_fre
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("the freed unit was resold {:?} after it was returned", freed.elapsed());
+}
+
+/// Re-checks are per edge, not per product: with fifty sold-out products the edge still
+/// asks the origin at most four times a second, and one answer refreshes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sold_out_products_share_one_re_check() {
+    let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    let mut products = Vec::new();
+    for _ in 0..50 {
+        let product = s.origin.create_product(&s.id, 1).await.unwrap();
+        assert_eq!(s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap().status(), 201);
+        products.push(product);
+    }
+    let acquisitions = s.origin.route_count(ACQUIRE).await.unwrap();
+    let refreshes = re_checks(&s).await;
+    let requests: Vec<(String, Uuid)> =
+        (0..2_000).map(|i| (s.id.buyer(Uuid::new_v4()), products[i % products.len()])).collect();
+    let stack = &s;
+    let started = Instant::now();
+    let answers: Vec<(u16, Value)> = futures::stream::iter(requests.iter())
+        .map(|(token, product)| async move {
+            let r = stack.acquire(token, *product).await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!((*status, body["type"].as_str()), (409, Some("/problems/sold-out")), "{body}");
+    }
+    assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap(), acquisitions);
+    let checks = re_checks(&s).await - refreshes;
+    let bound = (elapsed.as_secs_f64() * 4.0).ceil() as u64 + 2;
+    assert!(checks <= bound, "{checks} re-checks for 50 products in {elapsed:?}");
+    println!("2,000 answers over 50 sold-out products in {elapsed:?}, {checks} re-checks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -408,23 +408,32 @@ impl Inventory {
         Ok((restored >= 0).then_some(restored))
     }
 
-    /// `(remaining, startsAtMs, endsAtMs)` of a product, or `None` when Redis does not know it.
-    pub async fn availability(
-        &self,
-        product_id: Uuid,
-    ) -> RedisResult<Option<(i64, i64, Option<i64>)>> {
-        let (remaining, starts, ends): (Option<i64>, Option<i64>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(ProductKeys::new(product_id).product())
+    /// `(productId, remaining, startsAtMs, endsAtMs)` of every indexed product Redis has sale
+    /// state for, in two round trips.
+    pub async fn availability_all(&self) -> RedisResult<Vec<(Uuid, i64, i64, Option<i64>)>> {
+        let ids: Vec<String> =
+            redis::cmd("SMEMBERS").arg(PRODUCT_INDEX).query_async(&mut self.conn.clone()).await?;
+        let ids: Vec<Uuid> = ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for p in &ids {
+            pipe.cmd("HMGET")
+                .arg(ProductKeys::new(*p).product())
                 .arg("remaining")
                 .arg("startsAtMs")
-                .arg("endsAtMs")
-                .query_async(&mut self.conn.clone())
-                .await?;
-        Ok(match (remaining, starts) {
-            (Some(r), Some(s)) => Some((r, s, ends.and_then(|e| e.parse().ok()))),
-            _ => None,
-        })
+                .arg("endsAtMs");
+        }
+        let rows: Vec<(Option<i64>, Option<i64>, Option<String>)> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(ids
+            .into_iter()
+            .zip(rows)
+            .filter_map(|(id, (remaining, starts, ends))| {
+                Some((id, remaining?, starts?, ends.and_then(|e| e.parse().ok())))
+            })
+            .collect())
     }
 
     /// `remaining` of several products in one round trip (`None`: not in Redis).

@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/slots/acquire", post(acquire))
         .route("/slots/my-slots", get(my_slots))
         .route("/slots/{id}", get(read))
-        .route("/internal/availability/{id}", get(availability))
+        .route("/internal/availability", get(availability_all))
 }
 
 /// The body of `POST /slots/acquire`.
@@ -127,29 +127,39 @@ async fn acquire(
     }
 }
 
-/// What the edge asks, at a bounded rate, to re-check a product it believes it cannot sell
-/// (sold out, not yet on sale, ended): live from Redis.
-async fn availability(
+/// Every product Redis is selling, in one answer: what an edge asks, at a bounded rate, to
+/// re-check all the products it cannot sell at once, so its cost does not grow with the
+/// number of products it has seen.
+async fn availability_all(
     State(state): State<AppState>,
     _edge: EdgeContext,
-    Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let product_id = products::parse_id(&id, "product")?;
-    let Some((remaining, starts_ms, ends_ms)) = state.inventory.availability(product_id).await?
-    else {
-        return match products::find(&state, product_id).await? {
-            Some(_) => Err(products::not_loaded(&state, product_id)),
-            None => Err(ApiError::NotFound(format!("no product {product_id}"))),
-        };
-    };
-    Ok(Json(serde_json::json!({
+    let products: Vec<Value> = state
+        .inventory
+        .availability_all()
+        .await?
+        .into_iter()
+        .map(|(id, remaining, starts_ms, ends_ms)| {
+            availability_json(id, remaining, starts_ms, ends_ms)
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "products": products })))
+}
+
+fn availability_json(
+    product_id: Uuid,
+    remaining: i64,
+    starts_ms: i64,
+    ends_ms: Option<i64>,
+) -> Value {
+    serde_json::json!({
         "productId": product_id,
         "remaining": remaining.max(0),
         "saleStartsAtMs": starts_ms,
         "saleStartsAt": rfc3339_ms(starts_ms),
         "saleEndsAtMs": ends_ms,
         "saleEndsAt": ends_ms.map(rfc3339_ms),
-    })))
+    })
 }
 
 /// A slot as PostgreSQL holds it (written by the persister).

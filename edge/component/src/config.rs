@@ -15,7 +15,8 @@ pub struct EdgeConfig {
     pub verifier: TokenVerifier,
     /// Fingerprint of the key set and policy, so cached verdicts die with a key rotation.
     pub verifier_fingerprint: String,
-    /// How often a refusing availability hint is re-checked at the origin, per product.
+    /// How often the edge re-checks its refusing availability hints at the origin (one call
+    /// for every product).
     pub refresh_every_us: u64,
     /// Token buckets per buyer and per client address (`None`: no limit).
     pub user_limit: Option<Limit>,

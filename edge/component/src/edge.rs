@@ -176,19 +176,30 @@ async fn acquire(
         Judgement::Forward => {}
         Judgement::Refuse(problem) => return Err(problem.into()),
         Judgement::Stale(problem) => {
+            // One re-check per window for the whole edge, covering every product: its cost
+            // does not grow with the number of products the edge refuses.
             let window = shield::refresh_window(arrival_us, config.refresh_every_us);
-            let claimed = store.update(&format!("rf:{product}"), |last| {
+            let claimed = store.update(REFRESH_KEY, |last| {
                 let last = last.and_then(|l| std::str::from_utf8(l).ok()?.parse::<u64>().ok());
                 (last.unwrap_or(0) < window).then(|| window.to_string().into_bytes())
             });
             if claimed != Some(true) {
                 return Err(problem.into());
             }
-            let Some(fresh) = refresh(config, product, trace).await else {
+            let Some(snapshot) = refresh(config, trace).await else {
                 return Err(problem.into());
             };
-            let hint = Hint::new(fresh, now_us());
-            store.set(&hint_key, hint.encode().as_bytes());
+            let now = now_us();
+            let mut fresh = None;
+            for (id, availability) in snapshot {
+                let hint = Hint::new(availability, now);
+                store.set(&format!("av:{id}"), hint.encode().as_bytes());
+                if id == product {
+                    fresh = Some(hint);
+                }
+            }
+            // A product the origin did not list stays refused until it is listed again.
+            let hint = fresh.ok_or(problem)?;
             if let Some(problem) = hint.refusal(product, arrival_us) {
                 return Err(problem.into());
             }
@@ -245,13 +256,15 @@ fn learn(store: &Store, config: &EdgeConfig, hint_key: &str, holding_key: &str, 
     }
 }
 
-/// Asks the origin what it knows of `product` now (signed, as the edge itself).
+/// The key-value key of the edge-wide re-check window.
+const REFRESH_KEY: &str = "rf:*";
+
+/// Asks the origin what it knows of every product now (signed, as the edge itself).
 async fn refresh(
     config: &EdgeConfig,
-    product: &str,
     trace: &TraceContext,
-) -> Option<shield::Availability> {
-    let path = format!("/internal/availability/{product}");
+) -> Option<Vec<(String, shield::Availability)>> {
+    let path = AVAILABILITY_PATH;
     let traceparent = trace.to_string();
     let arrival_us = now_us();
     let stamp = EdgeStamp {
@@ -261,7 +274,7 @@ async fn refresh(
         edge_id: &config.edge_id,
         idempotency_key: "",
     };
-    let signature = signing::sign(&config.secret, "GET", &path, &stamp, b"");
+    let signature = signing::sign(&config.secret, "GET", path, &stamp, b"");
     let mut builder = Request::builder();
     builder
         .method(Method::Get)
@@ -276,8 +289,10 @@ async fn refresh(
         return None;
     }
     let body: serde_json::Value = serde_json::from_slice(answer.body()).ok()?;
-    shield::from_availability(&body, (now_us() / 1000) as i64)
+    Some(shield::from_snapshot(&body, (now_us() / 1000) as i64))
 }
+
+const AVAILABILITY_PATH: &str = "/internal/availability";
 
 /// The user id the edge signs its own requests with.
 const EDGE_USER: &str = "00000000-0000-0000-0000-000000000000";
