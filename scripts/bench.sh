@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: builds release binaries, starts a private stack (its own redis-server on
-# 6390, database flashgate_bench, origin on 18081, edge host on 13000), runs every scenario
+# 6390, database flashgate_bench, origin on 18081, edge host on 13000 and, for one scenario,
+# one reusing instances on 13001), runs every scenario
 # with flashgate-bench (one load generator for all of them), runs `flashgate check` after
 # each, and writes docs/benchmarks.md and docs/benchmarks.png.
 #
@@ -19,6 +20,7 @@ conns=${BENCH_CONNECTIONS:-32}
 redis_port=6390
 origin_addr=127.0.0.1:18081
 edge_addr=127.0.0.1:13000
+reused_addr=127.0.0.1:13001
 bare_addr=127.0.0.1:13900
 proxy_addr=127.0.0.1:18082
 db_name=flashgate_bench
@@ -78,14 +80,25 @@ start_stack() {
       --max-ms "$jitter" >>"$out/proxy.log" 2>&1 & stack_pids+=($!)
     upstream=$proxy_addr
   fi
+  run_edge $edge_addr $upstream; stack_pids+=($!)
+  for _ in $(seq 100); do curl -fsS "http://$origin_addr/health" >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_edge $edge_addr
+}
+
+# Starts an edge host in the background ($! is its pid).
+#   run_edge <listen> <origin host:port> [flashgate-edge options...]
+run_edge() {
+  local listen=$1 upstream=$2
+  shift 2
   # Rate limits off: every request of the load generator comes from one address and a few
   # buyers, and this measures the sold-out and forwarding paths, not the 429 path.
   SPIN_VARIABLE_EDGE_SECRET=$FLASHGATE_EDGE_SECRET SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")" \
     SPIN_VARIABLE_ORIGIN_HOST=$upstream SPIN_VARIABLE_RATE_USER_PER_SEC=0 \
-    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$edge_addr RUST_LOG=warn \
-    "$bin/flashgate-edge" --manifest "$root/spin.toml" >>"$out/edge.log" 2>&1 & stack_pids+=($!)
-  for _ in $(seq 100); do curl -fsS "http://$origin_addr/health" >/dev/null 2>&1 && break; sleep 0.1; done
-  for _ in $(seq 100); do curl -s -o /dev/null "http://$edge_addr/" 2>/dev/null && break; sleep 0.1; done
+    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$listen RUST_LOG=warn \
+    "$bin/flashgate-edge" --manifest "$root/spin.toml" "$@" >>"$out/edge.log" 2>&1 &
+}
+wait_edge() {
+  for _ in $(seq 100); do curl -s -o /dev/null "http://$1/" 2>/dev/null && break; sleep 0.1; done
 }
 
 # Prints the id of a new product on sale with <stock> units.
@@ -174,6 +187,13 @@ load --label edge-sold-out --target $edge_addr --auth token --products "$sold" -
 sleep 0.5
 load --label bare-hyper --target $bare_addr --auth token --products "$sold" --buyers 1000 \
   --buyer-seed 14 --connections "$conns" --duration "$secs"
+# The same component in a host that reuses instances (up to 10,000 requests each) instead of
+# instantiating one per request.
+run_edge $reused_addr $origin_addr --reuse-instances 10000; reused_pid=$!
+wait_edge $reused_addr
+load --label edge-sold-out-reused --target $reused_addr --auth token --products "$sold" \
+  --buyers 1000 --buyer-seed 14 --connections "$conns" --duration "$secs"
+kill $reused_pid; wait $reused_pid 2>/dev/null || true
 check edge-sold-out
 
 # 4. The full path: buyers through the edge to the origin and Redis, each buyer once.

@@ -486,6 +486,7 @@ pub fn component_path() -> PathBuf {
 pub struct TestEdge {
     pub addr: SocketAddr,
     pub host_kv: flashgate_edge_host::kv::KvStores,
+    pub stats: Arc<flashgate_edge_host::HostStats>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -533,11 +534,12 @@ impl TestEdge {
         let host = EdgeHost::build(settings).await?;
         let addr = host.local_addr();
         let host_kv = host.kv();
+        let stats = host.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(host.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, host_kv, stop: Some(stop) })
+        Ok(Self { addr, host_kv, stats, stop: Some(stop) })
     }
 
     pub fn url(&self, path: &str) -> String {

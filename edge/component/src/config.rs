@@ -1,10 +1,25 @@
-//! The edge's configuration, read through `wasi:config` at the start of each request.
+//! The edge's configuration, read through `wasi:config` at the start of each request, or
+//! taken from the instance's own copy when the host reuses instances and that copy is at
+//! most [`CACHE_FOR_US`] old.
 
 use crate::platform::config_get;
 use flashgate_core::shield::Limit;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy, TokenVerifier};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
+
+/// How long an instance that serves several requests keeps its parsed configuration before
+/// reading it again (a platform may change variables at run time, keys rotate). Under a
+/// host that instantiates per request (`spin up`) every request reads it.
+pub const CACHE_FOR_US: u64 = 1_000_000;
+
+thread_local! {
+    /// The parsed configuration and when it was read (µs). The component is
+    /// single-threaded; this lives as long as its instance.
+    static CACHED: RefCell<Option<(u64, Rc<EdgeConfig>)>> = const { RefCell::new(None) };
+}
 
 /// Everything one request needs to know about its deployment.
 pub struct EdgeConfig {
@@ -55,6 +70,22 @@ fn optional(key: &str, default: &str) -> Result<String, String> {
 }
 
 impl EdgeConfig {
+    /// The configuration at `now_us`: the instance's copy when it is fresh enough, else read
+    /// and parsed again (a failed read is never cached).
+    pub fn current(now_us: u64) -> Result<Rc<Self>, String> {
+        let cached = CACHED.with_borrow(|c| {
+            c.as_ref()
+                .filter(|(read, _)| now_us.saturating_sub(*read) < CACHE_FOR_US && now_us >= *read)
+                .map(|(_, config)| config.clone())
+        });
+        if let Some(config) = cached {
+            return Ok(config);
+        }
+        let config = Rc::new(Self::load()?);
+        CACHED.set(Some((now_us, config.clone())));
+        Ok(config)
+    }
+
     pub fn load() -> Result<Self, String> {
         let origin_url = required("origin_url")?.trim().trim_end_matches('/').to_owned();
         let edge_id = optional("edge_id", "edge")?;

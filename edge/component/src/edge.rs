@@ -67,7 +67,7 @@ async fn admit_and_forward(
             Problem::not_found(format!("no route for {}", req.path()))
         }
     })?;
-    let config = EdgeConfig::load().map_err(|e| {
+    let config = EdgeConfig::current(arrival_us).map_err(|e| {
         eprintln!("flashgate-edge: configuration error: {e}");
         Problem::internal()
     })?;

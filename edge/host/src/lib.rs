@@ -2,8 +2,9 @@
 //!
 //! It reads `spin.toml` ([`manifest`]) for routes, component sources, variables, key-value
 //! stores and allowed outbound hosts; compiles and pre-instantiates each component once;
-//! and runs every request in a fresh `Store` under the pooling allocator, with an epoch
-//! deadline and a wall-clock deadline ([`server`]). Components see `wasi:http`, `wasi:config`
+//! and runs every request in a fresh `Store` (or, with `--reuse-instances`, a warm instance
+//! that answered cleanly before) under the pooling allocator, with an epoch deadline and a
+//! wall-clock deadline ([`server`]). Components see `wasi:http`, `wasi:config`
 //! (their resolved variables, [`bindings`]) and `wasi:keyvalue` ([`kv`]: bounded stores
 //! shared across requests).
 
@@ -13,4 +14,4 @@ pub mod manifest;
 pub mod server;
 mod state;
 
-pub use server::{EdgeHost, HostSettings};
+pub use server::{EdgeHost, HostSettings, HostStats};

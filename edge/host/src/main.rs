@@ -26,6 +26,15 @@ struct Args {
     /// Memory bound of each key-value store, in MiB.
     #[arg(long, env = "FLASHGATE_EDGE_KV_MIB", default_value_t = 256)]
     kv_mib: u64,
+    /// Requests one instance may serve before it is dropped; 1 is a fresh instance per
+    /// request, as `spin up` does. Only for components that keep nothing of one request for
+    /// the next in their own memory (flashgate's edge component keeps none).
+    #[arg(long, env = "FLASHGATE_EDGE_REUSE_INSTANCES", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    reuse_instances: u32,
+    /// Idle instances kept warm per component when instances are reused.
+    #[arg(long, env = "FLASHGATE_EDGE_WARM_INSTANCES", default_value_t = 64)]
+    warm_instances: usize,
 }
 
 fn parse_variable(s: &str) -> Result<(String, String), String> {
@@ -47,6 +56,8 @@ async fn main() -> Result<()> {
     settings.variables = args.variables.into_iter().collect();
     settings.request_timeout = Duration::from_millis(args.request_timeout_ms);
     settings.kv_capacity_bytes = args.kv_mib * 1024 * 1024;
+    settings.reuse_instances = args.reuse_instances;
+    settings.warm_instances = args.warm_instances;
     let host = EdgeHost::build(settings).await.context("starting the edge host")?;
     tracing::info!(addr = %host.local_addr(), "edge listening");
     host.run_until_stopped(async {

@@ -1,5 +1,11 @@
-//! The HTTP server: routes each request to its component and runs it in a fresh `Store`
-//! from a pre-instantiated `ProxyPre`, under the pooling allocator and an epoch deadline.
+//! The HTTP server: routes each request to its component and runs it in an instance from a
+//! pre-instantiated `ProxyPre`, under the pooling allocator and an epoch deadline.
+//!
+//! By default every request gets a fresh `Store` and instance, as `spin up` does. With
+//! [`HostSettings::reuse_instances`] above 1, an instance that answered cleanly (no trap, no
+//! resource left in its table) goes back to a small pool of warm instances and serves up to
+//! that many requests: the per-request instantiation and memory reset are what dominate the
+//! edge's cost (see `docs/benchmark-notes.md`).
 
 use crate::kv::KvStores;
 use crate::manifest::{ComponentSpec, Manifest};
@@ -17,14 +23,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// How often the epoch advances; per-request wasm deadlines are counted in these ticks.
@@ -47,6 +54,13 @@ pub struct HostSettings {
     /// Largest declared request body (`Content-Length`) the host lets through; components
     /// buffer bodies in their own memory.
     pub max_request_body: u64,
+    /// Requests one instance may serve before it is dropped. 1 (the default) is a fresh
+    /// instance per request, as `spin up` does. Above 1, the component's memory outlives a
+    /// request, so only components that keep nothing of one request for the next (flashgate's
+    /// own keeps all its state in the key-value store) should be served this way.
+    pub reuse_instances: u32,
+    /// Idle warm instances kept per component when instances are reused.
+    pub warm_instances: usize,
 }
 
 impl HostSettings {
@@ -61,6 +75,8 @@ impl HostSettings {
             kv_capacity_bytes: 256 * 1024 * 1024,
             max_instances: 1000,
             max_request_body: 1024 * 1024,
+            reuse_instances: 1,
+            warm_instances: 64,
         }
     }
 }
@@ -69,10 +85,72 @@ struct Served {
     pre: ProxyPre<RequestState>,
     spec: Arc<ComponentSpec>,
     outbound: Outbound,
+    warm: Arc<WarmPool>,
+}
+
+/// An instantiated component with its store, kept for the next request.
+struct Warm {
+    store: Store<RequestState>,
+    proxy: Proxy,
+    served: u32,
+}
+
+/// Idle instances of one component. A request takes one (or instantiates a new one) and
+/// puts it back when it answered cleanly and may serve again.
+struct WarmPool {
+    idle: Mutex<Vec<Warm>>,
+    reuse: u32,
+    capacity: usize,
+}
+
+impl WarmPool {
+    fn new(reuse: u32, capacity: usize) -> Self {
+        Self { idle: Mutex::new(Vec::new()), reuse, capacity }
+    }
+
+    fn take(&self) -> Option<Warm> {
+        if self.reuse <= 1 {
+            return None;
+        }
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+
+    /// Keeps `warm` if it may serve again: under its request budget, its resource table
+    /// empty (the guest dropped every handle of the last request) and the pool not full.
+    fn put(&self, warm: Warm) {
+        if warm.served >= self.reuse || !warm.store.data().table.is_empty() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < self.capacity {
+            idle.push(warm);
+        }
+    }
+
+    /// Drops every idle instance, giving its pooling-allocator slot back.
+    fn clear(&self) -> usize {
+        let drained: Vec<Warm> =
+            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..).collect();
+        drained.len()
+    }
+}
+
+/// Counters of the host's own work, for operators and tests.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    instantiated: AtomicU64,
+}
+
+impl HostStats {
+    /// Component instances created so far (one per request unless instances are reused).
+    pub fn instantiated(&self) -> u64 {
+        self.instantiated.load(Ordering::Relaxed)
+    }
 }
 
 struct Shared {
     manifest: Manifest,
+    stats: Arc<HostStats>,
     served: HashMap<String, Served>,
     kv: KvStores,
     engine: Engine,
@@ -123,7 +201,8 @@ impl EdgeHost {
                 connect_timeout: settings.outbound_connect_timeout,
                 first_byte_timeout: settings.outbound_first_byte_timeout,
             };
-            served.insert(id.clone(), Served { pre, spec: Arc::new(spec.clone()), outbound });
+            let warm = Arc::new(WarmPool::new(settings.reuse_instances, settings.warm_instances));
+            served.insert(id.clone(), Served { pre, spec: Arc::new(spec.clone()), outbound, warm });
         }
 
         let listener = TcpListener::bind(settings.listen)
@@ -132,6 +211,7 @@ impl EdgeHost {
         spawn_epoch_ticker(&engine);
         let shared = Arc::new(Shared {
             manifest,
+            stats: Arc::default(),
             served,
             kv,
             engine,
@@ -148,6 +228,11 @@ impl EdgeHost {
     /// The application's key-value stores (for operators and tests).
     pub fn kv(&self) -> KvStores {
         self.shared.kv.clone()
+    }
+
+    /// The host's counters (they keep counting while it serves).
+    pub fn stats(&self) -> Arc<HostStats> {
+        self.shared.stats.clone()
     }
 
     /// Serves until `shutdown` resolves, then drains open connections for up to 10 s.
@@ -265,32 +350,39 @@ async fn handle(
 }
 
 async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     served: &Served,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<HyperOutgoingBody>> {
-    let state = RequestState::new(served.spec.clone(), shared.kv.clone(), served.outbound.clone());
-    let mut store = Store::new(&shared.engine, state);
     let ticks = (shared.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
-
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
-    let out = store.data_mut().http().new_response_outparam(sender)?;
-    let pre = served.pre.clone();
+    let component = served.spec.id.clone();
+    let shared = shared.clone();
     // The guest may keep running (streaming a body) after it has sent the head.
     let task = tokio::spawn(async move {
-        // Instantiation fails when the pool is exhausted: a capacity problem, not a bug.
-        let proxy = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| anyhow::Error::from(e).context(AtCapacity))?;
-        proxy
+        let served = &shared.served[&component];
+        let mut warm = match served.warm.take() {
+            Some(warm) => warm,
+            None => instantiate(&shared, served, ticks).await?,
+        };
+        let store = &mut warm.store;
+        store.set_epoch_deadline(ticks);
+        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let handled = warm
+            .proxy
             .wasi_http_incoming_handler()
-            .call_handle(&mut store, incoming, out)
-            .await
-            .map_err(anyhow::Error::from)
+            .call_handle(&mut warm.store, incoming, out)
+            .await;
+        warm.served += 1;
+        match handled {
+            Ok(()) => {
+                served.warm.put(warm);
+                Ok(())
+            }
+            // A trapped instance is never used again.
+            Err(e) => Err(anyhow::Error::from(e)),
+        }
     });
     match receiver.await {
         Ok(Ok(response)) => Ok(response),
@@ -300,6 +392,34 @@ async fn serve(
             Ok(Err(e)) => Err(e),
             Err(e) => Err(e.into()),
         },
+    }
+}
+
+/// A new instance in a new store. When the pooling allocator has no slot left, idle warm
+/// instances (of any component) give theirs back and the instantiation is tried once more;
+/// failing that, it is a capacity problem, not a bug.
+async fn instantiate(shared: &Shared, served: &Served, ticks: u64) -> Result<Warm> {
+    let mut retried = false;
+    loop {
+        let state =
+            RequestState::new(served.spec.clone(), shared.kv.clone(), served.outbound.clone());
+        let mut store = Store::new(&shared.engine, state);
+        store.epoch_deadline_trap();
+        // Instantiation runs guest start code: it counts against the request's deadline.
+        store.set_epoch_deadline(ticks);
+        match served.pre.instantiate_async(&mut store).await {
+            Ok(proxy) => {
+                shared.stats.instantiated.fetch_add(1, Ordering::Relaxed);
+                return Ok(Warm { store, proxy, served: 0 });
+            }
+            Err(e) => {
+                let freed: usize = shared.served.values().map(|s| s.warm.clear()).sum();
+                if retried || freed == 0 {
+                    return Err(anyhow::Error::from(e).context(AtCapacity));
+                }
+                retried = true;
+            }
+        }
     }
 }
 
