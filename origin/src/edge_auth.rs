@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flashgate_core::signing::{self, EdgeStamp, SignatureError};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use flashgate_core::routes::MAX_BUYER_BODY;
@@ -35,7 +36,7 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError>
 
 /// Middleware for the buyer routes.
 pub async fn require_edge_signature(
-    State(trust): State<EdgeTrust>,
+    State(trust): State<Arc<EdgeTrust>>,
     req: Request,
     next: Next,
 ) -> Response {

@@ -13,7 +13,7 @@ use crate::payments::{self, Payments};
 use crate::persister::PgWriter;
 use crate::relay::{Relay, Sink};
 use crate::settings::Settings;
-use crate::state::{AppState, EdgeTrust};
+use crate::state::{AppState, EdgeTrust, Shared};
 use crate::{MIGRATOR, edge_auth, health, kafka, metrics, products, recovery, slots, trace};
 use anyhow::Context;
 use axum::Router;
@@ -101,17 +101,17 @@ impl Application {
             inventory.clone(),
             clock.clone(),
         );
-        let state = AppState {
+        let state = AppState::new(Shared {
             fairness,
             payments,
             db,
             inventory,
             metrics: Metrics::default(),
-            edge: EdgeTrust {
+            edge: Arc::new(EdgeTrust {
                 secret: settings.edge_secret.clone(),
                 max_skew: settings.max_stamp_skew,
                 clock: clock.clone(),
-            },
+            }),
             admin_tokens: Arc::new(TokenVerifier::new(
                 settings.jwt_keys.clone(),
                 settings.jwt_policy.clone(),
@@ -119,7 +119,7 @@ impl Application {
             clock,
             rebuilds: Arc::default(),
             kafka: kafka.clone(),
-        };
+        });
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;

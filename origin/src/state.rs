@@ -12,13 +12,33 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The origin's shared state. Handlers and middleware clone it on every request (axum's
+/// `State`), so it is one `Arc`: cloning it is a single reference-count increment, however
+/// many parts it holds.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub db: PgPool,
     pub inventory: Inventory,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
-    pub edge: EdgeTrust,
+    pub edge: Arc<EdgeTrust>,
     pub admin_tokens: Arc<TokenVerifier>,
     /// Products whose automatic rebuild is running (see [`crate::recovery`]).
     pub rebuilds: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
@@ -43,7 +63,7 @@ impl FromRef<AppState> for Metrics {
     }
 }
 
-impl FromRef<AppState> for EdgeTrust {
+impl FromRef<AppState> for Arc<EdgeTrust> {
     fn from_ref(s: &AppState) -> Self {
         s.edge.clone()
     }
