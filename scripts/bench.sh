@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-log() { printf '\033[1;35m[bench]\033[0m %s\n' "$*" >&2; }
+# Each line carries the seconds since the start, so a slow phase shows.
+log() { printf '\033[1;35m[bench %4ss]\033[0m %s\n' "$SECONDS" "$*" >&2; }
 
 secs=${BENCH_SECONDS:-8}
 conns=${BENCH_CONNECTIONS:-32}
@@ -113,7 +114,10 @@ product() {
   printf '%s\n' "$id"
 }
 
-load() { "$bin/flashgate-bench" load --out "$results" --dev-dir "$dev_dir" "$@"; }
+load() {
+  log "load $2"
+  "$bin/flashgate-bench" load --out "$results" --dev-dir "$dev_dir" "$@"
+}
 # As load, unrecorded: puts the stack in the state a scenario needs.
 prime() { "$bin/flashgate-bench" load --label prime --out /dev/null --dev-dir "$dev_dir" "$@"; }
 
@@ -127,6 +131,7 @@ undelivered() {
 #   check <scenario> [skew ms]
 check() {
   local name=$1 skew=${2:-0}
+  log "check after $name (waiting for the outbox to drain)"
   for _ in $(seq 300); do
     [ "$(undelivered)" = 0 ] && break
     sleep 1
