@@ -2,14 +2,13 @@
 //! arrival stamp. The verified envelope reaches handlers as [`EdgeContext`].
 
 use crate::error::ApiError;
-use crate::state::EdgeTrust;
+use crate::state::{AppState, EdgeTrust};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flashgate_core::signing::{self, EdgeStamp, SignatureError};
-use std::sync::Arc;
 use uuid::Uuid;
 
 use flashgate_core::routes::MAX_BUYER_BODY;
@@ -36,11 +35,11 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError>
 
 /// Middleware for the buyer routes.
 pub async fn require_edge_signature(
-    State(trust): State<Arc<EdgeTrust>>,
+    State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    match verify(&trust, req).await {
+    match verify(&state.edge, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
     }

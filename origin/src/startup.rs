@@ -107,11 +107,11 @@ impl Application {
             db,
             inventory,
             metrics: Metrics::default(),
-            edge: Arc::new(EdgeTrust {
+            edge: EdgeTrust {
                 secret: settings.edge_secret.clone(),
                 max_skew: settings.max_stamp_skew,
                 clock: clock.clone(),
-            }),
+            },
             admin_tokens: Arc::new(TokenVerifier::new(
                 settings.jwt_keys.clone(),
                 settings.jwt_policy.clone(),

@@ -38,7 +38,7 @@ pub struct Shared {
     pub inventory: Inventory,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
-    pub edge: Arc<EdgeTrust>,
+    pub edge: EdgeTrust,
     pub admin_tokens: Arc<TokenVerifier>,
     /// Products whose automatic rebuild is running (see [`crate::recovery`]).
     pub rebuilds: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
@@ -60,11 +60,5 @@ pub struct EdgeTrust {
 impl FromRef<AppState> for Metrics {
     fn from_ref(s: &AppState) -> Self {
         s.metrics.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<EdgeTrust> {
-    fn from_ref(s: &AppState) -> Self {
-        s.edge.clone()
     }
 }

@@ -75,7 +75,7 @@ impl EdgeConfig {
     pub fn current(now_us: u64) -> Result<Rc<Self>, String> {
         let cached = CACHED.with_borrow(|c| {
             c.as_ref()
-                .filter(|(read, _)| now_us.saturating_sub(*read) < CACHE_FOR_US && now_us >= *read)
+                .filter(|(read, _)| now_us.checked_sub(*read).is_some_and(|age| age < CACHE_FOR_US))
                 .map(|(_, config)| config.clone())
         });
         if let Some(config) = cached {

@@ -151,7 +151,7 @@ impl HostStats {
 struct Shared {
     manifest: Manifest,
     stats: Arc<HostStats>,
-    served: HashMap<String, Served>,
+    served: HashMap<String, Arc<Served>>,
     kv: KvStores,
     engine: Engine,
     request_timeout: Duration,
@@ -202,7 +202,8 @@ impl EdgeHost {
                 first_byte_timeout: settings.outbound_first_byte_timeout,
             };
             let warm = Arc::new(WarmPool::new(settings.reuse_instances, settings.warm_instances));
-            served.insert(id.clone(), Served { pre, spec: Arc::new(spec.clone()), outbound, warm });
+            let served_one = Served { pre, spec: Arc::new(spec.clone()), outbound, warm };
+            served.insert(id.clone(), Arc::new(served_one));
         }
 
         let listener = TcpListener::bind(settings.listen)
@@ -351,19 +352,18 @@ async fn handle(
 
 async fn serve(
     shared: &Arc<Shared>,
-    served: &Served,
+    served: &Arc<Served>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<HyperOutgoingBody>> {
     let ticks = (shared.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let component = served.spec.id.clone();
+    let served = served.clone();
     let shared = shared.clone();
     // The guest may keep running (streaming a body) after it has sent the head.
     let task = tokio::spawn(async move {
-        let served = &shared.served[&component];
         let mut warm = match served.warm.take() {
             Some(warm) => warm,
-            None => instantiate(&shared, served, ticks).await?,
+            None => instantiate(&shared, &served, ticks).await?,
         };
         let store = &mut warm.store;
         store.set_epoch_deadline(ticks);
