@@ -44,6 +44,12 @@ enum Command {
         /// Distinct buyers; request i comes from buyer i mod this.
         #[arg(long, default_value_t = 1000)]
         buyers: usize,
+        /// With `--auth token`, tokens are minted up front for at most this many buyers; when
+        /// `--buyers` is larger the run stops after this many requests, so no buyer repeats.
+        /// A run never reaches the buyers past it (minting a million tokens takes half a
+        /// minute on two cores, a run at first-time-buyer rates sends under 100,000).
+        #[arg(long, default_value_t = 150_000)]
+        mint_limit: usize,
         /// Buyers of runs with different seeds never overlap.
         #[arg(long, default_value_t = 1)]
         buyer_seed: u64,
@@ -99,6 +105,7 @@ fn main() -> Result<()> {
             auth,
             products,
             buyers,
+            mint_limit,
             buyer_seed,
             connections,
             duration,
@@ -112,15 +119,20 @@ fn main() -> Result<()> {
             out,
         } => {
             let products = parse_products(&products)?;
-            let users = workload::buyers(buyer_seed, buyers);
-            let auth = match auth {
-                AuthArg::Token => Auth::Tokens(workload::mint_tokens(
-                    &dev_dir,
-                    &users,
-                    Duration::from_secs(3600),
-                )?),
+            let mut minted_all = true;
+            let (auth, users, max_requests) = match auth {
+                AuthArg::Token => {
+                    let (minted, max_requests) =
+                        workload::minted_buyers(buyers, mint_limit, max_requests);
+                    minted_all = minted == buyers;
+                    let users = workload::buyers(buyer_seed, minted);
+                    let tokens =
+                        workload::mint_tokens(&dev_dir, &users, Duration::from_secs(3600))?;
+                    (Auth::Tokens(tokens), users, max_requests)
+                }
                 AuthArg::Edge => {
-                    Auth::Edge { secret: workload::dev_edge_secret(&dev_dir)?, edge_id }
+                    let auth = Auth::Edge { secret: workload::dev_edge_secret(&dev_dir)?, edge_id };
+                    (auth, workload::buyers(buyer_seed, buyers), max_requests)
                 }
             };
             let workload = Arc::new(Workload::new(auth, users, products)?);
@@ -140,6 +152,12 @@ fn main() -> Result<()> {
                 "{label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, statuses {:?}, errors {}",
                 report.rps, report.p50_ms, report.p99_ms, report.statuses, report.errors
             );
+            if !minted_all && report.seconds + 0.05 < duration {
+                eprintln!(
+                    "{label}: the {mint_limit} minted buyers ran out after {:.1} of {duration} s",
+                    report.seconds
+                );
+            }
             if let (Some(path), Some(first)) = (capture, first) {
                 std::fs::write(path, serde_json::to_vec_pretty(&first)?)?;
             }

@@ -96,6 +96,21 @@ pub fn buyers(seed: u64, count: usize) -> Vec<Uuid> {
         .collect()
 }
 
+/// Buyers that get a token when a run draws from `buyers` but mints at most `mint_limit`,
+/// and the request cap that keeps request i's buyer the i-th (none repeats): the run stops
+/// when the minted buyers are used up instead of cycling through them.
+pub fn minted_buyers(
+    buyers: usize,
+    mint_limit: usize,
+    max_requests: Option<u64>,
+) -> (usize, Option<u64>) {
+    if buyers <= mint_limit {
+        return (buyers, max_requests);
+    }
+    let cap = mint_limit as u64;
+    (mint_limit, Some(max_requests.map_or(cap, |m| m.min(cap))))
+}
+
 /// One token per buyer from the development issuer in `dev_dir`, minted up front on every
 /// core (minting is not part of what is measured).
 pub fn mint_tokens(dev_dir: &Path, users: &[Uuid], ttl: Duration) -> Result<Vec<String>> {
@@ -140,6 +155,15 @@ pub fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mint_limit_caps_the_requests_instead_of_repeating_buyers() {
+        assert_eq!(minted_buyers(1_000, 150_000, None), (1_000, None));
+        assert_eq!(minted_buyers(1_000, 150_000, Some(7)), (1_000, Some(7)));
+        assert_eq!(minted_buyers(1_000_000, 150_000, None), (150_000, Some(150_000)));
+        assert_eq!(minted_buyers(1_000_000, 150_000, Some(10)), (150_000, Some(10)));
+        assert_eq!(minted_buyers(1_000_000, 150_000, Some(200_000)), (150_000, Some(150_000)));
+    }
 
     #[test]
     fn buyers_are_distinct_and_reproducible() {

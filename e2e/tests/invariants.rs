@@ -81,6 +81,28 @@ async fn a_mixed_run_passes_and_each_corruption_is_named() {
         .await
         .unwrap();
     assert!(checked(&t).await.ok());
+    // A holder whose slot id is not a slot id at all: invariant 2, the other holders still read.
+    let _: i64 = redis::cmd("HSET")
+        .arg(ProductKeys::new(a).holders())
+        .arg(expired_user.to_string())
+        .arg("not-a-slot")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let report = checked(&t).await;
+    assert!(
+        report.violations.iter().any(|v| v.invariant == 2 && v.detail.contains("not-a-slot")),
+        "{:?}",
+        report.violations
+    );
+    assert_eq!(report.violations.iter().filter(|v| v.invariant == 2).count(), 1);
+    let _: i64 = redis::cmd("HDEL")
+        .arg(ProductKeys::new(a).holders())
+        .arg(expired_user.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(checked(&t).await.ok());
 
     // A refunded payment marked COMPLETED on an expired slot: invariant 5.
     sqlx::query("UPDATE purchases SET status = 'COMPLETED' WHERE status = 'REFUNDED'")

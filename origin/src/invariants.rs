@@ -129,6 +129,9 @@ async fn check_parked(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Slot hashes read per pipelined round trip to Redis.
+const SLOT_READS_PER_ROUND_TRIP: usize = 1_000;
+
 async fn check_product(
     db: &PgPool,
     redis: &ConnectionManager,
@@ -189,11 +192,27 @@ async fn check_product(
 
     // 2: one per buyer, in Redis.
     let by_id: HashMap<Uuid, &SlotRow> = slots.iter().map(|s| (s.slot_id, s)).collect();
-    for (user, slot) in &holders {
-        let fields: HashMap<String, String> = match Uuid::try_parse(slot) {
-            Ok(id) => redis::cmd("HGETALL").arg(keys.slot(id)).query_async(&mut conn).await?,
-            Err(_) => HashMap::new(),
+    let holders: Vec<(String, String)> = holders.into_iter().collect();
+    let slot_ids: Vec<Option<Uuid>> =
+        holders.iter().map(|(_, s)| Uuid::try_parse(s).ok()).collect();
+    let mut slot_fields: Vec<HashMap<String, String>> = Vec::with_capacity(holders.len());
+    // One round trip per chunk of holders, not per holder: a drop of 100k slots is checked in
+    // about a second instead of a quarter of a minute.
+    for chunk in slot_ids.chunks(SLOT_READS_PER_ROUND_TRIP) {
+        let mut pipe = redis::pipe();
+        for id in chunk.iter().flatten() {
+            pipe.hgetall(keys.slot(*id));
+        }
+        let read: Vec<HashMap<String, String>> = if chunk.iter().any(Option::is_some) {
+            pipe.query_async(&mut conn).await?
+        } else {
+            Vec::new()
         };
+        let mut read = read.into_iter();
+        // An unparsable slot id reads as a slot that does not exist.
+        slot_fields.extend(chunk.iter().map(|id| id.and_then(|_| read.next()).unwrap_or_default()));
+    }
+    for ((user, slot), fields) in holders.iter().zip(&slot_fields) {
         let status = fields.get("status").map(String::as_str);
         if fields.get("userId") != Some(user) || !matches!(status, Some("ACTIVE" | "COMPLETED")) {
             violation(
