@@ -79,8 +79,8 @@ def main():
       f"one thread, HTTP/1.1 keep-alive, {args.connections} connections, {args.seconds} s recorded "
       f"after 1 s of warm-up) for every HTTP scenario; `redis-benchmark` with the same number of "
       f"connections for raw Redis. The load generator and the system under test share the "
-      f"machine. Release build took {args.build_secs} s (incremental); the whole run "
-      f"{args.total_secs} s.")
+      f"machine. Setup and builds (the release binaries and the wasm component, from scratch "
+      f"only in a clean checkout) took {args.build_secs} s; the whole run {args.total_secs} s.")
     w("")
     w("## The bar")
     w("")
