@@ -267,7 +267,7 @@ print(json.dumps({"label": f"k6-{name}", "target": "edge (k6)", "report": {
     "errors": round(m.get("http_req_failed", {}).get("value", 0) * reqs["count"])}}))
 PY
   # A threshold is a performance figure, shown in the report; only invariant violations fail
-  # the benchmark (on two shared cores a p99 threshold is noise-bound, see benchmark-notes).
+  # the benchmark (why the sold-out storm's p99 misses here: docs/benchmark-notes.md).
   [ "$code" = 0 ] || log "k6 $script: thresholds not met (exit $code), see $out/k6-$name.log"
 }
 if command -v k6 >/dev/null; then
