@@ -4,9 +4,36 @@ use flashgate_e2e::DrivenOrigin;
 use flashgate_origin::invariants::{Report, check};
 use flashgate_origin::inventory::ProductKeys;
 use std::time::Duration;
+use uuid::Uuid;
 
 async fn checked(t: &DrivenOrigin) -> Report {
     check(&t.origin.state.db, &t.origin.state.inventory.connection(), Duration::ZERO).await.unwrap()
+}
+
+/// Points `user`'s holding of `product` at `slot` in Redis (a corruption to check for).
+async fn set_holder(
+    c: &mut impl redis::aio::ConnectionLike,
+    product: Uuid,
+    user: Uuid,
+    slot: &str,
+) {
+    let _: i64 = redis::cmd("HSET")
+        .arg(ProductKeys::new(product).holders())
+        .arg(user.to_string())
+        .arg(slot)
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
+/// Removes `user`'s holding of `product` from Redis.
+async fn drop_holder(c: &mut impl redis::aio::ConnectionLike, product: Uuid, user: Uuid) {
+    let _: i64 = redis::cmd("HDEL")
+        .arg(ProductKeys::new(product).holders())
+        .arg(user.to_string())
+        .query_async(c)
+        .await
+        .unwrap();
 }
 
 fn invariants(report: &Report) -> Vec<u8> {
@@ -65,30 +92,13 @@ async fn a_mixed_run_passes_and_each_corruption_is_named() {
     // A holder pointing at an expired slot: invariant 2 (and 1: the unit is counted twice).
     let (_, (expired_user, expired)) = slots[1];
     assert_eq!(t.redis.slot_status(a, expired).await.unwrap().as_deref(), Some("EXPIRED"));
-    let _: i64 = redis::cmd("HSET")
-        .arg(ProductKeys::new(a).holders())
-        .arg(expired_user.to_string())
-        .arg(expired.to_string())
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    set_holder(&mut c, a, expired_user, &expired.to_string()).await;
     let report = checked(&t).await;
     assert!(invariants(&report).contains(&2), "{:?}", report.violations);
-    let _: i64 = redis::cmd("HDEL")
-        .arg(ProductKeys::new(a).holders())
-        .arg(expired_user.to_string())
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    drop_holder(&mut c, a, expired_user).await;
     assert!(checked(&t).await.ok());
     // A holder whose slot id is not a slot id at all: invariant 2, the other holders still read.
-    let _: i64 = redis::cmd("HSET")
-        .arg(ProductKeys::new(a).holders())
-        .arg(expired_user.to_string())
-        .arg("not-a-slot")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    set_holder(&mut c, a, expired_user, "not-a-slot").await;
     let report = checked(&t).await;
     assert!(
         report.violations.iter().any(|v| v.invariant == 2 && v.detail.contains("not-a-slot")),
@@ -96,12 +106,7 @@ async fn a_mixed_run_passes_and_each_corruption_is_named() {
         report.violations
     );
     assert_eq!(report.violations.iter().filter(|v| v.invariant == 2).count(), 1);
-    let _: i64 = redis::cmd("HDEL")
-        .arg(ProductKeys::new(a).holders())
-        .arg(expired_user.to_string())
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    drop_holder(&mut c, a, expired_user).await;
     assert!(checked(&t).await.ok());
 
     // A refunded payment marked COMPLETED on an expired slot: invariant 5.

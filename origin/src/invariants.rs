@@ -151,7 +151,8 @@ async fn check_product(
         .arg("granted")
         .query_async(&mut conn)
         .await?;
-    let holders: HashMap<String, String> =
+    // (buyer, slot id) pairs.
+    let holders: Vec<(String, String)> =
         redis::cmd("HGETALL").arg(keys.holders()).query_async(&mut conn).await?;
     let undelivered: u64 = redis::cmd("XLEN").arg(keys.outbox()).query_async(&mut conn).await?;
 
@@ -192,7 +193,6 @@ async fn check_product(
 
     // 2: one per buyer, in Redis.
     let by_id: HashMap<Uuid, &SlotRow> = slots.iter().map(|s| (s.slot_id, s)).collect();
-    let holders: Vec<(String, String)> = holders.into_iter().collect();
     let slot_ids: Vec<Option<Uuid>> =
         holders.iter().map(|(_, s)| Uuid::try_parse(s).ok()).collect();
     let mut slot_fields: Vec<HashMap<String, String>> = Vec::with_capacity(holders.len());
