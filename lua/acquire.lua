@@ -7,7 +7,8 @@
 --
 -- Lazy expiry: a held slot past its deadline that no worker has swept yet is expired here,
 -- exactly as expire.lua would (unit back, buyer freed, `slot-expired` event), before the
--- buyer's new attempt is decided.
+-- buyer's new attempt is decided. A held slot with a payment in flight stays held: the
+-- expiration worker settles that payment first (expire.lua).
 --
 -- KEYS[1] product hash    fg:{<pid>}:product    remaining, total, granted, startsAtMs, endsAtMs,
 --                         maxGrantUs (the latest arrival stamp granted)
@@ -36,8 +37,8 @@ if held then
   -- The held slot shares the product's hash tag (derived from KEYS[3]), so this stays in
   -- the script's cluster slot.
   local held_key = string.gsub(KEYS[3], '[^:]+$', held)
-  local slot = redis.call('HMGET', held_key, 'status', 'expiresMs')
-  if slot[1] ~= 'ACTIVE' or tonumber(slot[2]) > now then
+  local slot = redis.call('HMGET', held_key, 'status', 'expiresMs', 'paymentId')
+  if slot[1] ~= 'ACTIVE' or tonumber(slot[2]) > now or (slot[3] and slot[3] ~= '') then
     return {'holding', held}
   end
   redis.call('HSET', held_key, 'status', 'EXPIRED', 'expiredMs', ARGV[6])

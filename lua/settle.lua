@@ -14,7 +14,7 @@
 --
 -- KEYS[1] product hash  KEYS[2] holders hash  KEYS[3] slot hash  KEYS[4] expiry zset
 -- KEYS[5] reminders zset  KEYS[6] outbox stream  KEYS[7] payment hash  KEYS[8] refunds zset
--- KEYS[9] charges zset
+-- KEYS[9] charges zset  KEYS[10] settling zset
 -- ARGV[1] paymentId  ARGV[2] 'succeeded' | 'failed'  ARGV[3] nowMs  ARGV[4] eventId
 -- ARGV[5] eventId for a lazy expiry  ARGV[6] settled-record TTL ms  ARGV[7] failure reason
 --
@@ -31,6 +31,7 @@ if pay[1] ~= 'PENDING' then
 end
 local now = ARGV[3]
 redis.call('ZREM', KEYS[9], ARGV[1])
+redis.call('ZREM', KEYS[10], ARGV[1])
 local function event(kind, ...)
   redis.call('XADD', KEYS[6], '*',
     'type', kind, 'v', '1', 'eventId', ARGV[4], 'productId', pay[4], 'slotId', pay[2],

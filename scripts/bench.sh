@@ -67,7 +67,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no \
+# Redis at the durability flashgate ships (and the origin requires): AOF, fsynced before
+# every reply. The `redis-grant-volatile` row measures what that costs.
+redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
   --dir "$out" --logfile "$out/redis.log" & pids+=($!)
 for _ in $(seq 50); do redis-cli -p $redis_port ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli() { redis-cli -p $redis_port "$@"; }
@@ -183,6 +185,13 @@ start_stack 0 0
 # 1. Raw Redis capacity for acquire.lua, grant and sold-out paths.
 raw redis-grant 100000000
 raw redis-sold-out 0
+# The cost of durability: the same grants on a Redis that fsyncs nothing.
+rcli config set appendonly no >/dev/null
+raw redis-grant-volatile 100000000
+rcli config set appendonly yes >/dev/null
+for _ in $(seq 100); do
+  rcli info persistence | grep -q 'aof_rewrite_in_progress:0' && break; sleep 0.1
+done
 
 # 2. The origin over HTTP: grants (stock never runs out) and sold-out answers.
 grant=$(product 10000000)

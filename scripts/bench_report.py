@@ -96,6 +96,10 @@ def main():
     bar("origin grants / raw Redis grants (EVALSHA acquire.lua)", r1, "≥ 0.6", r1 >= 0.6)
     r2 = ratio("origin-sold-out", "redis-sold-out")
     bar("origin sold-out answers / raw Redis sold-out answers", r2, "≥ 0.6", r2 >= 0.6)
+    if "redis-grant-volatile" in runs:
+        d = ratio("redis-grant", "redis-grant-volatile")
+        w(f"| durability's cost: raw Redis grants with AOF `appendfsync always` / without AOF "
+          f"| {d:.2f} | (what `201` = durable costs) | |")
     r3 = ratio("edge-sold-out", "bare-hyper")
     bar("edge sold-out rejections / bare hyper, same bytes (fresh instance per request, the default)",
         r3, "≥ 0.5", r3 >= 0.5)

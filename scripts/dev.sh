@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one command: installs what is missing, starts Redis and PostgreSQL, generates the
-# development identity, builds the edge component, and runs the origin and the edge host
-# until Ctrl-C. Flags: --release for optimised binaries; --kafka to run a local tansu broker
+# The one command: installs what is missing, starts PostgreSQL and the stack's own Redis
+# (127.0.0.1:6380, data in .flashgate/redis, AOF fsynced before every reply: a grant
+# answered 201 survives a crash), generates the development identity, builds the edge
+# component, and runs the origin and the edge host until Ctrl-C. Flags: --release for optimised binaries; --kafka to run a local tansu broker
 # and route events through Kafka (the default relays them to PostgreSQL directly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,9 @@ done
 : "${FLASHGATE_ORIGIN_LISTEN:=127.0.0.1:8081}"
 : "${FLASHGATE_EDGE_LISTEN:=127.0.0.1:3000}"
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/flashgate}"
-export FLASHGATE_ORIGIN_LISTEN FLASHGATE_EDGE_LISTEN DATABASE_URL
+: "${FLASHGATE_DEV_REDIS_PORT:=6380}"
+: "${FLASHGATE_REDIS_URL:=redis://127.0.0.1:$FLASHGATE_DEV_REDIS_PORT}"
+export FLASHGATE_ORIGIN_LISTEN FLASHGATE_EDGE_LISTEN DATABASE_URL FLASHGATE_REDIS_URL
 
 scripts/setup.sh
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'flashgate'" | grep -q 1 \
@@ -40,6 +43,15 @@ export SPIN_VARIABLE_ORIGIN_HOST="$FLASHGATE_ORIGIN_LISTEN"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
+# The stack's own Redis, persisting as production must (the origin refuses anything less).
+mkdir -p "$root/.flashgate/redis"
+if ! redis-cli -p "$FLASHGATE_DEV_REDIS_PORT" ping >/dev/null 2>&1; then
+  redis-server --bind 127.0.0.1 --port "$FLASHGATE_DEV_REDIS_PORT" --dir "$root/.flashgate/redis" \
+    --appendonly yes --appendfsync always --save "" --logfile "$root/.flashgate/redis/redis.log" &
+  pids+=($!)
+  for _ in $(seq 100); do redis-cli -p "$FLASHGATE_DEV_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  log "redis on 127.0.0.1:$FLASHGATE_DEV_REDIS_PORT (AOF, appendfsync always, .flashgate/redis)"
+fi
 if [ "$kafka" = 1 ]; then
   : "${FLASHGATE_KAFKA_BROKERS:=127.0.0.1:19092}"
   export FLASHGATE_KAFKA_BROKERS
@@ -63,6 +75,10 @@ cat <<MSG
   flashgate is running.
     edge (buyers):     http://$FLASHGATE_EDGE_LISTEN
     origin (admins):   http://$FLASHGATE_ORIGIN_LISTEN   (/health, /metrics)
+    redis:             $FLASHGATE_REDIS_URL   (AOF in .flashgate/redis)
+
+  Check a drop's invariants:
+    $bin/flashgate check --redis-url $FLASHGATE_REDIS_URL
 
   Tokens (development issuer, keys in .flashgate/dev):
     ADMIN=\$($bin/flashgate token --role admin)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what flashgate needs and starts what is not running: Redis, PostgreSQL (trust
-# auth on 127.0.0.1), and the tansu Kafka-protocol broker binary (the wasm32-wasip2
+# Installs what flashgate needs and starts what is not running: Redis (installed; each
+# command starts its own server), PostgreSQL (trust auth on 127.0.0.1), and the tansu Kafka-protocol broker binary (the wasm32-wasip2
 # toolchain is scripts/build-edge.sh's). Idempotent; safe to run on every `dev.sh` and
 # every test run.
 set -euo pipefail
@@ -25,13 +25,8 @@ command -v redis-server >/dev/null || apt_install redis-server
 command -v pg_ctlcluster >/dev/null || apt_install postgresql
 command -v curl >/dev/null || apt_install curl
 
-# Redis on 6379 for the local stack (tests start private servers of their own).
-if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
-  log "starting redis-server on 127.0.0.1:6379"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --dir /tmp --logfile /tmp/flashgate-redis.log
-  for _ in $(seq 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
-fi
+# Redis is only installed here: scripts/dev.sh, scripts/bench.sh and every test start
+# their own redis-server, persisting as flashgate requires (AOF, appendfsync always).
 
 # PostgreSQL on 127.0.0.1:5432 with trust auth for local development and tests.
 pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
@@ -52,7 +47,7 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1;
 fi
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null \
   || { echo "PostgreSQL is not reachable as postgres@127.0.0.1:5432" >&2; exit 1; }
-log "redis and postgresql are up"
+log "redis-server installed, postgresql up"
 
 # The benchmark needs only the services above.
 if [ "${FLASHGATE_SETUP_SERVICES_ONLY:-0}" = 1 ]; then

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use flashgate_cli::{DevIdentity, TokenSpec, mint};
+use flashgate_origin::invariants::Limits;
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -42,6 +43,10 @@ enum Command {
         /// grant's stamp is later by more than this (clock skew between edges).
         #[arg(long, default_value_t = 0)]
         skew_ms: u64,
+        /// A payment still PENDING or REFUND_REQUIRED after this long is reported as not
+        /// final.
+        #[arg(long, default_value_t = 300)]
+        payment_deadline_secs: u64,
     },
     /// Print a JSON array of `count` buyer tokens for distinct new buyers (load tests mint
     /// them up front, not in the load loop).
@@ -94,10 +99,14 @@ fn main() -> Result<()> {
             }
             println!("{}", serde_json::to_string(&tokens)?);
         }
-        Command::Check { database_url, redis_url, skew_ms } => {
-            let skew = std::time::Duration::from_millis(skew_ms);
-            let report =
-                tokio::runtime::Runtime::new()?.block_on(check(&database_url, &redis_url, skew))?;
+        Command::Check { database_url, redis_url, skew_ms, payment_deadline_secs } => {
+            let mut limits = Limits::new(std::time::Duration::from_millis(skew_ms));
+            limits.payment_deadline = std::time::Duration::from_secs(payment_deadline_secs);
+            let report = tokio::runtime::Runtime::new()?.block_on(check(
+                &database_url,
+                &redis_url,
+                limits,
+            ))?;
             for v in &report.violations {
                 println!("VIOLATION {v}");
             }
@@ -123,9 +132,9 @@ fn main() -> Result<()> {
 async fn check(
     database_url: &str,
     redis_url: &str,
-    skew: std::time::Duration,
+    limits: Limits,
 ) -> Result<flashgate_origin::invariants::Report> {
     let db = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(database_url).await?;
     let redis = redis::Client::open(redis_url)?.get_connection_manager().await?;
-    flashgate_origin::invariants::check(&db, &redis, skew).await
+    flashgate_origin::invariants::check_within(&db, &redis, limits).await
 }

@@ -6,14 +6,20 @@
 //! - [`token`]: JWT verification against a JWKS, with flashgate's claim rules;
 //! - [`problem`]: RFC 9457 problem details, the one error shape of every answer;
 //! - [`routes`]: the buyer API the edge forwards;
-//! - [`shield`]: the edge's storm shield: availability hints, dedup, token buckets.
+//! - [`shield`]: the edge's storm shield: availability hints, dedup, token buckets;
+//! - [`edge_config`]: the edge's variables, parsed and checked once for component and host.
 //!
 //! Nothing here does I/O, reads a clock or draws randomness: callers pass those in, so all
-//! of it is unit-tested natively and behaves identically inside the component.
+//! of it is unit-tested natively and behaves identically inside the component. The one
+//! exception, behind the `native` feature, is [`signal`]: how the native processes learn
+//! they should stop.
 
+pub mod edge_config;
 pub mod problem;
 pub mod routes;
 pub mod shield;
+#[cfg(feature = "native")]
+pub mod signal;
 pub mod signing;
 pub mod token;
 pub mod trace;

@@ -40,40 +40,87 @@ fn init_tracing() {
     }
 }
 
-/// A private `redis-server` listening on a Unix socket in a temporary directory.
+/// A private `redis-server` listening on a Unix socket in a temporary directory, persisting
+/// as flashgate ships it: an append-only file fsynced before every reply (`appendfsync
+/// always`), so [`RedisServer::crash`] and [`RedisServer::restart`] lose nothing answered.
+/// Its folder is in `/dev/shm` where there is one: a `kill -9` loses nothing written to the
+/// page cache either way, and there an fsync costs microseconds instead of this machine's
+/// ~4 ms per event-loop turn, which the whole suite would otherwise pay on every write.
 pub struct RedisServer {
     child: Child,
     dir: PathBuf,
+    volatile: bool,
     pub url: String,
 }
 
 impl RedisServer {
     pub fn start() -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("fg-redis-{}", Uuid::new_v4().simple()));
+        Self::start_with(false)
+    }
+
+    /// A Redis that keeps nothing (no AOF, no snapshots): what the origin refuses to run
+    /// on unless told `--allow-volatile-redis`.
+    pub fn start_volatile() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(volatile: bool) -> Result<Self> {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() { shm.to_owned() } else { std::env::temp_dir() };
+        let dir = base.join(format!("fg-redis-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+        let url = format!("redis+unix://{}", socket.display());
+        let child = Self::spawn(&dir, volatile)?;
+        let server = Self { child, dir, volatile, url };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn spawn(dir: &Path, volatile: bool) -> Result<Child> {
+        let persistence: &[&str] = if volatile {
+            &["--appendonly", "no"]
+        } else {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        };
+        Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--unixsocketperm", "700"])
+            .args(persistence)
             .arg("--unixsocket")
-            .arg(&socket)
+            .arg(dir.join("redis.sock"))
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting redis-server (is it installed? scripts/setup.sh installs it)")?;
-        let url = format!("redis+unix://{}", socket.display());
-        let server = Self { child, dir, url };
-        let client = redis::Client::open(server.url.as_str())?;
-        for _ in 0..200 {
+            .context("starting redis-server (is it installed? scripts/setup.sh installs it)")
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let client = redis::Client::open(self.url.as_str())?;
+        for _ in 0..500 {
             if let Ok(mut conn) = client.get_connection()
                 && redis::cmd("PING").query::<String>(&mut conn).is_ok()
             {
-                return Ok(server);
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        bail!("redis-server did not come up on {}", socket.display())
+        bail!("redis-server did not come up at {}", self.url)
+    }
+
+    /// `kill -9`: Redis dies at once, with whatever it had not written.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Redis again on the same socket and data folder (it replays its AOF).
+    pub fn restart(&mut self) -> Result<()> {
+        self.crash();
+        let _ = std::fs::remove_file(self.dir.join("redis.sock"));
+        self.child = Self::spawn(&self.dir, self.volatile)?;
+        self.wait_ready()
     }
 
     pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
@@ -226,6 +273,10 @@ pub struct TestOrigin {
     pub state: AppState,
     /// The simulated processor this origin pays through (webhooks go to this origin).
     pub gateway: SimulatedGateway,
+    /// Where the processor keeps its charges: a Redis of its own (an external system's
+    /// store, untouched when the origin's Redis loses its data), unless the test gave one.
+    pub processor_url: String,
+    _processor: Option<RedisServer>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -266,7 +317,15 @@ impl TestOrigin {
         settings.payments.simulated.success_rate = 1.0;
         settings.payments.simulated.seed = Some(7);
         configure(&mut settings);
-        let gateway = SimulatedGateway::new(settings.payments.simulated.clone(), clock.clone());
+        let processor = if settings.payments.simulated.store_url == redis.url {
+            let own = RedisServer::start()?;
+            settings.payments.simulated.store_url = own.url.clone();
+            Some(own)
+        } else {
+            None
+        };
+        let processor_url = settings.payments.simulated.store_url.clone();
+        let gateway = SimulatedGateway::new(settings.payments.simulated.clone(), clock.clone())?;
         let app =
             Application::build_with_gateway(settings, clock, Arc::new(gateway.clone())).await?;
         let addr = app.local_addr();
@@ -276,7 +335,7 @@ impl TestOrigin {
         tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, state, gateway, stop: Some(stop) })
+        Ok(Self { addr, state, gateway, processor_url, _processor: processor, stop: Some(stop) })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -447,6 +506,39 @@ impl RedisServer {
             .await?)
     }
 
+    /// Appends a poison event to `product`'s outbox: a well-formed `payment-created` for
+    /// `slot` that PostgreSQL refuses for good (a negative amount breaks a CHECK). Returns
+    /// its event id.
+    pub async fn add_poison_event(&self, product: Uuid, slot: Uuid, user: Uuid) -> Result<Uuid> {
+        use flashgate_origin::inventory::ProductKeys;
+        let event_id = Uuid::now_v7();
+        let mut c = self.connection().await?;
+        let _: String = redis::cmd("XADD")
+            .arg(ProductKeys::new(product).outbox())
+            .arg("*")
+            .arg(&[
+                ("type", "payment-created".to_owned()),
+                ("v", "1".to_owned()),
+                ("eventId", event_id.to_string()),
+                ("productId", product.to_string()),
+                ("slotId", slot.to_string()),
+                ("userId", user.to_string()),
+                ("paymentId", Uuid::now_v7().to_string()),
+                ("amount", "-5".to_owned()),
+                ("currency", "EUR".to_owned()),
+                ("method", "card".to_owned()),
+                ("idempotencyKey", "poison".to_owned()),
+                ("atMs", now_us().div_euclid(1000).to_string()),
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+                ),
+            ])
+            .query_async(&mut c)
+            .await?;
+        Ok(event_id)
+    }
+
     /// Event types in a product's outbox, in order.
     pub async fn outbox_types(&self, product: Uuid) -> Result<Vec<String>> {
         use flashgate_origin::inventory::ProductKeys;
@@ -571,6 +663,27 @@ pub async fn delay_proxy(target: SocketAddr, delay: Duration) -> Result<SocketAd
         }
     });
     Ok(addr)
+}
+
+/// A free loopback port, for a service that will listen there later.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Forwards connections to `127.0.0.1:port` on to `target`, from now on: a dependency that
+/// "comes up" on an address the origin was given while it was down.
+pub async fn forward_on(port: u16, target: SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(())
 }
 
 /// Everything one end-to-end test needs, started together.

@@ -127,3 +127,54 @@ async fn an_edge_out_of_instances_answers_503_not_500() {
     let body = problem(second, 503, "unavailable").await;
     assert!(body["detail"].as_str().unwrap().contains("capacity"), "{body}");
 }
+
+#[tokio::test]
+async fn the_edge_host_refuses_to_start_with_a_missing_or_malformed_variable_naming_it() {
+    let id = Identity::generate().unwrap();
+    let origin: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (variable, value) in [
+        ("edge_secret", "not-hex"),
+        ("edge_secret", "abcd"),
+        ("jwt_jwks", "{\"keys\": [{\"kty\": \"nope\"}]"),
+        ("rate_user_per_sec", "fast"),
+    ] {
+        let started = TestEdge::spawn_configured(repo_root().join("spin.toml"), origin, &id, |h| {
+            h.variables.insert(variable.to_owned(), value.to_owned());
+        })
+        .await;
+        let message = format!("{:#}", started.err().expect("a misconfigured edge does not start"));
+        assert!(message.contains(variable), "{variable}={value}: {message}");
+    }
+}
+
+/// Where a platform starts the component without checking its variables (`spin up` does
+/// not), a missing one is a 503 problem naming it, never a bare 500.
+#[tokio::test]
+async fn an_unchecked_platform_gets_a_503_naming_the_missing_variable() {
+    let id = Identity::generate().unwrap();
+    let manifest = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
+    // The component section without its secret: our host no longer recognises flashgate's
+    // edge to check it, as a platform that checks nothing.
+    let unchecked: String = manifest
+        .lines()
+        .filter(|l| !l.starts_with("edge_secret = \"{{ edge_secret }}\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(unchecked, manifest);
+    let dir = std::env::temp_dir().join(format!("fg-manifest-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spin.toml");
+    std::fs::write(
+        &path,
+        unchecked
+            .replace("source = \"edge/", &format!("source = \"{}/edge/", repo_root().display())),
+    )
+    .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let edge = TestEdge::spawn_manifest(path, closed, &id).await.unwrap();
+    let response = acquire_through(&edge, &id).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = problem(response, 503, "unavailable").await;
+    assert_eq!(body["variable"], "edge_secret", "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,12 +127,23 @@ fn the_wasmcloud_manifest_runs_the_wasmcloud_build_with_the_same_configuration()
 }
 
 #[test]
-fn compose_defines_redis_and_postgres_on_the_default_ports() {
+fn compose_defines_a_durable_redis_and_postgres_on_the_stack_ports() {
     let text = std::fs::read_to_string(repo_root().join("compose.yaml")).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let services = doc["services"].as_mapping().unwrap();
     let ports = |name: &str| format!("{:?}", services[name]["ports"]);
-    assert!(ports("redis").contains("6379:6379"));
+    // Redis where scripts/dev.sh runs its own, persisting every write before it answers.
+    assert!(ports("redis").contains("6380:6379"));
+    let command: Vec<&str> = services["redis"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(serde_yaml::Value::as_str)
+        .collect();
+    let command = command.join(" ");
+    for flag in ["--appendonly yes", "--appendfsync always"] {
+        assert!(command.contains(flag), "`{command}` lacks {flag}");
+    }
     assert!(ports("postgres").contains("5432:5432"));
     assert_eq!(services["postgres"]["environment"]["POSTGRES_HOST_AUTH_METHOD"], "trust");
 }

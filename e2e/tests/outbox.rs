@@ -176,3 +176,61 @@ async fn events_applied_in_any_order_reach_the_same_state() {
         assert_eq!(statuses, ["COMPLETED", "REFUNDED"], "order {n}");
     }
 }
+
+#[tokio::test]
+async fn a_relay_retries_its_own_failed_delivery_at_once_not_after_the_claim_idle() {
+    use flashgate_origin::persister::PgWriter;
+    use flashgate_origin::relay::{Relay, Sink};
+    let t = DrivenOrigin::start().await.unwrap();
+    let product = t.origin.create_product(&t.id, 5).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(grant(&t, product).await, 201);
+    }
+    // PostgreSQL is unreachable for this relay's first step: the entries stay pending with it.
+    let down = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/flashgate")
+        .unwrap();
+    let inventory = t.origin.state.inventory.clone();
+    let failing =
+        Relay::new(inventory.clone(), Sink::Postgres(PgWriter::new(down)), "r1".into(), MINUTE);
+    assert!(failing.step().await.is_err());
+    assert_eq!(pg_status_counts(&t, product).await, (0, 0, 0));
+    // The same relay once PostgreSQL is back: its pending entries go at once, although
+    // another relay would wait a minute (the claim idle) to take them over.
+    let writer = PgWriter::new(t.origin.state.db.clone());
+    let other = Relay::new(inventory.clone(), Sink::Postgres(writer.clone()), "r2".into(), MINUTE);
+    assert_eq!(other.step().await.unwrap().delivered, 0, "not another relay's yet");
+    let back = Relay::new(inventory, Sink::Postgres(writer), "r1".into(), MINUTE);
+    assert_eq!(back.step().await.unwrap().delivered, 3);
+    assert_eq!(pg_status_counts(&t, product).await, (3, 0, 0));
+    assert_eq!(outbox_len(&t, product).await, 0);
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_poison_event_is_dead_lettered_with_its_reason_and_the_rest_flows_on() {
+    use flashgate_origin::invariants::check;
+    let t = DrivenOrigin::start().await.unwrap();
+    let product = t.origin.create_product(&t.id, 5).await.unwrap();
+    let (user, slot) = t.grant(product).await.unwrap();
+    let poison = t.redis.add_poison_event(product, slot, user).await.unwrap();
+    assert_eq!(grant(&t, product).await, 201);
+    let relay = t.relay(Duration::from_secs(30));
+    let report = relay.step().await.unwrap();
+    assert_eq!((report.delivered, report.dead), (2, 1), "both grants applied, the poison aside");
+    assert_eq!(pg_status_counts(&t, product).await, (2, 0, 0));
+    assert_eq!(outbox_len(&t, product).await, 0, "the stream moved on");
+    let (event_id, reason): (Uuid, String) =
+        sqlx::query_as("SELECT event_id, reason FROM dead_letters WHERE source = 'relay'")
+            .fetch_one(&t.origin.state.db)
+            .await
+            .unwrap();
+    assert_eq!(event_id, poison);
+    assert!(reason.contains("check"), "the reason names the refusal: {reason}");
+    let state = &t.origin.state;
+    let checked = check(&state.db, &state.inventory.connection(), Duration::ZERO).await.unwrap();
+    assert_eq!(checked.violations.len(), 1, "{:?}", checked.violations);
+    assert_eq!(checked.violations[0].invariant, 3);
+}

@@ -293,7 +293,7 @@ async fn a_forged_or_stale_webhook_is_refused_and_changes_nothing() {
     let product = t.origin.create_product(&t.id, 1).await.unwrap();
     let (user, slot) = t.grant(product).await.unwrap();
     let payment = payment_id(&json_of(t.pay(user, slot, "k").await.unwrap(), 202).await);
-    let (signature, body) = t.origin.gateway.webhook(payment).unwrap();
+    let (signature, body) = t.origin.gateway.webhook(payment).await.unwrap().unwrap();
     let post = |sig: String, body: Vec<u8>| {
         reqwest::Client::new()
             .post(t.origin.url("/payments/webhook"))

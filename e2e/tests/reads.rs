@@ -46,13 +46,17 @@ async fn a_buyer_reads_their_slot_and_no_one_else_can() {
 async fn my_slots_pages_and_filters_a_buyers_own_slots() {
     let s = Stack::start().await.unwrap();
     let token = s.id.buyer(Uuid::new_v4());
-    let mut last = String::new();
+    let mut slots = Vec::new();
     for _ in 0..3 {
         let product = s.origin.create_product(&s.id, 5).await.unwrap();
         let granted: Value = s.acquire(&token, product).await.unwrap().json().await.unwrap();
-        last = granted["slotId"].as_str().unwrap().to_owned();
+        slots.push(granted["slotId"].as_str().unwrap().to_owned());
     }
-    persisted(&s, &token, &last).await;
+    // Each product has its own outbox: wait until every slot reached PostgreSQL.
+    for slot in &slots {
+        persisted(&s, &token, slot).await;
+    }
+    let last = slots.last().unwrap().clone();
     let all: Value = get(&s, &token, "/slots/my-slots").await.json().await.unwrap();
     assert_eq!(all["total"], 3);
     assert_eq!(all["items"][0]["slotId"], last, "newest first");

@@ -18,6 +18,8 @@ pub struct Sweep {
     pub reminded: u64,
     /// Slots another worker (or a lazy check) had already handled.
     pub skipped: u64,
+    /// Due slots whose payment is in flight: left for reconciliation to settle first.
+    pub paying: u64,
 }
 
 #[derive(Clone)]
@@ -47,6 +49,7 @@ impl ExpiryWorker {
                 match self.inventory.expire(product, slot, now_ms).await? {
                     Expiry::Expired => sweep.expired += 1,
                     Expiry::Skipped => sweep.skipped += 1,
+                    Expiry::Paying => sweep.paying += 1,
                     Expiry::NotDue => {}
                 }
             }

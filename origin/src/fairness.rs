@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 struct Waiting {
@@ -57,11 +58,24 @@ pub struct FairnessWindow {
     clock: Arc<dyn Clock>,
     queues: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Waiting>>>>,
     seq: Arc<std::sync::atomic::AtomicU64>,
+    tasks: TaskTracker,
 }
 
 impl FairnessWindow {
-    pub fn new(window: Duration, inventory: Inventory, clock: Arc<dyn Clock>) -> Self {
-        Self { window, inventory, clock, queues: Arc::default(), seq: Arc::default() }
+    /// `tasks` tracks the per-product queues, so shutdown can wait for them.
+    pub fn new(
+        window: Duration,
+        inventory: Inventory,
+        clock: Arc<dyn Clock>,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self { window, inventory, clock, queues: Arc::default(), seq: Arc::default(), tasks }
+    }
+
+    /// Shutdown: each queue decides what it holds, then its task ends. Acquisitions after
+    /// this start a new queue (the server stopped accepting before this is called).
+    pub fn close(&self) {
+        self.queues.lock().expect("fairness queues lock").clear();
     }
 
     /// Decides one acquisition, after the window when there is one.
@@ -89,7 +103,7 @@ impl FairnessWindow {
             .entry(product)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(decide_in_order(rx, self.inventory.clone()));
+                self.tasks.spawn(decide_in_order(rx, self.inventory.clone()));
                 tx
             })
             .clone()

@@ -1,6 +1,8 @@
 //! `GET /health`: 200 when Redis, PostgreSQL and (if configured) Kafka answer, else 503
-//! naming what is down.
+//! naming what is down. Redis also counts as down while it does not persist every write
+//! before answering (unless `--allow-volatile-redis`): see [`crate::durability`].
 
+use crate::durability::Persistence;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -13,7 +15,12 @@ use std::time::Duration;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub async fn check(State(state): State<AppState>) -> Response {
-    let redis = tokio::time::timeout(PROBE_TIMEOUT, state.inventory.ping());
+    let redis = tokio::time::timeout(PROBE_TIMEOUT, async {
+        state.inventory.ping().await?;
+        let persistence = Persistence::of(&state.inventory).await?;
+        state.durability.record(&persistence);
+        Ok::<_, redis::RedisError>(persistence)
+    });
     let pg = tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db));
     let kafka = async {
         match &state.kafka {
@@ -22,8 +29,13 @@ pub async fn check(State(state): State<AppState>) -> Response {
         }
     };
     let (redis, pg, kafka) = tokio::join!(redis, pg, kafka);
+    let redis_status = match &redis {
+        Ok(Ok(Persistence::Volatile(_))) if !state.durability.allows_volatile() => "not-durable",
+        Ok(Ok(_)) => "up",
+        _ => "down",
+    };
     let checks = [
-        ("redis", Some(matches!(redis, Ok(Ok(()))))),
+        ("redis", Some(redis_status == "up")),
         ("postgresql", Some(matches!(pg, Ok(Ok(_))))),
         ("kafka", kafka),
     ];
@@ -31,6 +43,7 @@ pub async fn check(State(state): State<AppState>) -> Response {
         .iter()
         .map(|(name, up)| {
             let s = match up {
+                _ if *name == "redis" => redis_status,
                 Some(true) => "up",
                 Some(false) => "down",
                 None => "not-configured",

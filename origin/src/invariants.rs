@@ -11,7 +11,10 @@
 //!    (`granted` = slots in PostgreSQL) with the status Redis has, and no event has waited
 //!    in `persister_parked` longer than [`PARKED_GRACE`] for a slot that never arrived;
 //! 5. exactly-once payment: a slot has at most one COMPLETED payment, a COMPLETED slot has
-//!    exactly one, an EXPIRED slot none.
+//!    exactly one, an EXPIRED slot none; every payment reaches a final state (COMPLETED,
+//!    FAILED, REFUNDED): none is PENDING or REFUND_REQUIRED longer than the payment
+//!    deadline, and none is PENDING on a slot that already EXPIRED (reconciliation settles
+//!    a payment before its slot may expire).
 //!
 //! 6. fairness: a sold-out refusal stamped before a grant that was decided before it is an
 //!    inversion, when the grant's stamp is later by more than the stated skew. `acquire.lua`
@@ -26,6 +29,7 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// One broken rule.
@@ -81,29 +85,107 @@ struct SlotRow {
     completed_payments: i64,
 }
 
+/// What the checker tolerates.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A fairness inversion counts when the later stamp leads by more than this.
+    pub fairness_skew: Duration,
+    /// A payment not final after this long is reported (the webhook deadline, the
+    /// reconciliation that follows it and the settle grace fit well inside the default).
+    pub payment_deadline: Duration,
+}
+
+impl Limits {
+    pub fn new(fairness_skew: Duration) -> Self {
+        Self { fairness_skew, payment_deadline: Duration::from_secs(5 * 60) }
+    }
+}
+
 /// Checks every product PostgreSQL knows (deleted ones included: their slots still count);
 /// fairness inversions count when the later stamp leads by more than `fairness_skew`.
 pub async fn check(
     db: &PgPool,
     redis: &ConnectionManager,
-    fairness_skew: std::time::Duration,
+    fairness_skew: Duration,
 ) -> anyhow::Result<Report> {
+    check_within(db, redis, Limits::new(fairness_skew)).await
+}
+
+/// As [`check`], with every limit given.
+pub async fn check_within(
+    db: &PgPool,
+    redis: &ConnectionManager,
+    limits: Limits,
+) -> anyhow::Result<Report> {
+    let fairness_skew = limits.fairness_skew;
     let mut report = Report::default();
-    let products: Vec<(Uuid, i32)> =
-        sqlx::query_as("SELECT product_id, stock FROM products").fetch_all(db).await?;
-    for (product_id, stock) in products {
+    let products: Vec<(Uuid, i32, bool)> =
+        sqlx::query_as("SELECT product_id, stock, deleted_at IS NOT NULL FROM products")
+            .fetch_all(db)
+            .await?;
+    for (product_id, stock, deleted) in products {
         report.products += 1;
-        check_product(db, redis, product_id, i64::from(stock), &mut report).await?;
+        check_product(db, redis, product_id, i64::from(stock), deleted, &mut report).await?;
         let skew_us = fairness_skew.as_micros() as i64;
         check_fairness(db, redis, product_id, skew_us, &mut report).await?;
     }
     check_parked(db, &mut report).await?;
+    check_dead_letters(db, &mut report).await?;
+    check_payments_final(db, limits.payment_deadline, &mut report).await?;
     Ok(report)
+}
+
+/// Invariant 3: an event set aside as poison is a transition PostgreSQL does not have.
+async fn check_dead_letters(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
+    let dead: Vec<(Option<Uuid>, i64, String)> =
+        sqlx::query_as("SELECT product_id, count(*), min(reason) FROM dead_letters GROUP BY 1")
+            .fetch_all(db)
+            .await?;
+    for (product_id, count, reason) in dead {
+        report.violations.push(Violation {
+            invariant: 3,
+            product_id: product_id.unwrap_or_default(),
+            detail: format!("{count} events dead-lettered (table dead_letters), e.g. {reason}"),
+        });
+    }
+    Ok(())
+}
+
+/// Invariant 5's "every payment reaches a final state", from PostgreSQL.
+async fn check_payments_final(
+    db: &PgPool,
+    deadline: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let stuck: Vec<(Uuid, Uuid, String, bool)> = sqlx::query_as(
+        "SELECT p.product_id, p.payment_id, p.status, s.status = 'EXPIRED' \
+         FROM purchases p JOIN purchase_slots s USING (slot_id) \
+         WHERE (p.status IN ('PENDING', 'REFUND_REQUIRED') \
+                AND p.created_at < now() - make_interval(secs => $1)) \
+            OR (p.status = 'PENDING' AND s.status = 'EXPIRED' \
+                AND s.updated_at < now() - make_interval(secs => $2))",
+    )
+    .bind(deadline.as_secs_f64())
+    .bind(PARKED_GRACE.as_secs_f64())
+    .fetch_all(db)
+    .await?;
+    for (product_id, payment_id, status, slot_expired) in stuck {
+        let detail = if slot_expired && status == "PENDING" {
+            format!("payment {payment_id} is PENDING on a slot that expired")
+        } else {
+            format!(
+                "payment {payment_id} is still {status} after {} s: not final",
+                deadline.as_secs()
+            )
+        };
+        report.violations.push(Violation { invariant: 5, product_id, detail });
+    }
+    Ok(())
 }
 
 /// How long an event may wait in `persister_parked` for the event it depends on (which is
 /// normally a few Kafka partitions' lag behind) before the checker calls it lost.
-pub const PARKED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+pub const PARKED_GRACE: Duration = Duration::from_secs(60);
 
 /// Invariant 3 for the persister: an event parked longer than [`PARKED_GRACE`] waits for a
 /// slot PostgreSQL never received, so a transition Redis made is missing there.
@@ -137,6 +219,7 @@ async fn check_product(
     redis: &ConnectionManager,
     product_id: Uuid,
     stock: i64,
+    deleted: bool,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let mut violation = |invariant: u8, detail: String| {
@@ -155,6 +238,14 @@ async fn check_product(
     let holders: Vec<(String, String)> =
         redis::cmd("HGETALL").arg(keys.holders()).query_async(&mut conn).await?;
     let undelivered: u64 = redis::cmd("XLEN").arg(keys.outbox()).query_async(&mut conn).await?;
+    let unreadable: u64 =
+        redis::cmd("XLEN").arg(format!("{}:dead", keys.outbox())).query_async(&mut conn).await?;
+    if unreadable > 0 {
+        violation(
+            3,
+            format!("{unreadable} unreadable outbox entries set aside in {}:dead", keys.outbox()),
+        );
+    }
 
     let slots: Vec<SlotRow> = sqlx::query_as(
         "SELECT s.slot_id, s.user_id, s.status, \
@@ -173,6 +264,18 @@ async fn check_product(
     }
     let Some(remaining) = remaining else {
         // Redis has no sale state (deleted, or lost and not rebuilt yet): PostgreSQL only.
+        let live_active = slots.iter().filter(|s| s.status == "ACTIVE").count();
+        if !deleted && live_active > 0 {
+            violation(
+                3,
+                format!(
+                    "Redis has lost this product's sale state while PostgreSQL holds \
+                     {live_active} ACTIVE slots: its holders are unprotected until it is \
+                     rebuilt (POST /admin/products/{product_id}/rebuild), and grants answered \
+                     after the last relayed event are gone"
+                ),
+            );
+        }
         report.slots_in_postgres += slots.len() as u64;
         check_postgres(&slots, &mut violation);
         return Ok(());

@@ -42,6 +42,11 @@ impl ProductKeys {
     pub fn charges(&self) -> String {
         format!("{}:charges", self.tag)
     }
+    /// PENDING payments whose charge the processor has, scored by when to ask it for the
+    /// outcome if no webhook came (reconciliation).
+    pub fn settling(&self) -> String {
+        format!("{}:settling", self.tag)
+    }
     /// Payments that succeeded too late and await their refund.
     pub fn refunds(&self) -> String {
         format!("{}:refunds", self.tag)
@@ -71,6 +76,9 @@ pub struct Lifecycle {
     pub remind_before: Duration,
     /// How long an EXPIRED slot's record stays in Redis for reads.
     pub expired_ttl: Duration,
+    /// How long past its deadline a slot with a payment in flight waits for that payment
+    /// to be settled (by webhook or reconciliation) before it expires anyway.
+    pub settle_grace: Duration,
 }
 
 impl Default for Lifecycle {
@@ -79,6 +87,7 @@ impl Default for Lifecycle {
             hold: Duration::from_secs(30 * 60),
             remind_before: Duration::from_secs(5 * 60),
             expired_ttl: Duration::from_secs(24 * 3600),
+            settle_grace: Duration::from_secs(120),
         }
     }
 }
@@ -89,6 +98,8 @@ pub enum Expiry {
     Expired,
     NotDue,
     Skipped,
+    /// Due, but its payment is in flight: queued for reconciliation, expired later.
+    Paying,
 }
 
 /// What `update_product.lua` decided.
@@ -494,11 +505,13 @@ impl Inventory {
             .key(keys.expiry())
             .key(keys.reminders())
             .key(keys.outbox())
+            .key(keys.settling())
             .arg(product_id.to_string())
             .arg(slot_id.to_string())
             .arg(Uuid::now_v7().to_string())
             .arg(now_ms)
             .arg(ms(self.lifecycle.expired_ttl))
+            .arg(ms(self.lifecycle.settle_grace))
             .invoke_async(&mut self.conn.clone())
             .await?;
         let first: String = match answer.into_iter().next() {
@@ -508,6 +521,7 @@ impl Inventory {
         Ok(match first.as_str() {
             "expired" => Expiry::Expired,
             "not_due" => Expiry::NotDue,
+            "paying" => Expiry::Paying,
             _ => Expiry::Skipped,
         })
     }

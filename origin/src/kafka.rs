@@ -33,6 +33,9 @@ pub const TOPICS: [&str; 8] = [
     "payment-refunded",
 ];
 pub const PERSISTER_GROUP: &str = "flashgate-persister";
+/// Where the persister puts what it cannot apply (poison events, unreadable messages), with
+/// the reason and the original topic in headers. Created with the others.
+pub const DEAD_LETTER_TOPIC: &str = "flashgate-dead-letter";
 
 /// Where the broker is and how patient to be with it.
 #[derive(Debug, Clone)]
@@ -63,6 +66,7 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
         settings.client().create().context("creating the Kafka admin client")?;
     let topics: Vec<NewTopic<'_>> = TOPICS
         .iter()
+        .chain(std::iter::once(&DEAD_LETTER_TOPIC))
         .map(|t| NewTopic::new(t, settings.partitions, TopicReplication::Fixed(1)))
         .collect();
     let options =
@@ -134,6 +138,8 @@ impl EventProducer {
 pub struct KafkaPersister {
     consumer: StreamConsumer,
     writer: PgWriter,
+    dead_letters: FutureProducer,
+    timeout: Duration,
     max_batch: usize,
     /// The first offset fetched but not committed, per topic partition: where to go back
     /// to when a batch could not be applied.
@@ -151,7 +157,40 @@ impl KafkaPersister {
             .create()
             .context("creating the Kafka consumer")?;
         consumer.subscribe(&TOPICS).context("subscribing")?;
-        Ok(Self { consumer, writer, max_batch: 500, uncommitted: Default::default() })
+        let dead_letters = settings
+            .client()
+            .set("acks", "all")
+            .set("message.timeout.ms", settings.delivery_timeout.as_millis().to_string())
+            .create()
+            .context("creating the dead-letter producer")?;
+        Ok(Self {
+            consumer,
+            writer,
+            dead_letters,
+            timeout: settings.delivery_timeout,
+            max_batch: 500,
+            uncommitted: Default::default(),
+        })
+    }
+
+    /// Publishes what could not be applied to [`DEAD_LETTER_TOPIC`], keyed like the
+    /// original, with the reason and the original topic in headers.
+    async fn publish_dead(
+        &self,
+        key: &str,
+        payload: &[u8],
+        topic: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "reason", value: Some(reason) })
+            .insert(Header { key: "topic", value: Some(topic) });
+        let record = FutureRecord::to(DEAD_LETTER_TOPIC).key(key).payload(payload).headers(headers);
+        self.dead_letters
+            .send(record, Timeout::After(self.timeout))
+            .await
+            .map(drop)
+            .map_err(|(e, _)| anyhow::Error::new(e).context("publishing a dead letter"))
     }
 
     /// Receives up to a batch of events, waiting at most `wait` for the first one.
@@ -170,12 +209,20 @@ impl KafkaPersister {
                 .or_insert(message.offset());
             match message.payload().map(serde_json::from_slice::<OutboxEvent>) {
                 Some(Ok(event)) => events.push(event),
-                other => tracing::error!(
-                    topic = message.topic(),
-                    offset = message.offset(),
-                    error = ?other.map(|r| r.err()),
-                    "skipping an unreadable event"
-                ),
+                other => {
+                    // Not an event at all: set aside at once (no retry can fix its bytes).
+                    let reason = match other {
+                        Some(Err(e)) => format!("unreadable event: {e}"),
+                        _ => "a message without a payload".to_owned(),
+                    };
+                    let payload = message.payload().unwrap_or_default();
+                    let key =
+                        String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+                    self.publish_dead(&key, payload, message.topic(), &reason).await?;
+                    self.writer
+                        .dead_letter(None, &String::from_utf8_lossy(payload), &reason, "kafka")
+                        .await?;
+                }
             }
             // After the first message, take only what is already here.
             deadline = Duration::from_millis(20);
@@ -211,12 +258,30 @@ impl KafkaPersister {
     /// Fetch, apply, then commit: one deterministic step for tests and the worker loop. A
     /// batch that fails to apply is rewound and fetched again by the next step.
     pub async fn step(&self, wait: Duration) -> anyhow::Result<u64> {
-        let events = self.fetch(wait).await?;
+        let events = match self.fetch(wait).await {
+            Ok(events) => events,
+            Err(e) => {
+                // Whatever was fetched comes again: nothing is skipped unrecorded.
+                if let Err(rewind) = self.rewind() {
+                    tracing::error!(error = ?rewind, "rewinding after a failed fetch");
+                }
+                return Err(e);
+            }
+        };
         let applied = if events.is_empty() {
             0
         } else {
-            match self.writer.apply(&events).await {
-                Ok(applied) => applied,
+            match self.writer.deliver(&events, "kafka").await {
+                Ok(delivery) => {
+                    for (event_id, reason) in &delivery.dead {
+                        if let Some(event) = events.iter().find(|e| e.event_id == *event_id) {
+                            let payload = serde_json::to_vec(event)?;
+                            let key = event.product_id.to_string();
+                            self.publish_dead(&key, &payload, event.kind.topic(), reason).await?;
+                        }
+                    }
+                    delivery.applied
+                }
                 Err(e) => {
                     if let Err(rewind) = self.rewind() {
                         tracing::error!(error = ?rewind, "rewinding after a failed batch");

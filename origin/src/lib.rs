@@ -9,6 +9,7 @@
 
 pub mod admin_auth;
 pub mod clock;
+pub mod durability;
 pub mod edge_auth;
 pub mod error;
 pub mod events;

@@ -53,6 +53,10 @@ struct Args {
     /// How often the outbox relay steps (0: run no relay in this process).
     #[arg(long, env = "FLASHGATE_RELAY_INTERVAL_MS", default_value_t = 100)]
     relay_interval_ms: u64,
+    /// How long an outbox entry may sit unacknowledged with a relay (that died) before
+    /// another relay takes it over.
+    #[arg(long, env = "FLASHGATE_RELAY_CLAIM_IDLE_MS", default_value_t = 5000)]
+    relay_claim_idle_ms: u64,
     /// Kafka brokers (`host:port,…`); without them the relay writes to PostgreSQL directly.
     #[arg(long, env = "FLASHGATE_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
@@ -68,6 +72,16 @@ struct Args {
     /// Hex secret signing the processor's webhooks (random per process when unset).
     #[arg(long, env = "FLASHGATE_GATEWAY_WEBHOOK_SECRET", hide_env_values = true)]
     gateway_webhook_secret: Option<String>,
+    /// The simulated processor's own store (a Redis URL; default: the origin's Redis).
+    #[arg(long, env = "FLASHGATE_GATEWAY_STORE_URL")]
+    gateway_store_url: Option<String>,
+    /// The webhook deadline: a charge still PENDING this long is reconciled by asking the
+    /// processor.
+    #[arg(long, env = "FLASHGATE_PAYMENT_RECONCILE_AFTER_SECS", default_value_t = 30)]
+    payment_reconcile_after_secs: u64,
+    /// How long past its deadline a slot with a payment in flight waits for it to settle.
+    #[arg(long, env = "FLASHGATE_SETTLE_GRACE_SECS", default_value_t = 120)]
+    settle_grace_secs: u64,
     /// How long an Idempotency-Key is remembered.
     #[arg(long, env = "FLASHGATE_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     idempotency_ttl_secs: u64,
@@ -75,6 +89,15 @@ struct Args {
     /// is this old (0: at once).
     #[arg(long, env = "FLASHGATE_FAIRNESS_WINDOW_MS", default_value_t = 0)]
     fairness_window_ms: u64,
+    /// Run on a Redis that does not fsync every write before answering (no AOF, or
+    /// `appendfsync` other than `always`). Grants answered 201 may then be lost with Redis
+    /// and their units sold again: for development and throwaway benchmarks only.
+    #[arg(long, env = "FLASHGATE_ALLOW_VOLATILE_REDIS")]
+    allow_volatile_redis: bool,
+    /// After SIGTERM or Ctrl-C: how long in-flight requests, worker steps and the last relay
+    /// flush may take.
+    #[arg(long, env = "FLASHGATE_DRAIN_SECS", default_value_t = 10)]
+    drain_secs: u64,
     /// Log as JSON lines.
     #[arg(long, env = "FLASHGATE_LOG_JSON")]
     log_json: bool,
@@ -101,6 +124,11 @@ async fn main() -> anyhow::Result<()> {
     settings.max_stamp_skew = Duration::from_millis(args.max_stamp_skew_ms);
     settings.lifecycle.hold = Duration::from_secs(args.slot_hold_secs);
     settings.lifecycle.remind_before = Duration::from_secs(args.remind_before_secs);
+    settings.lifecycle.settle_grace = Duration::from_secs(args.settle_grace_secs);
+    settings.relay_claim_idle = Duration::from_millis(args.relay_claim_idle_ms);
+    settings.allow_volatile_redis = args.allow_volatile_redis;
+    settings.drain_limit = Duration::from_secs(args.drain_secs);
+    settings.payments.reconcile_after = Duration::from_secs(args.payment_reconcile_after_secs);
     settings.expiry_interval =
         (args.expiry_interval_ms > 0).then(|| Duration::from_millis(args.expiry_interval_ms));
     settings.relay_interval =
@@ -114,6 +142,9 @@ async fn main() -> anyhow::Result<()> {
     simulated.success_rate = args.gateway_success_rate;
     simulated.latency = Duration::from_millis(args.gateway_latency_ms);
     simulated.seed = args.gateway_seed;
+    if let Some(url) = args.gateway_store_url {
+        simulated.store_url = url;
+    }
     if let Some(secret) = args.gateway_webhook_secret {
         simulated.webhook_secret =
             hex::decode(secret.trim()).context("FLASHGATE_GATEWAY_WEBHOOK_SECRET must be hex")?;
@@ -122,9 +153,5 @@ async fn main() -> anyhow::Result<()> {
     settings.fairness_window = Duration::from_millis(args.fairness_window_ms);
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "origin listening");
-    app.run_until_stopped(async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-    })
-    .await
+    app.run_until_stopped(flashgate_core::signal::stop()).await
 }

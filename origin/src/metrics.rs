@@ -27,12 +27,19 @@ pub struct PaymentLabels {
     pub event: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// `relay` (straight to PostgreSQL) or `kafka` (the persister).
+    pub source: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub acquisitions: Family<AcquireLabels, Counter>,
     pub payments: Family<PaymentLabels, Counter>,
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -52,13 +59,19 @@ impl Default for Metrics {
         );
         let acquisitions = Family::<AcquireLabels, Counter>::default();
         registry.register("acquisitions", "Acquisition decisions by outcome", acquisitions.clone());
+        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
+        registry.register(
+            "dead_letters",
+            "Events set aside as poison after bounded tries (see the dead_letters table)",
+            dead_letters.clone(),
+        );
         let payments = Family::<PaymentLabels, Counter>::default();
         registry.register(
             "payments",
             "Payment requests and settlements by what happened",
             payments.clone(),
         );
-        Self { registry: Arc::new(registry), http_requests, acquisitions, payments }
+        Self { registry: Arc::new(registry), http_requests, acquisitions, payments, dead_letters }
     }
 }
 

@@ -9,12 +9,23 @@
 //! waits for, and applied, in the same transaction, as soon as that slot changes. Nothing
 //! blocks the stream and nothing is dropped.
 //!
+//! A poison event (one PostgreSQL refuses for good: a constraint, malformed data) would fail
+//! its whole batch again and again and stop every event behind it. So a batch that fails
+//! for a reason that is not transient is applied again one event at a time; an event that
+//! still fails after [`POISON_TRIES`] tries goes to `dead_letters` with the reason
+//! ([`PgWriter::deliver`]), is counted in `flashgate_dead_letters_total`, is reported by
+//! `flashgate check`, and the stream moves on. PostgreSQL being unreachable is transient:
+//! the batch is retried whole, nothing is set aside.
+//!
 //! The relay calls this directly when no broker is configured; the Kafka persister calls
 //! the same writer. Slots go to `purchase_slots`, payments to `purchases`, every event to
 //! `slot_audit_log`.
 
 use crate::events::{EventKind, OutboxEvent};
+use crate::metrics::DeadLetterLabels;
 use anyhow::{Context, bail};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,6 +33,37 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct PgWriter {
     db: PgPool,
+    dead_letters: Option<Family<DeadLetterLabels, Counter>>,
+}
+
+/// How many times an event that fails on its own is tried before it is dead-lettered.
+pub const POISON_TRIES: u32 = 3;
+
+/// What [`PgWriter::deliver`] did with a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub applied: u64,
+    /// Events set aside in `dead_letters`: (event id, reason).
+    pub dead: Vec<(Uuid, String)>,
+}
+
+/// Whether PostgreSQL failed for a reason that passes (unreachable, overloaded, a
+/// serialization conflict) rather than because of the event.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_),
+        ) => true,
+        Some(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
+            ["08", "40", "53", "57", "58"].iter().any(|class| c.starts_with(class))
+        }),
+        _ => false,
+    })
 }
 
 fn at_ms(ms: i64) -> OffsetDateTime {
@@ -56,7 +98,86 @@ fn transition(kind: EventKind) -> (Option<&'static str>, Option<&'static str>) {
 
 impl PgWriter {
     pub fn new(db: PgPool) -> Self {
-        Self { db }
+        Self { db, dead_letters: None }
+    }
+
+    /// Counts dead letters in `family` (the origin's `/metrics`).
+    pub fn counting(mut self, family: Family<DeadLetterLabels, Counter>) -> Self {
+        self.dead_letters = Some(family);
+        self
+    }
+
+    /// Applies a batch, setting poison events aside (see the module docs); `source` names
+    /// the path (`relay` or `kafka`). Fails only for transient reasons, when the whole
+    /// batch should be tried again.
+    pub async fn deliver(
+        &self,
+        events: &[OutboxEvent],
+        source: &'static str,
+    ) -> anyhow::Result<Delivery> {
+        let first = match self.apply(events).await {
+            Ok(applied) => return Ok(Delivery { applied, dead: Vec::new() }),
+            Err(e) if is_transient(&e) => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(error = ?first, events = events.len(), "a batch was refused; applying its events one by one");
+        let mut delivery = Delivery::default();
+        for event in events {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self.apply(std::slice::from_ref(event)).await {
+                    Ok(n) => {
+                        delivery.applied += n;
+                        break;
+                    }
+                    Err(e) if is_transient(&e) => return Err(e),
+                    Err(e) if tries < POISON_TRIES => {
+                        tracing::debug!(event_id = %event.event_id, error = ?e, "retrying an event");
+                    }
+                    Err(e) => {
+                        let reason = format!("{e:#}");
+                        self.dead_letter(
+                            Some(event),
+                            &serde_json::to_string(event)?,
+                            &reason,
+                            source,
+                        )
+                        .await?;
+                        delivery.dead.push((event.event_id, reason));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(delivery)
+    }
+
+    /// Records a poison event (or a payload that is not an event at all) in `dead_letters`.
+    pub async fn dead_letter(
+        &self,
+        event: Option<&OutboxEvent>,
+        payload: &str,
+        reason: &str,
+        source: &'static str,
+    ) -> anyhow::Result<()> {
+        tracing::error!(event_id = ?event.map(|e| e.event_id), source, reason, "event dead-lettered");
+        sqlx::query(
+            "INSERT INTO dead_letters (event_id, product_id, source, payload, reason) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event.map(|e| e.event_id))
+        .bind(event.map(|e| e.product_id))
+        .bind(source)
+        .bind(payload)
+        .bind(reason)
+        .execute(&self.db)
+        .await
+        .context("recording a dead letter")?;
+        if let Some(family) = &self.dead_letters {
+            family.get_or_create(&DeadLetterLabels { source }).inc();
+        }
+        Ok(())
     }
 
     /// Applies a batch; returns how many events were applied (parked ones count once they

@@ -144,8 +144,9 @@ pub fn trigger(state: &AppState, product_id: Uuid) {
     if !state.rebuilds.lock().expect("rebuilds lock").insert(product_id) {
         return;
     }
-    let state = state.clone();
-    tokio::spawn(async move {
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let state = task_state;
         if let Err(e) = rebuild(&state, product_id).await {
             tracing::error!(%product_id, error = %e, "automatic rebuild failed; the next request retries");
         }

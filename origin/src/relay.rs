@@ -1,9 +1,12 @@
 //! The outbox relay: moves events from each product's Redis stream to their destination,
 //! acknowledging (and deleting) a stream entry only after the destination confirmed it.
 //!
-//! Each stream has the consumer group `relay`. A step first claims entries another relay
-//! left pending for longer than `claim_idle` (it died between delivery and ack), then reads
-//! new ones. Delivery is at-least-once; the persister applies each event id once.
+//! Each stream has the consumer group `relay`. A fetch first re-reads this relay's own
+//! pending entries (a delivery that failed: the sink was down), then claims entries another
+//! relay left pending for longer than `claim_idle` (it died between delivery and ack), then
+//! reads new ones. A failed step is retried with backoff capped at [`MAX_BACKOFF`], so the
+//! outbox moves again within a second of its destination coming back. Delivery is
+//! at-least-once; the persister applies each event id once.
 //! [`Relay::step`] is one pass over every product; [`Relay::fetch`], [`Relay::deliver`] and
 //! [`Relay::ack`] are its parts, so tests can stop between them as a crash would.
 //!
@@ -23,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const GROUP: &str = "relay";
+
+/// The longest pause between retries of a failing step.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Where events go.
 #[derive(Clone)]
@@ -110,32 +116,24 @@ impl Relay {
     async fn fetch_once(&self, product: Uuid) -> redis::RedisResult<Batch> {
         let stream = ProductKeys::new(product).outbox();
         self.ensure_group(product, &stream).await?;
-        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&stream)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(self.claim_idle.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(self.batch)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let entries = if !claimed.claimed.is_empty() {
-            claimed.claimed
-        } else {
-            let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-                .arg("GROUP")
+        // Our own entries whose delivery failed: read again at once, not after an idle time.
+        let mut entries = self.read_group(&stream, "0").await?;
+        if entries.is_empty() {
+            let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
                 .arg(GROUP)
                 .arg(&self.consumer)
+                .arg(self.claim_idle.as_millis() as u64)
+                .arg("0-0")
                 .arg("COUNT")
                 .arg(self.batch)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg(">")
                 .query_async(&mut self.conn.clone())
                 .await?;
-            read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect()
-        };
+            entries = claimed.claimed;
+        }
+        if entries.is_empty() {
+            entries = self.read_group(&stream, ">").await?;
+        }
         let mut batch = Batch { stream, ..Batch::default() };
         for entry in entries {
             match OutboxEvent::from_entry(&entry) {
@@ -146,14 +144,39 @@ impl Relay {
         Ok(batch)
     }
 
-    /// Hands the events to the sink; returns once the sink has them durably.
-    pub async fn deliver(&self, batch: &Batch) -> anyhow::Result<()> {
+    /// `XREADGROUP` from `id`: `0` re-reads this consumer's pending entries, `>` new ones.
+    async fn read_group(&self, stream: &str, id: &str) -> redis::RedisResult<Vec<StreamId>> {
+        let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.batch)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        // A pending entry deleted meanwhile comes back without fields: nothing to deliver.
+        Ok(read
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .filter(|e| !e.map.is_empty())
+            .collect())
+    }
+
+    /// Hands the events to the sink; returns once the sink has them durably (PostgreSQL
+    /// having set poison events aside in `dead_letters`: their number is returned).
+    pub async fn deliver(&self, batch: &Batch) -> anyhow::Result<u64> {
         if batch.events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         match &self.sink {
-            Sink::Postgres(writer) => writer.apply(&batch.events).await.map(drop),
-            Sink::Kafka(producer) => producer.publish(&batch.events).await,
+            Sink::Postgres(writer) => {
+                writer.deliver(&batch.events, "relay").await.map(|d| d.dead.len() as u64)
+            }
+            Sink::Kafka(producer) => producer.publish(&batch.events).await.map(|()| 0),
         }
     }
 
@@ -168,7 +191,14 @@ impl Relay {
         pipe.atomic();
         for (entry, reason) in &batch.poison {
             tracing::error!(stream = %batch.stream, id = %entry.id, %reason, "undeliverable outbox entry moved to dead letters");
-            let cmd = pipe.cmd("XADD").arg(format!("{}:dead", batch.stream)).arg("*");
+            // Bounded like every key: the newest 10,000 dead entries are kept.
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(format!("{}:dead", batch.stream))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(10_000)
+                .arg("*");
             cmd.arg("entry").arg(&entry.id).arg("reason").arg(reason);
         }
         pipe.cmd("XACK").arg(&batch.stream).arg(GROUP).arg(&ids).ignore();
@@ -183,11 +213,11 @@ impl Relay {
         for product in self.inventory.products().await? {
             loop {
                 let batch = self.fetch(product).await?;
-                self.deliver(&batch).await?;
+                let dead = self.deliver(&batch).await?;
                 self.ack(&batch).await?;
                 let size = batch.events.len() + batch.poison.len();
-                report.delivered += batch.events.len() as u64;
-                report.dead += batch.poison.len() as u64;
+                report.delivered += batch.events.len() as u64 - dead;
+                report.dead += batch.poison.len() as u64 + dead;
                 if size < self.batch {
                     break;
                 }
@@ -196,13 +226,23 @@ impl Relay {
         Ok(report)
     }
 
-    /// Steps every `interval` until cancelled; a step in progress finishes first.
-    pub async fn run(self, interval: Duration, cancel: CancellationToken) {
-        crate::worker::every("relay", interval, cancel, || async {
-            if let Err(e) = self.step().await {
-                tracing::warn!(error = ?e, "relay step failed; retrying next tick");
+    /// Steps every `interval` until cancelled; a step in progress finishes first. After a
+    /// failed step the next one waits twice as long as the last, at most [`MAX_BACKOFF`].
+    pub async fn run(&self, interval: Duration, cancel: CancellationToken) {
+        let mut backoff = Duration::ZERO;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(interval.max(backoff)) => {}
             }
-        })
-        .await
+            match self.step().await {
+                Ok(_) => backoff = Duration::ZERO,
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(interval, MAX_BACKOFF);
+                    tracing::warn!(error = ?e, retry_in = ?backoff, "relay step failed");
+                }
+            }
+        }
+        tracing::info!(worker = "relay", "stopped");
     }
 }

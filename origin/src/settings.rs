@@ -36,6 +36,12 @@ pub struct Settings {
     pub kafka: Option<KafkaSettings>,
     /// With a broker: run the Kafka persister in this process (tests drive their own).
     pub kafka_persister: bool,
+    /// Run on a Redis that does not fsync every write before answering (AOF with
+    /// `appendfsync always`): grants answered `201` may then be lost with Redis.
+    pub allow_volatile_redis: bool,
+    /// How long in-flight requests, worker steps and the last relay flush may take after
+    /// shutdown is asked for.
+    pub drain_limit: Duration,
     /// Deadline for each Redis command; past it the request is answered 503.
     pub redis_timeout: Duration,
     pub database_max_connections: u32,
@@ -57,19 +63,25 @@ pub struct PaymentSettings {
     pub resubmit_after: Duration,
     /// How often the payments worker steps; `None` runs none (tests drive it).
     pub worker_interval: Option<Duration>,
+    /// The webhook deadline: a submitted charge still PENDING this long is reconciled by
+    /// asking the processor for its status.
+    pub reconcile_after: Duration,
     /// The simulated processor (the only gateway shipped). Its webhook secret is random
-    /// per process unless set, which serves because it runs inside the origin.
+    /// per process unless set, which serves because it runs inside the origin; its store
+    /// is the origin's Redis unless set.
     pub simulated: SimulatedSettings,
 }
 
-impl Default for PaymentSettings {
-    fn default() -> Self {
+impl PaymentSettings {
+    /// The defaults, with the simulated processor keeping its records in `store_url`.
+    pub fn new(store_url: String) -> Self {
         Self {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             gateway_timeout: Duration::from_secs(5),
             resubmit_after: Duration::from_secs(10),
             worker_interval: Some(Duration::from_secs(1)),
-            simulated: SimulatedSettings::new(rand::random::<[u8; 32]>().to_vec()),
+            reconcile_after: Duration::from_secs(30),
+            simulated: SimulatedSettings::new(rand::random::<[u8; 32]>().to_vec(), store_url),
         }
     }
 }
@@ -84,6 +96,7 @@ impl Settings {
         jwt_policy: TokenPolicy,
     ) -> Self {
         Self {
+            payments: PaymentSettings::new(redis_url.clone()),
             listen,
             database_url,
             redis_url,
@@ -94,13 +107,14 @@ impl Settings {
             lifecycle: Lifecycle::default(),
             expiry_interval: Some(Duration::from_secs(1)),
             relay_interval: Some(Duration::from_millis(100)),
-            relay_claim_idle: Duration::from_secs(30),
+            relay_claim_idle: Duration::from_secs(5),
             kafka: None,
             kafka_persister: true,
+            allow_volatile_redis: false,
+            drain_limit: Duration::from_secs(10),
             redis_timeout: Duration::from_millis(500),
             database_max_connections: 10,
             migrate: true,
-            payments: PaymentSettings::default(),
             fairness_window: Duration::ZERO,
         }
     }

@@ -70,6 +70,13 @@ async fn acquire(
     body: Bytes,
 ) -> ApiResult<Response> {
     let AcquireRequest { product_id } = AcquireRequest::parse(&body)?;
+    if let Err(why) = state.durability.check(&state.inventory).await? {
+        // A grant now could be lost and resold after a Redis restart: refuse it.
+        return Err(ApiError::Unavailable {
+            component: "redis",
+            detail: format!("Redis does not persist grants: {why}"),
+        });
+    }
     let now_ms = state.clock.now_ms();
     let slot_id = Uuid::now_v7();
     let outcome = state

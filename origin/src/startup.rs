@@ -1,6 +1,7 @@
 //! Wiring: settings → connections → router → a bound listener.
 
 use crate::clock::{Clock, SystemClock};
+use crate::durability::{DurabilityGuard, Persistence};
 use crate::error::ApiError;
 use crate::expiry::ExpiryWorker;
 use crate::inventory::Inventory;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// A built origin: connected, migrated and bound, not yet serving.
@@ -40,10 +42,39 @@ pub struct Application {
     kafka_settings: Option<KafkaSettings>,
     payments_interval: Option<Duration>,
     resubmit_after: Duration,
+    drain_limit: Duration,
 }
 
-/// How long workers may take to finish their current step after shutdown.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Whether a migration failed because PostgreSQL could not be reached (rather than a
+/// broken migration, which must stop the start).
+fn is_unreachable(e: &sqlx::migrate::MigrateError) -> bool {
+    matches!(
+        e,
+        sqlx::migrate::MigrateError::Execute(
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        )
+    )
+}
+
+/// Retries `attempt` with backoff (100 ms doubling to 5 s) until it succeeds.
+async fn retry_until_done<F, Fut>(what: &'static str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(()) => {
+                tracing::info!(what, "done after the dependency came back");
+                return;
+            }
+            Err(e) => tracing::debug!(what, error = ?e, "still failing"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -56,7 +87,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let gateway = SimulatedGateway::new(settings.payments.simulated.clone(), clock.clone());
+        let gateway = SimulatedGateway::new(settings.payments.simulated.clone(), clock.clone())?;
         let app = Self::build_with_gateway(settings, clock, Arc::new(gateway.clone())).await?;
         let mut addr = app.local_addr();
         if addr.ip().is_unspecified() {
@@ -77,15 +108,57 @@ impl Application {
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(&settings.database_url)
             .context("parsing the database URL")?;
+        let tasks = TaskTracker::new();
+        // Degraded start: a dependency that is down does not stop the origin. Migrations and
+        // topic creation are retried in the background until they succeed; meanwhile
+        // `/health` names what is down and requests needing it answer 503.
         if settings.migrate {
-            MIGRATOR.run(&db).await.context("applying migrations")?;
+            match MIGRATOR.run(&db).await {
+                Ok(()) => {}
+                Err(e) if is_unreachable(&e) => {
+                    tracing::warn!(error = %e, "PostgreSQL is down: migrating once it answers");
+                    tasks.spawn(retry_until_done("migrations", {
+                        let db = db.clone();
+                        move || {
+                            let db = db.clone();
+                            async move { MIGRATOR.run(&db).await.map_err(anyhow::Error::from) }
+                        }
+                    }));
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("applying migrations")),
+            }
         }
         let inventory =
             Inventory::connect(&settings.redis_url, settings.redis_timeout, settings.lifecycle)
                 .context("parsing the Redis URL")?;
+        let durability = DurabilityGuard::new(settings.allow_volatile_redis);
+        match Persistence::of(&inventory).await {
+            Ok(p @ Persistence::Durable) => durability.record(&p),
+            Ok(Persistence::Volatile(why)) if !settings.allow_volatile_redis => anyhow::bail!(
+                "Redis at {} does not keep what it answers: {why}. Grants answered 201 would \
+                 be lost and resold after a restart. Run it with `--appendonly yes \
+                 --appendfsync always` (scripts/dev.sh does), or start the origin with \
+                 --allow-volatile-redis to accept that",
+                settings.redis_url
+            ),
+            Ok(p @ Persistence::Volatile(_)) => {
+                tracing::warn!(persistence = ?p, "Redis is volatile (allowed by --allow-volatile-redis)");
+                durability.record(&p);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis is down: its persistence is checked once it answers")
+            }
+        }
         let kafka = match &settings.kafka {
             Some(k) => {
-                kafka::ensure_topics(k).await?;
+                if let Err(e) = kafka::ensure_topics(k).await {
+                    tracing::warn!(error = ?e, "Kafka topics not created yet: retrying in the background");
+                    let k = k.clone();
+                    tasks.spawn(retry_until_done("kafka topics", move || {
+                        let k = k.clone();
+                        async move { kafka::ensure_topics(&k).await }
+                    }));
+                }
                 Some(EventProducer::new(k)?)
             }
             None => None,
@@ -95,11 +168,13 @@ impl Application {
             gateway,
             idempotency_ttl: settings.payments.idempotency_ttl,
             gateway_timeout: settings.payments.gateway_timeout,
+            reconcile_after: settings.payments.reconcile_after,
         };
         let fairness = crate::fairness::FairnessWindow::new(
             settings.fairness_window,
             inventory.clone(),
             clock.clone(),
+            tasks.clone(),
         );
         let state = AppState::new(Shared {
             fairness,
@@ -119,6 +194,8 @@ impl Application {
             clock,
             rebuilds: Arc::default(),
             kafka: kafka.clone(),
+            durability,
+            tasks,
         });
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -133,6 +210,7 @@ impl Application {
             kafka_settings: settings.kafka.clone().filter(|_| settings.kafka_persister),
             payments_interval: settings.payments.worker_interval,
             resubmit_after: settings.payments.resubmit_after,
+            drain_limit: settings.drain_limit,
         })
     }
 
@@ -144,8 +222,10 @@ impl Application {
         &self.state
     }
 
-    /// Serves (and runs the workers) until `shutdown` resolves, then lets in-flight
-    /// requests finish and gives the workers [`DRAIN_LIMIT`] to finish their step.
+    /// Serves (and runs the workers) until `shutdown` resolves, then drains within the
+    /// drain limit: the listener stops accepting, in-flight requests are answered, workers
+    /// finish their current step, the relay flushes the outbox once more, and every task the
+    /// origin spawned (rebuilds, fairness queues, the gateway's deliveries) ends.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -165,30 +245,79 @@ impl Application {
             );
             workers.spawn(worker.run(interval, cancel.clone()));
         }
-        let writer = PgWriter::new(self.state.db.clone());
+        let writer =
+            PgWriter::new(self.state.db.clone()).counting(self.state.metrics.dead_letters.clone());
+        let mut flush = None;
         if let Some(interval) = self.relay_interval {
             let sink = match &self.state.kafka {
                 Some(producer) => Sink::Kafka(producer.clone()),
                 None => Sink::Postgres(writer.clone()),
             };
             let consumer = format!("origin-{}", Uuid::new_v4().simple());
-            let relay =
-                Relay::new(self.state.inventory.clone(), sink, consumer, self.relay_claim_idle);
-            workers.spawn(relay.run(interval, cancel.clone()));
+            let relay = Arc::new(Relay::new(
+                self.state.inventory.clone(),
+                sink,
+                consumer,
+                self.relay_claim_idle,
+            ));
+            flush = Some(relay.clone());
+            let cancel = cancel.clone();
+            workers.spawn(async move { relay.run(interval, cancel).await });
         }
         if let Some(k) = &self.kafka_settings {
             let persister = KafkaPersister::new(k, kafka::PERSISTER_GROUP, writer)?;
             workers.spawn(persister.run(cancel.clone()));
         }
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving");
+
+        let stopping = CancellationToken::new();
+        let signalled = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signalled.cancel();
+        });
+        let mut server = tokio::spawn(
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(stopping.clone().cancelled_owned())
+                .into_future(),
+        );
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = stopping.cancelled() => {
+                tracing::info!(limit = ?self.drain_limit, "shutting down: draining");
+                match tokio::time::timeout(self.drain_limit, &mut server).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::warn!("requests still in flight after the drain limit: dropped");
+                        server.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        let deadline = tokio::time::Instant::now() + self.drain_limit;
+        let state = self.state;
+        state.fairness.close();
+        state.tasks.close();
         cancel.cancel();
-        if tokio::time::timeout(DRAIN_LIMIT, workers.join_all()).await.is_err() {
-            tracing::warn!("workers did not stop within {DRAIN_LIMIT:?}");
+        let drained = tokio::time::timeout_at(deadline, async {
+            workers.join_all().await;
+            if let Some(relay) = flush {
+                match relay.step().await {
+                    Ok(r) => tracing::info!(delivered = r.delivered, "relay flushed"),
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "relay flush failed; the next origin delivers")
+                    }
+                }
+            }
+            state.payments.gateway.drain().await;
+            state.tasks.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(limit = ?self.drain_limit, "background work did not finish within the drain limit");
         }
-        served
+        tracing::info!("stopped");
+        served.context("the server task")?.context("serving")
     }
 }
 

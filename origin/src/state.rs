@@ -47,6 +47,11 @@ pub struct Shared {
     pub payments: Payments,
     /// Decides acquisitions in stamp order within the fairness window (a pass-through at 0).
     pub fairness: crate::fairness::FairnessWindow,
+    /// Whether Redis keeps what it answered (see [`crate::durability`]).
+    pub durability: crate::durability::DurabilityGuard,
+    /// Every task the origin spawns besides the workers (rebuilds, fairness queues): drained
+    /// at shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// What the origin needs to check an edge signature.

@@ -2,7 +2,7 @@
 //! rate-limit the buyer → (acquisitions: dedup, availability hint) → sign → forward →
 //! learn from the answer → relay.
 
-use crate::config::EdgeConfig;
+use crate::config::{self, EdgeConfig};
 use crate::platform::Store;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
 use flashgate_core::routes::{self, BuyerRoute, MAX_BUYER_BODY};
@@ -67,9 +67,12 @@ async fn admit_and_forward(
             Problem::not_found(format!("no route for {}", req.path()))
         }
     })?;
-    let config = EdgeConfig::current(arrival_us).map_err(|e| {
+    let config = config::current(arrival_us).map_err(|e| {
+        // A platform that started the component without checking its variables: say which
+        // one is wrong, as a retryable 503 (an operator fixes it; nothing is lost).
         eprintln!("flashgate-edge: configuration error: {e}");
-        Problem::internal()
+        Problem::unavailable(format!("the edge is misconfigured: {e}"), 1)
+            .with("variable", e.variable.clone())
     })?;
     let store = Store::open();
     // Platforms that do not report the client's address (wasmCloud's HTTP provider) get no

@@ -60,8 +60,5 @@ async fn main() -> Result<()> {
     settings.warm_instances = args.warm_instances;
     let host = EdgeHost::build(settings).await.context("starting the edge host")?;
     tracing::info!(addr = %host.local_addr(), "edge listening");
-    host.run_until_stopped(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    host.run_until_stopped(flashgate_core::signal::stop()).await
 }

@@ -12,6 +12,7 @@ use crate::manifest::{ComponentSpec, Manifest};
 use crate::state::{Outbound, RequestState};
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use flashgate_core::edge_config::EdgeConfig;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
 use flashgate_core::signing::{HEADER_TRACE_ID, HEADER_TRACEPARENT};
 use flashgate_core::trace::TraceContext;
@@ -183,6 +184,12 @@ impl EdgeHost {
 
         let mut served = HashMap::new();
         for (id, spec) in &manifest.components {
+            // flashgate's edge (the component that takes `edge_secret`) is checked before
+            // anything is served: a missing or malformed variable stops the start, named.
+            if spec.variables.contains_key("edge_secret") {
+                EdgeConfig::parse(|k| Ok(spec.variables.get(k).cloned()))
+                    .with_context(|| format!("component `{id}` is misconfigured"))?;
+            }
             let started = std::time::Instant::now();
             let component = Component::from_file(&engine, &spec.source)
                 .map_err(anyhow::Error::from)

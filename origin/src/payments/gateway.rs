@@ -2,30 +2,40 @@
 //!
 //! [`PaymentGateway`] is what a real processor's adapter implements: submit a charge
 //! (idempotent by `reference`, the payment id, so a resubmission never charges twice),
-//! submit a refund (idempotent likewise), and verify and parse the processor's webhook.
-//! Outcomes arrive asynchronously, as real processors report them: a signed webhook to
-//! `POST /payments/webhook`, possibly more than once.
+//! submit a refund (idempotent likewise), ask for a charge's status by reference (what
+//! reconciliation uses when a webhook never comes), and verify and parse the processor's
+//! webhook. Outcomes arrive asynchronously, as real processors report them: a signed
+//! webhook to `POST /payments/webhook`, possibly more than once, possibly never.
 //!
-//! [`SimulatedGateway`] accepts every charge at once and reports the outcome after a
-//! latency: success with a configurable probability drawn from a seeded generator, so a
-//! test's sequence of outcomes is the same on every run. Like real processors' test cards,
-//! the method [`DECLINING_METHOD`] is always declined. Its webhooks are signed
-//! `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` in
-//! [`SIGNATURE_HEADER`], Stripe's scheme. In `manual` mode it holds webhooks until a test
-//! releases them.
+//! [`SimulatedGateway`] accepts every charge at once and decides its outcome then: success
+//! with a configurable probability drawn from a seeded generator, so a test's sequence of
+//! outcomes is the same on every run. Like real processors' test cards, the method
+//! [`DECLINING_METHOD`] is always declined. It keeps its charges and refunds in a store of
+//! its own, not in the origin's memory (keys `gw:charge:<reference>` and
+//! `gw:refund:<reference>` in a Redis it is given, for a day), so an origin killed mid-way
+//! loses no charge and [`PaymentGateway::charge_status`] answers after a restart. Its
+//! webhooks follow after a latency, signed `t=<unix seconds>,v1=<hex HMAC-SHA256 of
+//! "<t>.<body>">` in [`SIGNATURE_HEADER`], Stripe's scheme; deliveries still waiting when
+//! the origin stops are dropped, as a real processor's would fail against a stopped origin,
+//! and reconciliation settles those payments. In `manual` mode it holds webhooks until a
+//! test releases them.
 
 use crate::clock::Clock;
+use anyhow::Context;
 use axum::http::HeaderMap;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// The webhook signature header of the simulated processor.
@@ -68,6 +78,17 @@ pub enum Outcome {
     Failed { reason: String },
 }
 
+/// What the processor knows of a charge, asked by reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeStatus {
+    /// It never received the charge (or forgot it): submit it again.
+    NotFound,
+    /// Received and not decided yet.
+    Processing,
+    /// Decided at `at_ms` (the processor's clock, ms since the epoch).
+    Decided { outcome: Outcome, at_ms: i64 },
+}
+
 /// A verified webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayEvent {
@@ -90,6 +111,13 @@ pub trait PaymentGateway: Send + Sync + 'static {
     fn charge(&self, request: ChargeRequest) -> BoxFuture<'_, Result<(), GatewayError>>;
     /// Refunds a successful charge; the same reference twice refunds once.
     fn refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<(), GatewayError>>;
+    /// The charge's status by our reference (every processor offers this query).
+    fn charge_status(&self, reference: Uuid) -> BoxFuture<'_, Result<ChargeStatus, GatewayError>>;
+    /// Shutdown: ends the adapter's own background work (deliveries, connections). The
+    /// origin bounds how long it waits.
+    fn drain(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
     /// Verifies a webhook's authenticity and freshness (`now_secs`: the origin's clock)
     /// and parses it.
     fn parse_webhook(
@@ -126,10 +154,12 @@ pub struct SimulatedSettings {
     pub deliveries: u32,
     /// Hold webhooks until [`SimulatedGateway::release`] (tests).
     pub manual: bool,
+    /// The processor's own store: a Redis URL (its keys start `gw:`).
+    pub store_url: String,
 }
 
 impl SimulatedSettings {
-    pub fn new(webhook_secret: Vec<u8>) -> Self {
+    pub fn new(webhook_secret: Vec<u8>, store_url: String) -> Self {
         Self {
             success_rate: 0.95,
             latency: Duration::from_millis(200),
@@ -137,42 +167,44 @@ impl SimulatedSettings {
             webhook_secret,
             deliveries: 1,
             manual: false,
+            store_url,
         }
     }
 }
 
-/// References seen, forgotten after a day so a long run stays bounded.
-struct Seen<V> {
-    map: HashMap<Uuid, V>,
-    order: VecDeque<(i64, Uuid)>,
+/// How long the processor remembers a charge or a refund.
+const REMEMBERED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+fn charge_key(reference: Uuid) -> String {
+    format!("gw:charge:{reference}")
 }
 
-impl<V> Default for Seen<V> {
-    fn default() -> Self {
-        Self { map: HashMap::new(), order: VecDeque::new() }
+fn refund_key(reference: Uuid) -> String {
+    format!("gw:refund:{reference}")
+}
+
+/// A decided charge as stored: `succeeded <atMs>` or `failed <atMs> <reason>`.
+fn encode(outcome: &Outcome, at_ms: i64) -> String {
+    match outcome {
+        Outcome::Succeeded => format!("succeeded {at_ms}"),
+        Outcome::Failed { reason } => format!("failed {at_ms} {reason}"),
     }
 }
 
-const SEEN_FOR_SECS: i64 = 24 * 3600;
-
-impl<V> Seen<V> {
-    fn prune(&mut self, now_secs: i64) {
-        while let Some(&(at, id)) = self.order.front() {
-            if at > now_secs - SEEN_FOR_SECS {
-                break;
-            }
-            self.order.pop_front();
-            self.map.remove(&id);
-        }
-    }
-    fn insert(&mut self, id: Uuid, value: V, now_secs: i64) {
-        self.prune(now_secs);
-        self.order.push_back((now_secs, id));
-        self.map.insert(id, value);
-    }
+fn decode(record: &str) -> Option<(Outcome, i64)> {
+    let mut parts = record.splitn(3, ' ');
+    let kind = parts.next()?;
+    let at_ms = parts.next()?.parse().ok()?;
+    let outcome = match kind {
+        "succeeded" => Outcome::Succeeded,
+        "failed" => Outcome::Failed { reason: parts.next().unwrap_or("declined").to_owned() },
+        _ => return None,
+    };
+    Some((outcome, at_ms))
 }
 
-/// A card processor in-process: see the module docs. Clones share one processor.
+/// A card processor simulated beside the origin: see the module docs. Clones share one
+/// processor.
 #[derive(Clone)]
 pub struct SimulatedGateway(Arc<Simulated>);
 
@@ -182,20 +214,34 @@ pub struct Simulated {
     rng: Mutex<StdRng>,
     target: RwLock<Option<String>>,
     http: reqwest::Client,
-    charges: Mutex<Seen<Outcome>>,
-    refunds: Mutex<Seen<()>>,
+    store: ConnectionManager,
     charged: AtomicUsize,
     refunded: AtomicUsize,
     held: Mutex<Vec<Uuid>>,
+    deliveries: TaskTracker,
+    stopping: CancellationToken,
+}
+
+fn unavailable(e: redis::RedisError) -> GatewayError {
+    GatewayError::Unavailable(format!("the processor's store: {e}"))
 }
 
 impl SimulatedGateway {
-    pub fn new(settings: SimulatedSettings, clock: Arc<dyn Clock>) -> Self {
+    /// A processor keeping its records in the Redis at `settings.store_url` (connected
+    /// lazily: a store that is down makes the processor unavailable, not the origin).
+    pub fn new(settings: SimulatedSettings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let rng = match settings.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        Self(Arc::new(Simulated {
+        let client = redis::Client::open(settings.store_url.as_str())
+            .context("the simulated processor's store URL")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1);
+        let store = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self(Arc::new(Simulated {
             settings,
             clock,
             rng: Mutex::new(rng),
@@ -204,12 +250,13 @@ impl SimulatedGateway {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("a plain HTTP client builds"),
-            charges: Mutex::default(),
-            refunds: Mutex::default(),
+            store,
             charged: AtomicUsize::new(0),
             refunded: AtomicUsize::new(0),
             held: Mutex::default(),
-        }))
+            deliveries: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+        })))
     }
 
     /// Where webhooks go: the origin's `POST /payments/webhook` (known once it is bound).
@@ -217,25 +264,31 @@ impl SimulatedGateway {
         *self.target.write().expect("target lock") = Some(webhook_url);
     }
 
-    /// Distinct charges accepted so far (resubmissions not counted). A reference is
-    /// remembered for a day of the gateway's clock, then forgotten (memory stays bounded).
+    /// Distinct charges this processor accepted (resubmissions not counted).
     pub fn charges(&self) -> usize {
         self.charged.load(Ordering::SeqCst)
     }
 
-    /// Distinct refunds made so far.
+    /// Distinct refunds this processor made.
     pub fn refunds(&self) -> usize {
         self.refunded.load(Ordering::SeqCst)
     }
 
-    /// The outcome decided for a charge, if it was submitted.
-    pub fn outcome(&self, reference: Uuid) -> Option<Outcome> {
-        self.charges.lock().expect("charges lock").map.get(&reference).cloned()
+    /// The outcome decided for a charge, if it was submitted (and is remembered).
+    pub async fn outcome(&self, reference: Uuid) -> anyhow::Result<Option<Outcome>> {
+        let record: Option<String> =
+            self.store.clone().get(charge_key(reference)).await.context("the processor's store")?;
+        Ok(record.as_deref().and_then(decode).map(|(outcome, _)| outcome))
     }
 
     /// Charges whose webhooks are held (manual mode).
     pub fn held(&self) -> Vec<Uuid> {
         self.held.lock().expect("held lock").clone()
+    }
+
+    /// Forgets the held webhooks without delivering them: webhooks lost on the way.
+    pub fn lose_held(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *self.held.lock().expect("held lock"))
     }
 
     fn now_secs(&self) -> i64 {
@@ -248,8 +301,10 @@ impl SimulatedGateway {
     }
 
     /// The signed webhook reporting `reference`'s outcome: `(signature header, body)`.
-    pub fn webhook(&self, reference: Uuid) -> Option<(String, Vec<u8>)> {
-        let outcome = self.outcome(reference)?;
+    pub async fn webhook(&self, reference: Uuid) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        let Some(outcome) = self.outcome(reference).await? else {
+            return Ok(None);
+        };
         let body = WebhookBody {
             id: Uuid::now_v7(),
             kind: match outcome {
@@ -263,7 +318,7 @@ impl SimulatedGateway {
             },
         };
         let body = serde_json::to_vec(&body).expect("a webhook body serializes");
-        Some((Self::sign(&self.settings.webhook_secret, self.now_secs(), &body), body))
+        Ok(Some((Self::sign(&self.settings.webhook_secret, self.now_secs(), &body), body)))
     }
 
     /// Delivers `reference`'s webhook once (held or not); the origin's HTTP status.
@@ -272,6 +327,7 @@ impl SimulatedGateway {
         let target = target.ok_or_else(|| anyhow::anyhow!("no webhook target set"))?;
         let (signature, body) = self
             .webhook(reference)
+            .await?
             .ok_or_else(|| anyhow::anyhow!("no charge with reference {reference}"))?;
         let response = self
             .http
@@ -286,8 +342,7 @@ impl SimulatedGateway {
 
     /// Delivers every held webhook `deliveries` times and stops holding them.
     pub async fn release_all(&self) -> anyhow::Result<()> {
-        let held = std::mem::take(&mut *self.held.lock().expect("held lock"));
-        for reference in held {
+        for reference in self.lose_held() {
             for _ in 0..self.settings.deliveries.max(1) {
                 self.release(reference).await?;
             }
@@ -296,8 +351,16 @@ impl SimulatedGateway {
     }
 
     /// Delivers like a processor: after the latency, `deliveries` times, each retried with
-    /// backoff until the origin answers 2xx (at most 6 attempts).
+    /// backoff until the origin answers 2xx (at most 6 attempts); given up on shutdown.
     async fn deliver(self, reference: Uuid) {
+        let stopping = self.stopping.clone();
+        tokio::select! {
+            () = stopping.cancelled() => {}
+            () = self.deliver_with_retries(reference) => {}
+        }
+    }
+
+    async fn deliver_with_retries(&self, reference: Uuid) {
         tokio::time::sleep(self.settings.latency).await;
         for _ in 0..self.settings.deliveries.max(1) {
             let mut backoff = Duration::from_millis(100);
@@ -364,26 +427,31 @@ impl PaymentGateway for SimulatedGateway {
             if request.amount < 0 {
                 return Err(GatewayError::Declined("negative amount".into()));
             }
-            let now = self.now_secs();
+            let roll: f64 = self.rng.lock().expect("rng lock").random();
+            let outcome = if roll < self.settings.success_rate && request.method != DECLINING_METHOD
             {
-                let mut charges = self.charges.lock().expect("charges lock");
-                if charges.map.contains_key(&request.reference) {
-                    return Ok(()); // a resubmission: charged once already
-                }
-                let roll: f64 = self.rng.lock().expect("rng lock").random();
-                let outcome =
-                    if roll < self.settings.success_rate && request.method != DECLINING_METHOD {
-                        Outcome::Succeeded
-                    } else {
-                        Outcome::Failed { reason: "card_declined".into() }
-                    };
-                charges.insert(request.reference, outcome, now);
-                self.charged.fetch_add(1, Ordering::SeqCst);
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed { reason: "card_declined".into() }
+            };
+            // Recorded once per reference: a resubmission finds the first record.
+            let fresh: Option<String> = redis::cmd("SET")
+                .arg(charge_key(request.reference))
+                .arg(encode(&outcome, self.clock.now_ms()))
+                .arg("NX")
+                .arg("PX")
+                .arg(REMEMBERED_FOR.as_millis() as u64)
+                .query_async(&mut self.store.clone())
+                .await
+                .map_err(unavailable)?;
+            if fresh.is_none() {
+                return Ok(()); // a resubmission: charged once already
             }
+            self.charged.fetch_add(1, Ordering::SeqCst);
             if self.settings.manual {
                 self.held.lock().expect("held lock").push(request.reference);
             } else {
-                tokio::spawn(self.clone().deliver(request.reference));
+                self.deliveries.spawn(self.clone().deliver(request.reference));
             }
             Ok(())
         })
@@ -391,24 +459,48 @@ impl PaymentGateway for SimulatedGateway {
 
     fn refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<(), GatewayError>> {
         Box::pin(async move {
-            let now = self.now_secs();
+            let mut store = self.store.clone();
             // A charge forgotten after a day is taken to have succeeded.
-            let failed = matches!(
-                self.charges.lock().expect("charges lock").map.get(&request.reference),
-                Some(Outcome::Failed { .. })
-            );
-            if failed {
+            let charge: Option<String> =
+                store.get(charge_key(request.reference)).await.map_err(unavailable)?;
+            if let Some((Outcome::Failed { .. }, _)) = charge.as_deref().and_then(decode) {
                 return Err(GatewayError::Declined(format!(
                     "charge {} failed; there is nothing to refund",
                     request.reference
                 )));
             }
-            let mut refunds = self.refunds.lock().expect("refunds lock");
-            if !refunds.map.contains_key(&request.reference) {
-                refunds.insert(request.reference, (), now);
+            let fresh: Option<String> = redis::cmd("SET")
+                .arg(refund_key(request.reference))
+                .arg(self.clock.now_ms())
+                .arg("NX")
+                .arg("PX")
+                .arg(REMEMBERED_FOR.as_millis() as u64)
+                .query_async(&mut store)
+                .await
+                .map_err(unavailable)?;
+            if fresh.is_some() {
                 self.refunded.fetch_add(1, Ordering::SeqCst);
             }
             Ok(())
+        })
+    }
+
+    fn charge_status(&self, reference: Uuid) -> BoxFuture<'_, Result<ChargeStatus, GatewayError>> {
+        Box::pin(async move {
+            let record: Option<String> =
+                self.store.clone().get(charge_key(reference)).await.map_err(unavailable)?;
+            Ok(match record.as_deref().and_then(decode) {
+                None => ChargeStatus::NotFound,
+                Some((outcome, at_ms)) => ChargeStatus::Decided { outcome, at_ms },
+            })
+        })
+    }
+
+    fn drain(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stopping.cancel();
+            self.deliveries.close();
+            self.deliveries.wait().await;
         })
     }
 
@@ -434,101 +526,5 @@ impl PaymentGateway for SimulatedGateway {
             other => return Err(WebhookError::Malformed(format!("unknown type `{other}`"))),
         };
         Ok(GatewayEvent { reference: parsed.reference, outcome })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-
-    fn gateway(seed: u64, rate: f64) -> SimulatedGateway {
-        let mut s = SimulatedSettings::new(b"secret".to_vec());
-        s.seed = Some(seed);
-        s.success_rate = rate;
-        s.manual = true;
-        SimulatedGateway::new(s, Arc::new(ManualClock::starting_now()))
-    }
-
-    fn charge(reference: Uuid) -> ChargeRequest {
-        ChargeRequest { reference, amount: 100, currency: "EUR".into(), method: "card".into() }
-    }
-
-    async fn outcomes(seed: u64) -> Vec<bool> {
-        let g = gateway(seed, 0.5);
-        let mut out = Vec::new();
-        for _ in 0..64 {
-            let r = Uuid::now_v7();
-            g.charge(charge(r)).await.unwrap();
-            out.push(g.outcome(r) == Some(Outcome::Succeeded));
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn a_seed_fixes_the_sequence_of_outcomes() {
-        let a = outcomes(7).await;
-        assert_eq!(a, outcomes(7).await);
-        assert_ne!(a, outcomes(8).await);
-        assert!(a.iter().any(|s| *s) && a.iter().any(|s| !*s));
-    }
-
-    #[tokio::test]
-    async fn a_reference_is_charged_and_refunded_once() {
-        let g = gateway(1, 1.0);
-        let r = Uuid::now_v7();
-        for _ in 0..3 {
-            g.charge(charge(r)).await.unwrap();
-        }
-        assert_eq!((g.charges(), g.held().len()), (1, 1));
-        let refund = RefundRequest { reference: r, amount: 100, currency: "EUR".into() };
-        g.refund(refund.clone()).await.unwrap();
-        g.refund(refund).await.unwrap();
-        assert_eq!(g.refunds(), 1);
-        let declined = Uuid::now_v7();
-        let mut request = charge(declined);
-        request.method = DECLINING_METHOD.into();
-        g.charge(request).await.unwrap();
-        let never = RefundRequest { reference: declined, amount: 100, currency: "EUR".into() };
-        assert!(matches!(g.refund(never).await, Err(GatewayError::Declined(_))));
-        assert_eq!((g.charges(), g.refunds()), (2, 1));
-    }
-
-    #[tokio::test]
-    async fn its_webhooks_verify_and_tampering_does_not() {
-        let g = gateway(1, 0.0);
-        let r = Uuid::now_v7();
-        g.charge(charge(r)).await.unwrap();
-        let (sig, body) = g.webhook(r).unwrap();
-        let now = g.now_secs();
-        let mut headers = HeaderMap::new();
-        headers.insert(SIGNATURE_HEADER, sig.parse().unwrap());
-        let event = g.parse_webhook(&headers, &body, now).unwrap();
-        assert_eq!(event.reference, r);
-        assert!(matches!(event.outcome, Outcome::Failed { .. }));
-
-        let mut tampered = body.clone();
-        tampered[5] ^= 1;
-        assert!(matches!(
-            g.parse_webhook(&headers, &tampered, now),
-            Err(WebhookError::Signature(_))
-        ));
-        assert!(matches!(
-            g.parse_webhook(&headers, &body, now + WEBHOOK_TOLERANCE_SECS + 1),
-            Err(WebhookError::Signature(_))
-        ));
-        assert!(matches!(
-            g.parse_webhook(&HeaderMap::new(), &body, now),
-            Err(WebhookError::Signature(_))
-        ));
-        let forged = SimulatedGateway::sign(b"other", now, &body);
-        headers.insert(SIGNATURE_HEADER, forged.parse().unwrap());
-        assert!(matches!(g.parse_webhook(&headers, &body, now), Err(WebhookError::Signature(_))));
-        let junk = b"{}";
-        headers.insert(
-            SIGNATURE_HEADER,
-            SimulatedGateway::sign(b"secret", now, junk).parse().unwrap(),
-        );
-        assert!(matches!(g.parse_webhook(&headers, junk, now), Err(WebhookError::Malformed(_))));
     }
 }

@@ -14,7 +14,9 @@
 //! next replay. The answer to a key is the payment as created (202, `PENDING`), the same
 //! every time; `GET /payments/{id}` tells how it went.
 //!
-//! The outcome comes by webhook ([`gateway`]); `lua/settle.lua` applies it once. Payment
+//! The outcome comes by webhook ([`gateway`]); `lua/settle.lua` applies it once. A payment
+//! whose webhook has not come by the deadline (`reconcile_after`) is reconciled by the
+//! payments worker, which asks the processor for the charge's status ([`worker`]). Payment
 //! records live in Redis under the product's hash tag while they matter, and in PostgreSQL
 //! (`purchases`, via the outbox) for good; reads fall back to PostgreSQL.
 
@@ -54,6 +56,8 @@ pub struct Payments {
     pub idempotency_ttl: Duration,
     /// Deadline of one gateway call.
     pub gateway_timeout: Duration,
+    /// The webhook deadline: past it a submitted charge is reconciled with the processor.
+    pub reconcile_after: Duration,
 }
 
 /// Buyer routes (behind the edge signature).
@@ -422,7 +426,10 @@ async fn submit_charge(state: &AppState, product_id: Uuid, payment_id: Uuid, vie
     let submitted =
         tokio::time::timeout(payments.gateway_timeout, payments.gateway.charge(request)).await;
     let result = match submitted {
-        Ok(Ok(())) => payments.store.charge_submitted(product_id, payment_id).await,
+        Ok(Ok(())) => {
+            let reconcile_at = state.clock.now_ms() + payments.reconcile_after.as_millis() as i64;
+            payments.store.charge_submitted(product_id, payment_id, reconcile_at).await
+        }
         Ok(Err(GatewayError::Declined(reason))) => {
             let now = state.clock.now_ms();
             payments.store.settle(product_id, payment_id, Some(&reason), now).await.map(drop)

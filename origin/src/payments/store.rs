@@ -223,6 +223,7 @@ impl PaymentStore {
             .key(keys.payment(payment_id))
             .key(keys.refunds())
             .key(keys.charges())
+            .key(keys.settling())
             .arg(payment_id.to_string())
             .arg(if failure.is_some() { "failed" } else { "succeeded" })
             .arg(now_ms)
@@ -269,14 +270,65 @@ impl PaymentStore {
         Ok(recorded == 1)
     }
 
-    /// The gateway confirmed it received the charge.
-    pub async fn charge_submitted(&self, product_id: Uuid, payment_id: Uuid) -> RedisResult<()> {
-        redis::cmd("ZREM")
-            .arg(ProductKeys::new(product_id).charges())
+    /// The gateway confirmed it received the charge: no longer resubmitted; reconciled at
+    /// `reconcile_at_ms` unless its webhook settles it first.
+    pub async fn charge_submitted(
+        &self,
+        product_id: Uuid,
+        payment_id: Uuid,
+        reconcile_at_ms: i64,
+    ) -> RedisResult<()> {
+        let keys = ProductKeys::new(product_id);
+        let id = payment_id.to_string();
+        redis::pipe()
+            .atomic()
+            .zrem(keys.charges(), &id)
+            .ignore()
+            .zadd(keys.settling(), &id, reconcile_at_ms)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    /// Asks for `payment_id` to be reconciled again at `at_ms`.
+    pub async fn reconcile_at(
+        &self,
+        product_id: Uuid,
+        payment_id: Uuid,
+        at_ms: i64,
+    ) -> RedisResult<()> {
+        redis::cmd("ZADD")
+            .arg(ProductKeys::new(product_id).settling())
+            .arg(at_ms)
             .arg(payment_id.to_string())
             .query_async::<i64>(&mut self.conn.clone())
             .await
             .map(drop)
+    }
+
+    /// Drops a payment that is no longer PENDING from the submission and reconciliation
+    /// queues.
+    pub async fn unqueue(&self, product_id: Uuid, payment_id: Uuid) -> RedisResult<()> {
+        let keys = ProductKeys::new(product_id);
+        let id = payment_id.to_string();
+        redis::pipe()
+            .atomic()
+            .zrem(keys.charges(), &id)
+            .ignore()
+            .zrem(keys.settling(), &id)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    /// Submitted payments whose reconciliation is due at `now_ms`.
+    pub async fn due_for_reconciliation(
+        &self,
+        product_id: Uuid,
+        now_ms: i64,
+        limit: usize,
+    ) -> RedisResult<Vec<Uuid>> {
+        due(&self.conn, ProductKeys::new(product_id).settling(), now_ms, limit).await
     }
 
     /// Payments created at or before `until_ms` whose charge submission is unconfirmed.

@@ -3,12 +3,21 @@
 //! - a charge whose submission the gateway did not confirm (it was down, or the origin died
 //!   between creating the payment and submitting) is submitted again after
 //!   `resubmit_after`, with the same reference, so the gateway charges it once;
+//! - a submitted charge whose webhook has not come by the deadline (`reconcile_after`), or
+//!   whose slot reached its deadline with the payment in flight (`lua/expire.lua` queues it
+//!   at once), is reconciled: the processor is asked for the charge's status by reference
+//!   and its answer is applied as a webhook would be, at the time the processor decided
+//!   (a success before the slot's deadline completes it; a later one is refunded). A charge
+//!   the processor never received is submitted again; one still processing is asked again
+//!   after another `reconcile_after`;
 //! - a success that came too late (`REFUND_REQUIRED`) is refunded, once, and recorded.
 //!
-//! [`PaymentsWorker::step`] is one pass over every product; tests call it directly.
+//! So every payment reaches a final state whatever was lost on the way (a webhook, the
+//! origin that submitted the charge). [`PaymentsWorker::step`] is one pass over every
+//! product; tests call it directly.
 
 use super::Payments;
-use super::gateway::{ChargeRequest, GatewayError, RefundRequest};
+use super::gateway::{ChargeRequest, ChargeStatus, GatewayError, Outcome, RefundRequest};
 use crate::clock::Clock;
 use crate::inventory::Inventory;
 use anyhow::Context;
@@ -22,6 +31,8 @@ const BATCH: usize = 200;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PaymentsReport {
     pub resubmitted: u64,
+    /// Payments settled by asking the processor.
+    pub reconciled: u64,
     pub refunded: u64,
 }
 
@@ -79,6 +90,15 @@ impl PaymentsWorker {
                     report.resubmitted += 1;
                 }
             }
+            for payment_id in store.due_for_reconciliation(product, now, BATCH).await? {
+                match self.reconcile(product, payment_id).await {
+                    Ok(true) => report.reconciled += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(%payment_id, error = %e, "reconciliation failed; retrying")
+                    }
+                }
+            }
             for payment_id in store.awaiting_refund(product, BATCH).await? {
                 match refund_one(&self.payments, product, payment_id, now).await {
                     Ok(true) => report.refunded += 1,
@@ -96,7 +116,7 @@ impl PaymentsWorker {
         let Some(fields) =
             fields.filter(|f| f.get("status").map(String::as_str) == Some("PENDING"))
         else {
-            store.charge_submitted(product, payment_id).await?;
+            store.unqueue(product, payment_id).await?;
             return Ok(false);
         };
         let request = ChargeRequest {
@@ -111,7 +131,7 @@ impl PaymentsWorker {
         )
         .await;
         match charged {
-            Ok(Ok(())) => store.charge_submitted(product, payment_id).await?,
+            Ok(Ok(())) => store.charge_submitted(product, payment_id, self.reconcile_at()).await?,
             Ok(Err(GatewayError::Declined(reason))) => {
                 store.settle(product, payment_id, Some(&reason), self.clock.now_ms()).await?;
             }
@@ -124,13 +144,77 @@ impl PaymentsWorker {
         Ok(true)
     }
 
+    fn reconcile_at(&self) -> i64 {
+        self.clock.now_ms() + self.payments.reconcile_after.as_millis() as i64
+    }
+
+    /// Asks the processor how `payment_id`'s charge went and applies the answer; `true` if
+    /// that settled the payment.
+    async fn reconcile(&self, product: Uuid, payment_id: Uuid) -> anyhow::Result<bool> {
+        let store = &self.payments.store;
+        let pending = store
+            .payment(product, payment_id)
+            .await?
+            .is_some_and(|f| f.get("status").map(String::as_str) == Some("PENDING"));
+        if !pending {
+            store.unqueue(product, payment_id).await?;
+            return Ok(false);
+        }
+        let asked = tokio::time::timeout(
+            self.payments.gateway_timeout,
+            self.payments.gateway.charge_status(payment_id),
+        )
+        .await;
+        let status = match asked {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                tracing::warn!(%payment_id, error = %e, "the processor did not answer; asking again later");
+                let retry_at = self.clock.now_ms() + self.resubmit_after.as_millis() as i64;
+                store.reconcile_at(product, payment_id, retry_at).await?;
+                return Ok(false);
+            }
+            Err(_) => {
+                let retry_at = self.clock.now_ms() + self.resubmit_after.as_millis() as i64;
+                store.reconcile_at(product, payment_id, retry_at).await?;
+                return Ok(false);
+            }
+        };
+        match status {
+            ChargeStatus::Decided { outcome, at_ms } => {
+                let failure = match &outcome {
+                    Outcome::Succeeded => None,
+                    Outcome::Failed { reason } => Some(reason.as_str()),
+                };
+                // Decided when the processor decided, not when we asked: a buyer who paid
+                // before the deadline keeps the unit although the webhook never came.
+                let at = at_ms.min(self.clock.now_ms());
+                let settled = store.settle(product, payment_id, failure, at).await?;
+                tracing::info!(%payment_id, ?settled, "payment reconciled with the processor");
+                Ok(true)
+            }
+            ChargeStatus::Processing => {
+                store.reconcile_at(product, payment_id, self.reconcile_at()).await?;
+                Ok(false)
+            }
+            ChargeStatus::NotFound => {
+                // The charge never reached the processor: submit it (same reference).
+                tracing::warn!(%payment_id, "the processor has no such charge; submitting it again");
+                self.resubmit(product, payment_id).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Steps every `interval` until cancelled.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
         crate::worker::every("payments", interval, cancel, || async {
             match self.step().await {
-                Ok(r) if r.resubmitted + r.refunded > 0 => {
-                    tracing::info!(resubmitted = r.resubmitted, refunded = r.refunded, "payments")
-                }
+                Ok(r) if r.resubmitted + r.reconciled + r.refunded > 0 => tracing::info!(
+                    resubmitted = r.resubmitted,
+                    reconciled = r.reconciled,
+                    refunded = r.refunded,
+                    "payments"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "payments step failed; retrying next tick"),
             }

@@ -1,0 +1,199 @@
+//! The edge component's configuration: which variables it reads, their defaults, and how
+//! each is checked. One parser for the component (which reads the variables through
+//! `wasi:config` at request time) and for flashgate's host (which checks them before it
+//! serves anything, so a misconfigured edge refuses to start instead of failing every
+//! request). Platforms that start a component without checking its variables (`spin up`)
+//! reach the component with the same error, which it answers as a 503 naming the variable.
+
+use crate::shield::Limit;
+use crate::signing::EdgeSecret;
+use crate::token::{KeySet, TokenPolicy, TokenVerifier};
+use std::fmt;
+use std::time::Duration;
+
+/// A variable that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable's name, as the manifest's component section spells it.
+    pub variable: String,
+    pub detail: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "edge variable `{}`: {}", self.variable, self.detail)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(variable: &str, detail: impl Into<String>) -> ConfigError {
+    ConfigError { variable: variable.to_owned(), detail: detail.into() }
+}
+
+/// Everything one request needs to know about its deployment.
+pub struct EdgeConfig {
+    /// Base URL of the origin, without a trailing slash (`http://127.0.0.1:8081`).
+    pub origin_url: String,
+    pub edge_id: String,
+    pub secret: EdgeSecret,
+    pub verifier: TokenVerifier,
+    /// Fingerprint of the key set and policy, so cached verdicts die with a key rotation.
+    pub verifier_fingerprint: String,
+    /// How often the edge re-checks its refusing availability hints at the origin (one call
+    /// for every product).
+    pub refresh_every_us: u64,
+    /// Token buckets per buyer and per client address (`None`: no limit).
+    pub user_limit: Option<Limit>,
+    pub address_limit: Option<Limit>,
+    /// After this long an in-flight acquisition marker is taken to be abandoned.
+    pub in_flight_us: u64,
+    /// How long an `already-holding` answer is replayed from the store.
+    pub holding_us: u64,
+}
+
+/// Reads variables through `get` (`Err`: the platform could not read it).
+struct Reader<F> {
+    get: F,
+}
+
+impl<F> Reader<F>
+where
+    F: Fn(&str) -> Result<Option<String>, String>,
+{
+    fn value(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let value = (self.get)(key).map_err(|e| error(key, format!("cannot be read: {e}")))?;
+        Ok(value.filter(|v| !v.trim().is_empty()))
+    }
+
+    fn required(&self, key: &str) -> Result<String, ConfigError> {
+        self.value(key)?.ok_or_else(|| error(key, "is required and missing"))
+    }
+
+    fn optional(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.value(key)?.unwrap_or_else(|| default.to_owned()))
+    }
+
+    fn number(&self, key: &str, default: &str) -> Result<f64, ConfigError> {
+        let raw = self.optional(key, default)?;
+        raw.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| error(key, format!("must be a non-negative number, not `{raw}`")))
+    }
+
+    /// A rate `<key>_per_sec` with burst `<key>_burst`; a rate of 0 turns the limit off.
+    fn limit(&self, key: &str, per_sec: &str, burst: &str) -> Result<Option<Limit>, ConfigError> {
+        let per_sec = self.number(&format!("{key}_per_sec"), per_sec)?;
+        let burst = self.number(&format!("{key}_burst"), burst)?.max(1.0) as u32;
+        Ok((per_sec > 0.0).then_some(Limit { per_sec, burst }))
+    }
+}
+
+impl EdgeConfig {
+    /// Parses the configuration from `get`, naming the first variable that is wrong.
+    pub fn parse(
+        get: impl Fn(&str) -> Result<Option<String>, String>,
+    ) -> Result<Self, ConfigError> {
+        let r = Reader { get };
+        let origin_url = r.required("origin_url")?.trim().trim_end_matches('/').to_owned();
+        if !origin_url.starts_with("http://") && !origin_url.starts_with("https://") {
+            return Err(error("origin_url", format!("must be an http(s) URL, not `{origin_url}`")));
+        }
+        let edge_id = r.optional("edge_id", "edge")?;
+        let secret = EdgeSecret::from_hex(&r.required("edge_secret")?)
+            .map_err(|e| error("edge_secret", e.to_string()))?;
+        let jwks = r.required("jwt_jwks")?;
+        // HS256 (shared secrets) only when the deployment says so explicitly.
+        let keys = match r.optional("jwt_allow_hs256", "false")?.trim() {
+            "true" => KeySet::from_jwks_json_allowing_hs256(&jwks),
+            "false" => KeySet::from_jwks_json(&jwks),
+            other => {
+                return Err(error(
+                    "jwt_allow_hs256",
+                    format!("must be true or false, not `{other}`"),
+                ));
+            }
+        }
+        .map_err(|e| error("jwt_jwks", e.to_string()))?;
+        let issuer = r.optional("jwt_issuer", "flashgate-dev")?;
+        let audience = r.optional("jwt_audience", "flashgate")?;
+        let leeway: u64 = r
+            .optional("jwt_leeway_secs", "30")?
+            .trim()
+            .parse()
+            .map_err(|_| error("jwt_leeway_secs", "must be a whole number of seconds"))?;
+        let policy = TokenPolicy { issuer, audience, leeway: Duration::from_secs(leeway) };
+        let verifier = TokenVerifier::new(keys, policy);
+        let verifier_fingerprint = verifier.fingerprint();
+        Ok(Self {
+            origin_url,
+            edge_id,
+            secret,
+            verifier,
+            verifier_fingerprint,
+            refresh_every_us: (r.number("availability_refresh_ms", "250")?.max(1.0) * 1000.0)
+                as u64,
+            user_limit: r.limit("rate_user", "5", "10")?,
+            address_limit: r.limit("rate_address", "100", "200")?,
+            in_flight_us: 10_000_000,
+            holding_us: 5_000_000,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1",
+        "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<EdgeConfig, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        EdgeConfig::parse(|k| Ok(map.get(k).cloned()))
+    }
+
+    fn valid() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("origin_url", "http://127.0.0.1:8081/"),
+            ("edge_secret", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"),
+            ("jwt_jwks", JWKS),
+        ]
+    }
+
+    #[test]
+    fn a_complete_configuration_parses_with_defaults() {
+        let c = parse(&valid()).unwrap();
+        assert_eq!(c.origin_url, "http://127.0.0.1:8081");
+        assert_eq!(c.refresh_every_us, 250_000);
+        assert_eq!(c.user_limit.map(|l| l.burst), Some(10));
+    }
+
+    #[test]
+    fn each_missing_or_malformed_variable_is_named() {
+        let cases: [(&str, Option<&str>); 7] = [
+            ("origin_url", None),
+            ("origin_url", Some("127.0.0.1:8081")),
+            ("edge_secret", None),
+            ("edge_secret", Some("abcd")),
+            ("jwt_jwks", Some("{not json")),
+            ("jwt_leeway_secs", Some("soon")),
+            ("rate_user_per_sec", Some("-1")),
+        ];
+        for (variable, value) in cases {
+            let mut pairs: Vec<(&str, &str)> =
+                valid().into_iter().filter(|(k, _)| *k != variable).collect();
+            if let Some(v) = value {
+                pairs.push((variable, v));
+            }
+            let e = parse(&pairs).err().unwrap_or_else(|| panic!("{variable}={value:?} parsed"));
+            assert_eq!(e.variable, variable, "{e}");
+        }
+        let unreadable = EdgeConfig::parse(|_| Err("no config store".into())).err().unwrap();
+        assert_eq!(unreadable.variable, "origin_url");
+    }
+}

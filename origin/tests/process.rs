@@ -1,0 +1,213 @@
+//! The `flashgate-origin` binary as operators run it: it refuses a Redis that forgets what
+//! it answered, and on SIGTERM it answers what is in flight, stops its workers and exits 0.
+
+use flashgate_core::signing::{self, EdgeSecret, EdgeStamp};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// RFC 8037's example Ed25519 public key: the origin only needs a well-formed key set here.
+const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A private redis-server (killed and removed on drop).
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Redis {
+    fn start(durable: bool) -> Self {
+        let base =
+            if Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
+        let dir = base.join(format!("fg-proc-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let persistence: &[&str] = if durable {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", ""])
+            .args(persistence)
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh installs it)");
+        for _ in 0..500 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, dir, url: format!("redis+unix://{}", socket.display()) }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A database of this test's own, dropped with it.
+struct Database {
+    name: String,
+    url: String,
+}
+
+fn pg_base() -> String {
+    std::env::var("FLASHGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+fn admin(sql: String) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let url = format!("{}/postgres", pg_base());
+            let mut c =
+                sqlx::PgConnection::connect(&url).await.expect("PostgreSQL (scripts/setup.sh)");
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+impl Database {
+    fn create() -> Self {
+        let name = format!("fg_proc_{}", Uuid::new_v4().simple());
+        admin(format!("CREATE DATABASE {name}"));
+        Self { url: format!("{}/{name}", pg_base()), name }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        admin(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn origin(redis: &Redis, db: &Database, port: u16, extra: &[&str]) -> Command {
+    let dir = std::env::temp_dir().join(format!("fg-proc-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, JWKS).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate-origin"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FLASHGATE_ORIGIN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", &db.url)
+        .env("FLASHGATE_REDIS_URL", &redis.url)
+        .env("FLASHGATE_EDGE_SECRET", SECRET)
+        .env("FLASHGATE_JWT_JWKS_FILE", &jwks)
+        .env("FLASHGATE_EXPIRY_INTERVAL_MS", "0")
+        .env("FLASHGATE_RELAY_INTERVAL_MS", "0")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn it_refuses_a_volatile_redis_and_names_the_way_out() {
+    let redis = Redis::start(false);
+    let db = Database::create();
+    let output = origin(&redis, &db, free_port(), &[]).output().unwrap();
+    assert!(!output.status.success(), "{}", text(&output));
+    let said = text(&output);
+    assert!(said.contains("--allow-volatile-redis") && said.contains("appendfsync"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_what_is_in_flight_then_exits_zero() {
+    let redis = Redis::start(true);
+    let db = Database::create();
+    let port = free_port();
+    // A 1.5 s fairness window keeps an acquisition in flight long enough to signal under it.
+    let mut child = origin(&redis, &db, port, &["--fairness-window-ms", "1500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(format!("{base}/metrics")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "the origin did not listen");
+
+    let user = Uuid::new_v4().to_string();
+    let body = format!(r#"{{"productId":"{}"}}"#, Uuid::new_v4());
+    let arrival_us =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+            as u64;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let stamp =
+        EdgeStamp { user_id: &user, arrival_us, traceparent, edge_id: "e", idempotency_key: "" };
+    let secret = EdgeSecret::from_hex(SECRET).unwrap();
+    let signature = signing::sign(&secret, "POST", "/slots/acquire", &stamp, body.as_bytes());
+    let in_flight = http
+        .post(format!("{base}/slots/acquire"))
+        .header("content-type", "application/json")
+        .header(signing::HEADER_USER, &user)
+        .header(signing::HEADER_ARRIVAL, arrival_us.to_string())
+        .header(signing::HEADER_TRACEPARENT, traceparent)
+        .header(signing::HEADER_EDGE, "e")
+        .header(signing::HEADER_SIGNATURE, signature)
+        .body(body)
+        .send();
+    let in_flight = tokio::spawn(in_flight);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let signalled = Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+
+    let answer = in_flight.await.unwrap().expect("the request in flight is answered");
+    // Decided after the window (an unknown product here): answered, not dropped.
+    assert_eq!(answer.status(), 404);
+    let status = tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(15)))
+        .expect("the origin exits within its drain limit");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(12), "took {:?}", signalled.elapsed());
+    // Nothing listens any more.
+    assert!(http.get(format!("{base}/metrics")).send().await.is_err());
+}
