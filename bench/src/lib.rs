@@ -8,8 +8,12 @@
 //! client. Closed loop (`rate` unset) measures capacity; open loop (`rate` set) measures
 //! latency at a given arrival rate, counted from each request's scheduled time, so a slow
 //! server cannot hide its queueing (no coordinated omission).
+//!
+//! [`faults`] holds the fault suite's buyers (`scripts/faults.sh`): a retrying storm and
+//! the outside checks that follow it.
 
 pub mod bare;
+pub mod faults;
 pub mod load;
 pub mod proxy;
 pub mod workload;

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use flashgate_bench::faults;
 use flashgate_bench::load::{self, Captured, RunSpec};
 use flashgate_bench::workload::{self, Auth, Workload};
 use serde_json::json;
@@ -86,6 +87,44 @@ enum Command {
         #[arg(long)]
         answer: PathBuf,
     },
+    /// The fault suite's storm: `--buyers` distinct buyers acquire `--product` through the
+    /// edge, each retrying failures with its token until answered; writes a JSON report.
+    Storm {
+        /// The edge, `http://host:port`.
+        #[arg(long)]
+        edge: String,
+        #[arg(long)]
+        product: Uuid,
+        #[arg(long, default_value_t = 600)]
+        buyers: usize,
+        #[arg(long, default_value_t = 1)]
+        buyer_seed: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 120)]
+        deadline_secs: u64,
+        #[arg(long, default_value = ".flashgate/dev")]
+        dev_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// After a storm: checks through the edge that every buyer answered 201 holds that slot;
+    /// with `--pay`, then pays for every slot (and again: replays with the same keys) and
+    /// waits for every payment to end. Prints one JSON line.
+    Verify {
+        #[arg(long)]
+        edge: String,
+        #[arg(long)]
+        storm: PathBuf,
+        /// Pay for the slots (`pay`: once; `replay`: the payments file again, same keys).
+        #[arg(long)]
+        pay: Option<String>,
+        /// Where the payments go (`--pay pay`) or come from (`--pay replay`).
+        #[arg(long)]
+        payments: Option<PathBuf>,
+        #[arg(long, default_value_t = 90)]
+        deadline_secs: u64,
+    },
     /// Forwards TCP connections to `upstream`, each after a random delay up to `max-ms`.
     JitterProxy {
         #[arg(long)]
@@ -99,6 +138,71 @@ enum Command {
 
 fn main() -> Result<()> {
     match Args::parse().command {
+        Command::Storm {
+            edge,
+            product,
+            buyers,
+            buyer_seed,
+            concurrency,
+            deadline_secs,
+            dev_dir,
+            out,
+        } => {
+            let users = workload::buyers(buyer_seed, buyers);
+            let tokens = workload::mint_tokens(&dev_dir, &users, Duration::from_secs(3600))?;
+            let report = runtime()?.block_on(faults::storm(
+                &edge,
+                product,
+                &users,
+                &tokens,
+                concurrency,
+                Duration::from_secs(deadline_secs),
+            ));
+            std::fs::write(&out, serde_json::to_vec(&report)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}",
+                json!({"requests": report.requests, "granted": report.granted(), "failures": report.failures})
+            );
+        }
+        Command::Verify { edge, storm, pay, payments, deadline_secs } => {
+            let report: faults::StormReport = serde_json::from_slice(
+                &std::fs::read(&storm).with_context(|| format!("reading {}", storm.display()))?,
+            )?;
+            let rt = runtime()?;
+            let verdict = rt.block_on(faults::verify(&edge, &report))?;
+            let deadline = Duration::from_secs(deadline_secs);
+            let not_final = match (pay.as_deref(), payments) {
+                (None, _) => None,
+                (Some("pay"), Some(file)) => {
+                    let paid = rt.block_on(faults::pay(&edge, &report, deadline))?;
+                    std::fs::write(&file, serde_json::to_vec(&paid)?)?;
+                    None
+                }
+                (Some("replay"), Some(file)) => {
+                    let before: Vec<(Uuid, String, String)> =
+                        serde_json::from_slice(&std::fs::read(&file)?)?;
+                    let again = rt.block_on(faults::pay(&edge, &report, deadline))?;
+                    let first: std::collections::HashMap<Uuid, &String> =
+                        before.iter().map(|(u, _, p)| (*u, p)).collect();
+                    let changed = again
+                        .iter()
+                        .filter(|(u, _, p)| first.get(u).is_some_and(|q| *q != p))
+                        .count();
+                    anyhow::ensure!(changed == 0, "{changed} replays answered another payment id");
+                    let all: Vec<_> = again.into_iter().chain(before).collect();
+                    Some(rt.block_on(faults::settle_wait(&edge, &all, deadline))?)
+                }
+                _ => anyhow::bail!("--pay takes pay or replay, with --payments"),
+            };
+            println!(
+                "{}",
+                json!({"granted": verdict.granted, "holding": verdict.holding,
+                       "distinctSlots": verdict.distinct_slots,
+                       "lost": verdict.lost, "unanswered": verdict.unanswered,
+                       "paymentsNotFinal": not_final})
+            );
+        }
         Command::Load {
             label,
             target,
@@ -200,4 +304,9 @@ fn parse_products(arg: &str) -> Result<Vec<Uuid>> {
         .filter(|l| !l.is_empty())
         .map(|l| Uuid::parse_str(l).with_context(|| format!("not a product id: {l}")))
         .collect()
+}
+
+/// A multi-threaded runtime for the fault suite's clients.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
 }

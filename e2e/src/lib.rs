@@ -278,6 +278,7 @@ pub struct TestOrigin {
     pub processor_url: String,
     _processor: Option<RedisServer>,
     stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestOrigin {
@@ -332,10 +333,27 @@ impl TestOrigin {
         gateway.deliver_to(format!("http://{addr}/payments/webhook"));
         let state = app.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
+        let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, state, gateway, processor_url, _processor: processor, stop: Some(stop) })
+        Ok(Self {
+            addr,
+            state,
+            gateway,
+            processor_url,
+            _processor: processor,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Dies at once, as `kill -9` would: no drain, no flush, requests in flight dropped.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        // Only now: dropping the sender would start a graceful stop.
+        self.stop.take();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -163,3 +163,79 @@ async fn a_redis_killed_mid_storm_keeps_every_grant_it_answered() {
     counts.assert_conserved();
     assert_eq!((counts.held, counts.remaining), (stock, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_killed_mid_storm_loses_no_grant() {
+    let redis = RedisServer::start().unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let id = Identity::generate().unwrap();
+    let port = flashgate_e2e::free_port().unwrap();
+    let at_port = move |s: &mut flashgate_origin::settings::Settings| {
+        s.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    };
+    let clock = Arc::new(SystemClock);
+    let first = TestOrigin::spawn_with(&redis, &db, &id, clock.clone(), at_port).await.unwrap();
+    let edge = flashgate_e2e::TestEdge::spawn(first.addr, &id).await.unwrap();
+    let stock = 30;
+    let product = first.create_product(&id, stock).await.unwrap();
+    let buyers: Vec<(Uuid, String)> =
+        (0..90).map(|_| Uuid::new_v4()).map(|u| (u, id.buyer(u))).collect();
+    let http = reqwest::Client::new();
+    let url = edge.url("/slots/acquire");
+    let storm: Vec<_> = buyers
+        .iter()
+        .map(|(_, token)| tokio::spawn(buy(http.clone(), url.clone(), token.clone(), product)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.counts(product).await.map(|c| c.remaining).unwrap_or(stock) > stock * 2 / 3
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = TestOrigin::spawn_with(&redis, &db, &id, clock, at_port).await.unwrap();
+    let mut granted = HashMap::new();
+    for ((user, _), answer) in buyers.iter().zip(storm) {
+        if let Told::Granted(slot) = answer.await.unwrap() {
+            granted.insert(*user, slot);
+        }
+    }
+    // Every unit is sold once: to a buyer told 201, or to one whose 201 died with the origin
+    // (the retry says already-holding).
+    let counts = redis.counts(product).await.unwrap();
+    counts.assert_conserved();
+    assert_eq!((counts.held, counts.remaining), (stock, 0));
+    assert!(granted.len() as i64 <= stock);
+    let distinct: HashSet<&String> = granted.values().collect();
+    assert_eq!(distinct.len(), granted.len());
+    // The second origin's relay takes over the first one's unacknowledged entries.
+    let state = &second.state;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report = check(&state.db, &state.inventory.connection(), Duration::ZERO).await.unwrap();
+        if (report.undelivered == 0 && report.slots_in_postgres == stock as u64)
+            || Instant::now() > deadline
+        {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let broken: Vec<_> = report.violations.iter().filter(|v| v.invariant != 6).collect();
+    assert!(broken.is_empty(), "{broken:?}");
+    assert_eq!(report.slots_in_postgres, stock as u64);
+    for (user, token) in &buyers {
+        let Some(slot) = granted.get(user) else { continue };
+        let mine: Value = http
+            .get(edge.url("/slots/my-slots"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let holds = mine["items"].as_array().unwrap().iter().any(|s| s["slotId"] == slot.as_str());
+        assert!(holds, "buyer {user} was answered 201 for {slot} and holds {mine}");
+    }
+}

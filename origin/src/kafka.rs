@@ -153,7 +153,10 @@ impl KafkaPersister {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
+            // Kafka's own default is 45 s; with 6 s a broker away for a few seconds dropped the
+            // member, and tansu then never gave it partitions back (scripts/faults.sh,
+            // broker-stop). A dead persister's partitions move after this long.
+            .set("session.timeout.ms", "30000")
             .create()
             .context("creating the Kafka consumer")?;
         consumer.subscribe(&TOPICS).context("subscribing")?;
