@@ -269,27 +269,23 @@ impl Application {
             workers.spawn(persister.run(cancel.clone()));
         }
 
+        // The server is polled here, not spawned: whoever drops this future (a test that
+        // kills the origin) drops the listener with it.
         let stopping = CancellationToken::new();
-        let signalled = stopping.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            signalled.cancel();
-        });
-        let mut server = tokio::spawn(
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(stopping.clone().cancelled_owned())
-                .into_future(),
-        );
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned())
+            .into_future();
+        tokio::pin!(server, shutdown);
         let served = tokio::select! {
             served = &mut server => served,
-            () = stopping.cancelled() => {
+            () = &mut shutdown => {
                 tracing::info!(limit = ?self.drain_limit, "shutting down: draining");
+                stopping.cancel();
                 match tokio::time::timeout(self.drain_limit, &mut server).await {
                     Ok(served) => served,
                     Err(_) => {
                         tracing::warn!("requests still in flight after the drain limit: dropped");
-                        server.abort();
-                        Ok(Ok(()))
+                        Ok(())
                     }
                 }
             }
@@ -317,7 +313,7 @@ impl Application {
             tracing::warn!(limit = ?self.drain_limit, "background work did not finish within the drain limit");
         }
         tracing::info!("stopped");
-        served.context("the server task")?.context("serving")
+        served.context("serving")
     }
 }
 
