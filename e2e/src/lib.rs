@@ -152,7 +152,11 @@ impl KafkaBroker {
     }
 
     pub async fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::start_on(free_port()?).await
+    }
+
+    /// A broker on `port` (one the test handed to an origin before the broker was up).
+    pub async fn start_on(port: u16) -> Result<Self> {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(Self::binary())
             .arg("broker")

@@ -379,3 +379,44 @@ async fn poison_and_unreadable_messages_go_to_the_dead_letter_topic_and_the_pers
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_origin_starts_while_the_broker_is_down_and_delivers_once_it_is_up() {
+    let port = flashgate_e2e::free_port().unwrap();
+    let brokers = format!("127.0.0.1:{port}");
+    let t =
+        DrivenOrigin::start_with(|s| s.kafka = Some(KafkaSettings::new(brokers))).await.unwrap();
+    let health = reqwest::get(t.origin.url("/health")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["components"]["kafka"], "down", "{body}");
+    // Sales do not need the broker.
+    let product = t.origin.create_product(&t.id, 3).await.unwrap();
+    assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
+
+    let kafka = KafkaBroker::start_on(port).await.unwrap();
+    let mut healthy = false;
+    for _ in 0..100 {
+        if reqwest::get(t.origin.url("/health")).await.unwrap().status() == 200 {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "healthy once the broker is up");
+    // Its topics were created in the background: the grant goes through to PostgreSQL.
+    let sale = Sale { driven: t, kafka };
+    let mut delivered = 0;
+    for _ in 0..50 {
+        match sale.relay(Duration::from_secs(30)).step().await {
+            Ok(r) => delivered += r.delivered,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+        if delivered >= 1 {
+            break;
+        }
+    }
+    assert_eq!(delivered, 1);
+    let persister = sale.persister();
+    sale.persist_until(&persister, 1).await;
+}
