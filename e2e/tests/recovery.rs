@@ -54,6 +54,19 @@ async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
     counts.assert_conserved();
     assert_eq!(counts.remaining, 10);
     assert_eq!(t.pg_live(product).await, 0, "PostgreSQL followed the expiries");
+    // And the checker says Redis lost the product once: whatever it had not relayed then is
+    // gone for good.
+    let state = &t.origin.state;
+    let report = flashgate_origin::invariants::check(
+        &state.db,
+        &state.inventory.connection(),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+    assert_eq!(report.violations[0].invariant, 3);
+    assert!(report.violations[0].detail.contains("lost this product's sale state 1 time"));
 }
 
 #[tokio::test]

@@ -131,8 +131,31 @@ pub async fn check_within(
     }
     check_parked(db, &mut report).await?;
     check_dead_letters(db, &mut report).await?;
+    check_redis_losses(db, &mut report).await?;
     check_payments_final(db, limits.payment_deadline, &mut report).await?;
     Ok(report)
+}
+
+/// Invariant 3: a rebuild after Redis lost a product's state cannot restore the grants that
+/// had not been relayed yet; buyers told `201` for them lost their slot and the units went
+/// back on sale. Nothing can count them afterwards, so every such loss is reported.
+async fn check_redis_losses(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
+    let losses: Vec<(Uuid, i64, String)> = sqlx::query_as(
+        "SELECT product_id, count(*), max(rebuilt_at)::text FROM redis_losses GROUP BY 1",
+    )
+    .fetch_all(db)
+    .await?;
+    for (product_id, count, last) in losses {
+        report.violations.push(Violation {
+            invariant: 3,
+            product_id,
+            detail: format!(
+                "Redis lost this product's sale state {count} time(s) (last rebuilt at {last}): \
+                 grants answered 201 and not yet relayed then are gone, their units resold"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Invariant 3: an event set aside as poison is a transition PostgreSQL does not have.

@@ -10,8 +10,9 @@
 //! every product, `POST /admin/rebuild`.
 //!
 //! What PostgreSQL cannot give back: grants whose outbox entries had not been relayed when
-//! Redis lost them. Run Redis with AOF (`appendfsync everysec` or `always`) in production
-//! to keep that window closed.
+//! Redis lost them. The origin runs only on a Redis that fsyncs every write before it
+//! answers (`crate::durability`), so this takes a lost AOF; each rebuild is recorded in
+//! `redis_losses` and reported by `flashgate check` as a possible loss of grants.
 
 use crate::admin_auth::Admin;
 use crate::error::{ApiError, ApiResult};
@@ -133,6 +134,13 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
     Ok(match restored {
         Some(n) => {
             tracing::warn!(%product_id, restored_slots = n, "rebuilt sale state from PostgreSQL");
+            // Recorded for `flashgate check`: grants not yet relayed when Redis lost them
+            // are gone, and nothing here can tell how many there were.
+            sqlx::query("INSERT INTO redis_losses (product_id, restored_slots) VALUES ($1, $2)")
+                .bind(product_id)
+                .bind(n)
+                .execute(&state.db)
+                .await?;
             Rebuild::Rebuilt { restored_slots: n }
         }
         None => Rebuild::AlreadyLive,
