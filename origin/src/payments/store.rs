@@ -279,15 +279,27 @@ impl PaymentStore {
         reconcile_at_ms: i64,
     ) -> RedisResult<()> {
         let keys = ProductKeys::new(product_id);
+        self.requeue(payment_id, &[keys.charges()], Some((keys.settling(), reconcile_at_ms))).await
+    }
+
+    /// Atomically takes `payment_id` out of the `leave` queues and, when given, into a queue
+    /// at a score.
+    async fn requeue(
+        &self,
+        payment_id: Uuid,
+        leave: &[String],
+        enter: Option<(String, i64)>,
+    ) -> RedisResult<()> {
         let id = payment_id.to_string();
-        redis::pipe()
-            .atomic()
-            .zrem(keys.charges(), &id)
-            .ignore()
-            .zadd(keys.settling(), &id, reconcile_at_ms)
-            .ignore()
-            .query_async::<()>(&mut self.conn.clone())
-            .await
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for queue in leave {
+            pipe.zrem(queue, &id).ignore();
+        }
+        if let Some((queue, score)) = enter {
+            pipe.zadd(queue, &id, score).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await
     }
 
     /// Asks for `payment_id` to be reconciled again at `at_ms`.
@@ -310,15 +322,7 @@ impl PaymentStore {
     /// queues.
     pub async fn unqueue(&self, product_id: Uuid, payment_id: Uuid) -> RedisResult<()> {
         let keys = ProductKeys::new(product_id);
-        let id = payment_id.to_string();
-        redis::pipe()
-            .atomic()
-            .zrem(keys.charges(), &id)
-            .ignore()
-            .zrem(keys.settling(), &id)
-            .ignore()
-            .query_async::<()>(&mut self.conn.clone())
-            .await
+        self.requeue(payment_id, &[keys.charges(), keys.settling()], None).await
     }
 
     /// Submitted payments whose reconciliation is due at `now_ms`.
