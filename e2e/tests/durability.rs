@@ -47,6 +47,7 @@ async fn a_redis_that_turns_volatile_is_unhealthy_and_grants_nothing() {
     let health = reqwest::get(stack.origin.url("/health")).await.unwrap();
     let body = problem(health, 503, "unavailable").await;
     assert_eq!(body["components"]["redis"], "not-durable", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("does not persist"), "{body}");
     let refused = stack.acquire(&stack.id.buyer(Uuid::new_v4()), product).await.unwrap();
     assert_eq!(refused.headers()["retry-after"], "1");
     assert_eq!(problem(refused, 503, "unavailable").await["component"], "redis");

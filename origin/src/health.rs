@@ -51,8 +51,14 @@ pub async fn check(State(state): State<AppState>) -> Response {
             (name.to_string(), json!(s))
         })
         .collect();
-    let down: Vec<&str> =
-        checks.iter().filter(|(_, up)| *up == Some(false)).map(|(name, _)| *name).collect();
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|(_, up)| *up == Some(false))
+        .map(|(name, _)| match *name {
+            "redis" if redis_status == "not-durable" => "redis (does not persist every write)",
+            other => other,
+        })
+        .collect();
     if down.is_empty() {
         return Json(json!({"status": "ok", "components": components})).into_response();
     }
