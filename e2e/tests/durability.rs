@@ -86,8 +86,16 @@ async fn buy(http: reqwest::Client, url: String, token: String, product: Uuid) -
 async fn checked_when_drained(state: &AppState, slots: u64) -> Report {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut report =
-            check(&state.db, &state.inventory.connection(), Duration::ZERO).await.unwrap();
+        // A read that times out (a loaded machine, Redis just restarted) is tried again.
+        let checked = check(&state.db, &state.inventory.connection(), Duration::ZERO).await;
+        let mut report = match checked {
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("check failed, trying again: {e:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            other => other.unwrap(),
+        };
         if (report.undelivered == 0 && report.slots_in_postgres == slots)
             || Instant::now() > deadline
         {

@@ -60,13 +60,11 @@ impl ExpiryWorker {
     /// Sweeps every `interval` until `cancel` fires; a sweep in progress finishes first.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
         crate::worker::every("expiry", interval, cancel, || async {
-            match self.step().await {
-                Ok(s) if s.expired + s.reminded > 0 => {
-                    tracing::info!(expired = s.expired, reminded = s.reminded, "expiry sweep")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying next tick"),
+            let s = self.step().await?;
+            if s.expired + s.reminded > 0 {
+                tracing::info!(expired = s.expired, reminded = s.reminded, "expiry sweep");
             }
+            Ok::<_, redis::RedisError>(())
         })
         .await
     }

@@ -4,7 +4,8 @@
 //! Each stream has the consumer group `relay`. A fetch first re-reads this relay's own
 //! pending entries (a delivery that failed: the sink was down), then claims entries another
 //! relay left pending for longer than `claim_idle` (it died between delivery and ack), then
-//! reads new ones. A failed step is retried with backoff capped at [`MAX_BACKOFF`], so the
+//! reads new ones. A failed step is retried with backoff capped at
+//! [`crate::worker::MAX_BACKOFF`], so the
 //! outbox moves again within a second of its destination coming back. Delivery is
 //! at-least-once; the persister applies each event id once.
 //! [`Relay::step`] is one pass over every product; [`Relay::fetch`], [`Relay::deliver`] and
@@ -26,9 +27,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const GROUP: &str = "relay";
-
-/// The longest pause between retries of a failing step.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Where events go.
 #[derive(Clone)]
@@ -226,23 +224,10 @@ impl Relay {
         Ok(report)
     }
 
-    /// Steps every `interval` until cancelled; a step in progress finishes first. After a
-    /// failed step the next one waits twice as long as the last, at most [`MAX_BACKOFF`].
+    /// Steps every `interval` until cancelled (backing off after a failed step, see
+    /// [`crate::worker::every`]); a step in progress finishes first.
     pub async fn run(&self, interval: Duration, cancel: CancellationToken) {
-        let mut backoff = Duration::ZERO;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep(interval.max(backoff)) => {}
-            }
-            match self.step().await {
-                Ok(_) => backoff = Duration::ZERO,
-                Err(e) => {
-                    backoff = (backoff * 2).clamp(interval, MAX_BACKOFF);
-                    tracing::warn!(error = ?e, retry_in = ?backoff, "relay step failed");
-                }
-            }
-        }
-        tracing::info!(worker = "relay", "stopped");
+        crate::worker::every("relay", interval, cancel, || async { self.step().await.map(drop) })
+            .await
     }
 }

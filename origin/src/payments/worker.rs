@@ -208,16 +208,16 @@ impl PaymentsWorker {
     /// Steps every `interval` until cancelled.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
         crate::worker::every("payments", interval, cancel, || async {
-            match self.step().await {
-                Ok(r) if r.resubmitted + r.reconciled + r.refunded > 0 => tracing::info!(
+            let r = self.step().await?;
+            if r.resubmitted + r.reconciled + r.refunded > 0 {
+                tracing::info!(
                     resubmitted = r.resubmitted,
                     reconciled = r.reconciled,
                     refunded = r.refunded,
                     "payments"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "payments step failed; retrying next tick"),
+                );
             }
+            anyhow::Ok(())
         })
         .await
     }
