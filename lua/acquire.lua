@@ -10,8 +10,15 @@
 -- buyer's new attempt is decided. A held slot with a payment in flight stays held: the
 -- expiration worker settles that payment first (expire.lua).
 --
--- KEYS[1] product hash    fg:{<pid>}:product    remaining, total, granted, startsAtMs, endsAtMs,
---                         maxGrantUs (the latest arrival stamp granted)
+-- Grant lease: Redis grants only while `granted < leased`, where `leased` is a count the
+-- origin first made durable in PostgreSQL (`grant_leases`). If Redis loses its state anyway,
+-- the rebuild knows how many grants it may not have heard of (`leased` − the slots
+-- PostgreSQL holds) and withholds that many units instead of reselling them. When the lease
+-- is used up the script grants nothing and answers {'lease', …}: the origin extends it and
+-- asks again; when it runs low, a grant says so and the origin extends it in the background.
+--
+-- KEYS[1] product hash    fg:{<pid>}:product    remaining, total, granted, leased, inDoubt,
+--                         startsAtMs, endsAtMs, maxGrantUs (the latest arrival stamp granted)
 -- KEYS[2] holders hash    fg:{<pid>}:holders    userId -> slotId (ACTIVE or COMPLETED)
 -- KEYS[3] slot hash       fg:{<pid>}:slot:<slotId>   (the new slot)
 -- KEYS[4] expiry zset     fg:{<pid>}:expiry     slotId scored by expiresAtMs
@@ -22,11 +29,14 @@
 -- ARGV[1] productId  ARGV[2] userId  ARGV[3] slotId  ARGV[4] eventId
 -- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
 -- ARGV[9] remindBeforeMs  ARGV[10] eventId for a lazy expiry  ARGV[11] expired-slot TTL ms
+-- ARGV[12] lease size (the most grants one lease extension covers)
 --
--- Returns {'granted', remaining, expiresAtMs} | {'holding', slotId} | {'sold_out'}
---       | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
+-- Returns {'granted', remaining, expiresAtMs, leaseLow (0|1)} | {'holding', slotId}
+--       | {'sold_out'} | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
+--       | {'lease', granted, remaining} (nothing granted: extend the lease and ask again)
 
-local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtMs', 'maxGrantUs')
+local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtMs', 'maxGrantUs',
+  'granted', 'leased')
 if not product[1] then
   return {'unknown'}
 end
@@ -69,8 +79,14 @@ if tonumber(product[1]) <= 0 then
   return {'sold_out'}
 end
 
+local granted = tonumber(product[5] or '0')
+local leased = tonumber(product[6] or '0')
+if granted >= leased then
+  return {'lease', granted, product[1]}
+end
+
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
-redis.call('HINCRBY', KEYS[1], 'granted', 1)
+granted = redis.call('HINCRBY', KEYS[1], 'granted', 1)
 if not product[4] or tonumber(ARGV[5]) > tonumber(product[4]) then
   redis.call('HSET', KEYS[1], 'maxGrantUs', ARGV[5])
 end
@@ -85,4 +101,9 @@ redis.call('XADD', KEYS[6], '*',
   'type', 'slot-acquired', 'v', '1', 'eventId', ARGV[4], 'productId', ARGV[1],
   'slotId', ARGV[3], 'userId', ARGV[2], 'arrivalUs', ARGV[5], 'atMs', ARGV[6],
   'expiresMs', expires, 'traceparent', ARGV[8])
-return {'granted', remaining, expires}
+-- Low: the lease covers less than half of what an extension would give it now.
+local low = 0
+if 2 * (leased - granted) < math.min(tonumber(ARGV[12]), remaining) then
+  low = 1
+end
+return {'granted', remaining, expires, low}

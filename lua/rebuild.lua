@@ -5,7 +5,12 @@
 -- the slot records, the expiry and reminder schedules of the live (ACTIVE and COMPLETED)
 -- slots, the payments still in progress (PENDING: in flight on their slot and queued for
 -- charge resubmission, which the gateway deduplicates; REFUND_REQUIRED: queued for refund),
--- and the product hash with `remaining = total - live`.
+-- and the product hash with `remaining = total - live - inDoubt`.
+--
+-- `inDoubt`: units that grants answered 201 but never relayed to PostgreSQL may hold. The
+-- origin counts them from the grant lease (`grant_leases.leased` − the slots PostgreSQL
+-- holds − what earlier losses already counted); they stay off sale until an operator
+-- releases them (release_in_doubt.lua), so no such grant is ever resold.
 --
 -- Slot and payment keys are derived from KEYS[1]'s hash tag, so they stay in the script's
 -- cluster slot.
@@ -16,6 +21,7 @@
 -- ARGV[5] nowMs  ARGV[6] remindBeforeMs  ARGV[7] productId
 -- ARGV[8] the payments in progress, a JSON array of {paymentId, slotId, userId, status,
 --         method, amount, currency, idempotencyKey, createdMs, traceparent}
+-- ARGV[9] leased (the durable grant lease)  ARGV[10] inDoubt (units withheld)
 -- then 7 per live slot: slotId userId status expiresMs arrivalUs acquiredMs traceparent
 -- Returns the number of live slots restored, or -1 if the product was already there.
 
@@ -27,7 +33,7 @@ local prefix = string.gsub(KEYS[1], 'product$', 'slot:')
 local now = tonumber(ARGV[5])
 local remind_before = tonumber(ARGV[6])
 local live = 0
-for i = 9, #ARGV, 7 do
+for i = 11, #ARGV, 7 do
   local slot, user, status, expires = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   redis.call('HSET', prefix .. slot,
     'productId', ARGV[7], 'userId', user, 'status', status, 'arrivalUs', ARGV[i + 4],
@@ -54,6 +60,7 @@ for _, p in ipairs(cjson.decode(ARGV[8])) do
     redis.call('ZADD', KEYS[6], now, p.paymentId)
   end
 end
-redis.call('HSET', KEYS[1], 'remaining', tonumber(ARGV[1]) - live, 'total', ARGV[1],
-  'granted', ARGV[4], 'startsAtMs', ARGV[2], 'endsAtMs', ARGV[3])
+redis.call('HSET', KEYS[1], 'remaining', tonumber(ARGV[1]) - live - tonumber(ARGV[10]),
+  'total', ARGV[1], 'granted', ARGV[4], 'leased', ARGV[9], 'inDoubt', ARGV[10],
+  'startsAtMs', ARGV[2], 'endsAtMs', ARGV[3])
 return live

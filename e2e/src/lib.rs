@@ -499,6 +499,8 @@ pub struct ProductCounts {
     pub held: i64,
     /// Slots scheduled to expire (ACTIVE).
     pub scheduled: i64,
+    /// Units a rebuild withheld for grants lost with Redis.
+    pub in_doubt: i64,
 }
 
 impl RedisServer {
@@ -506,15 +508,16 @@ impl RedisServer {
         use flashgate_origin::inventory::ProductKeys;
         let mut c = self.connection().await?;
         let k = ProductKeys::new(product);
-        let (remaining, total): (i64, i64) = redis::cmd("HMGET")
+        let (remaining, total, in_doubt): (i64, i64, Option<i64>) = redis::cmd("HMGET")
             .arg(k.product())
             .arg("remaining")
             .arg("total")
+            .arg("inDoubt")
             .query_async(&mut c)
             .await?;
         let held: i64 = redis::cmd("HLEN").arg(k.holders()).query_async(&mut c).await?;
         let scheduled: i64 = redis::cmd("ZCARD").arg(k.expiry()).query_async(&mut c).await?;
-        Ok(ProductCounts { remaining, total, held, scheduled })
+        Ok(ProductCounts { remaining, total, held, scheduled, in_doubt: in_doubt.unwrap_or(0) })
     }
 
     /// A slot's status in Redis (`None` once its record is gone).
@@ -576,10 +579,11 @@ impl RedisServer {
 }
 
 impl ProductCounts {
-    /// Invariant 1 in Redis: stock + ACTIVE + COMPLETED = total, and never negative.
+    /// Invariant 1 in Redis: stock + ACTIVE + COMPLETED + withheld in doubt = total, and
+    /// never negative.
     pub fn assert_conserved(&self) {
         assert!(self.remaining >= 0, "{self:?}");
-        assert_eq!(self.remaining + self.held, self.total, "invariant 1: {self:?}");
+        assert_eq!(self.remaining + self.held + self.in_doubt, self.total, "invariant 1: {self:?}");
     }
 }
 
@@ -693,19 +697,43 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Forwards connections to `127.0.0.1:port` on to `target`, from now on: a dependency that
-/// "comes up" on an address the origin was given while it was down.
-pub async fn forward_on(port: u16, target: SocketAddr) -> Result<()> {
+/// "comes up" on an address the origin was given while it was down. [`Forwarding::cut`]
+/// takes it down again, open connections included.
+pub async fn forward_on(port: u16, target: SocketAddr) -> Result<Forwarding> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let cut = tokio_util::sync::CancellationToken::new();
+    let stop = cut.clone();
     tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stop.cancelled() => return,
+            };
+            let Ok((mut inbound, _)) = accepted else { return };
+            let stop = stop.clone();
             tokio::spawn(async move {
                 if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = stop.cancelled() => {}
+                    }
                 }
             });
         }
     });
-    Ok(())
+    Ok(Forwarding { cut })
+}
+
+/// A running [`forward_on`]; dropping it leaves it running.
+pub struct Forwarding {
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl Forwarding {
+    /// Stops listening and drops every forwarded connection: the dependency is gone.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
 }
 
 /// Everything one end-to-end test needs, started together.

@@ -58,6 +58,9 @@ async fn a_redis_that_turns_volatile_is_unhealthy_and_grants_nothing() {
 #[derive(Debug, Clone)]
 enum Told {
     Granted(String),
+    /// 409 already-holding: a grant whose 201 was lost (the connection died with a killed
+    /// process after the grant was durable); the retry learns the slot.
+    Holding(String),
     Refused(u16),
 }
 
@@ -71,6 +74,9 @@ async fn buy(http: reqwest::Client, url: String, token: String, product: Uuid) -
             let body: Value = r.json().await.unwrap_or(Value::Null);
             match status {
                 201 => return Told::Granted(body["slotId"].as_str().unwrap().to_owned()),
+                409 if body["type"].as_str().is_some_and(|t| t.ends_with("already-holding")) => {
+                    return Told::Holding(body["slotId"].as_str().unwrap().to_owned());
+                }
                 503 | 500 | 502 => {}
                 other => return Told::Refused(other),
             }
@@ -162,11 +168,15 @@ async fn a_redis_killed_mid_storm_keeps_every_grant_it_answered() {
     let granted: HashMap<Uuid, String> = told
         .iter()
         .filter_map(|(u, t)| match t {
-            Told::Granted(slot) => Some((*u, slot.clone())),
+            Told::Granted(slot) | Told::Holding(slot) => Some((*u, slot.clone())),
             Told::Refused(_) => None,
         })
         .collect();
-    assert_eq!(granted.len() as i64, stock, "demand exceeded stock: every unit sold, once");
+    // Granted: told 201, or already-holding when the 201 died with Redis's connection. A
+    // buyer whose 201 died and whose retry came after the edge learned the sale sold out is
+    // told sold out although they hold a unit (the edge answers from its hint): so every
+    // unit is sold (below), and at most once.
+    assert!(granted.len() as i64 <= stock, "{} told 201 for {stock} units", granted.len());
     let distinct: HashSet<&String> = granted.values().collect();
     assert_eq!(distinct.len(), granted.len(), "no slot answered twice");
     for t in told.values() {
@@ -217,7 +227,7 @@ async fn an_origin_killed_mid_storm_loses_no_grant() {
     let second = TestOrigin::spawn_with(&redis, &db, &id, clock, at_port).await.unwrap();
     let mut granted = HashMap::new();
     for ((user, _), answer) in buyers.iter().zip(storm) {
-        if let Told::Granted(slot) = answer.await.unwrap() {
+        if let Told::Granted(slot) | Told::Holding(slot) = answer.await.unwrap() {
             granted.insert(*user, slot);
         }
     }
@@ -226,7 +236,7 @@ async fn an_origin_killed_mid_storm_loses_no_grant() {
     let counts = redis.counts(product).await.unwrap();
     counts.assert_conserved();
     assert_eq!((counts.held, counts.remaining), (stock, 0));
-    assert!(granted.len() as i64 <= stock);
+    assert!(granted.len() as i64 <= stock, "{} told 201 for {stock} units", granted.len());
     let distinct: HashSet<&String> = granted.values().collect();
     assert_eq!(distinct.len(), granted.len());
     // The second origin's relay takes over the first one's unacknowledged entries.

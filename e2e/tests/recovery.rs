@@ -1,7 +1,10 @@
 //! Redis loses everything mid-sale: the origin answers 503 until the product is rebuilt
-//! from PostgreSQL, then the sale continues with invariant 1 intact.
+//! from PostgreSQL, then the sale continues with invariant 1 intact, and no grant answered
+//! 201 is sold again: the grant lease bounds the grants PostgreSQL never heard of, and the
+//! rebuild withholds as many units until an operator releases them.
 
 use flashgate_e2e::{DrivenOrigin, problem};
+use flashgate_origin::invariants::Report;
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
@@ -15,7 +18,8 @@ async fn flush(t: &DrivenOrigin) {
 async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
     let t = DrivenOrigin::start().await.unwrap();
     let relay = t.relay(Duration::from_secs(30));
-    let product = t.origin.create_product(&t.id, 10).await.unwrap();
+    // 100 units: the first grant leased 64 of them (the default lease), 3 were used.
+    let product = t.origin.create_product(&t.id, 100).await.unwrap();
     let holder = Uuid::new_v4();
     let held: Value = t.acquire(holder, product).await.unwrap().json().await.unwrap();
     for _ in 0..2 {
@@ -41,7 +45,8 @@ async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
     assert_eq!(status, 201);
     let counts = t.redis.counts(product).await.unwrap();
     counts.assert_conserved();
-    assert_eq!((counts.total, counts.held, counts.remaining), (10, 4, 6));
+    // The 61 leased grants PostgreSQL never saw may have been answered 201: withheld.
+    assert_eq!((counts.total, counts.held, counts.in_doubt, counts.remaining), (100, 4, 61, 35));
     // The old holder is still holding the same slot.
     let again = problem(t.acquire(holder, product).await.unwrap(), 409, "already-holding").await;
     assert_eq!(again["slotId"], held["slotId"]);
@@ -52,28 +57,124 @@ async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
     relay.step().await.unwrap();
     let counts = t.redis.counts(product).await.unwrap();
     counts.assert_conserved();
-    assert_eq!(counts.remaining, 10);
+    assert_eq!(counts.remaining, 39);
     assert_eq!(t.pg_live(product).await, 0, "PostgreSQL followed the expiries");
-    // And the checker says Redis lost the product once: whatever it had not relayed then is
-    // gone for good.
-    let state = &t.origin.state;
-    let report = flashgate_origin::invariants::check(
-        &state.db,
-        &state.inventory.connection(),
-        Duration::ZERO,
-    )
-    .await
-    .unwrap();
+    // And the checker says Redis lost the product once, with up to 61 grants it cannot see.
+    let report = check(&t).await;
     assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
     assert_eq!(report.violations[0].invariant, 3);
-    assert!(report.violations[0].detail.contains("lost this product's sale state 1 time"));
+    let detail = &report.violations[0].detail;
+    assert!(detail.contains("lost this product's sale state 1 time"), "{detail}");
+    assert!(detail.contains("up to 61 grants answered 201"), "{detail}");
+}
+
+async fn check(t: &DrivenOrigin) -> Report {
+    let state = &t.origin.state;
+    flashgate_origin::invariants::check(&state.db, &state.inventory.connection(), Duration::ZERO)
+        .await
+        .unwrap()
+}
+
+async fn admin_post(t: &DrivenOrigin, path: &str) -> Value {
+    let http = reqwest::Client::new();
+    let answer = http.post(t.origin.url(path)).bearer_auth(t.id.admin()).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "{path}");
+    answer.json().await.unwrap()
+}
+
+/// The clause the grant lease exists for: grants answered 201 but never relayed are lost
+/// with Redis, and their units are not sold to anyone else.
+#[tokio::test]
+async fn grants_lost_with_redis_are_withheld_not_resold() {
+    let t = DrivenOrigin::start().await.unwrap();
+    let relay = t.relay(Duration::from_secs(30));
+    let product = t.origin.create_product(&t.id, 5).await.unwrap();
+    for _ in 0..3 {
+        t.grant(product).await.unwrap();
+    }
+    relay.step().await.unwrap();
+    // Two more buyers hear 201; Redis loses everything before the relay runs again.
+    let lost = [t.grant(product).await.unwrap(), t.grant(product).await.unwrap()];
+    flush(&t).await;
+
+    let rebuilt = admin_post(&t, &format!("/admin/products/{product}/rebuild")).await;
+    assert_eq!(rebuilt["status"], "rebuilt");
+    assert_eq!(
+        (
+            rebuilt["restoredSlots"].as_i64(),
+            rebuilt["unseenGrants"].as_i64(),
+            rebuilt["inDoubt"].as_i64()
+        ),
+        (Some(3), Some(2), Some(2))
+    );
+    // Without the lease the next two buyers would get the lost buyers' units.
+    let next = t.acquire(Uuid::new_v4(), product).await.unwrap();
+    problem(next, 409, "sold-out").await;
+    let counts = t.redis.counts(product).await.unwrap();
+    counts.assert_conserved();
+    assert_eq!((counts.held, counts.in_doubt, counts.remaining), (3, 2, 0));
+
+    let report = check(&t).await;
+    assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+    let v = &report.violations[0];
+    assert_eq!((v.invariant, v.product_id), (3, product));
+    assert!(
+        v.detail.contains("up to 2 grants answered 201 never reached PostgreSQL"),
+        "{}",
+        v.detail
+    );
+    assert!(v.detail.contains("2 units are withheld from sale until released"), "{}", v.detail);
+    // The lost buyers' slots are gone: the loss is real, the checker's report is the record.
+    for (user, slot) in lost {
+        let read = t.origin.get_signed(&t.id, user, &format!("/slots/{slot}"), t.now()).await;
+        assert_eq!(read.unwrap().status(), 404);
+    }
+
+    // The operator settles with those buyers, then releases the units: on sale again, once.
+    let http = reqwest::Client::new();
+    let url = t.origin.url(&format!("/admin/products/{product}/in-doubt/release"));
+    let buyer = http.post(&url).bearer_auth(t.id.buyer(Uuid::new_v4())).send().await.unwrap();
+    problem(buyer, 403, "forbidden").await;
+    let released = admin_post(&t, &format!("/admin/products/{product}/in-doubt/release")).await;
+    assert_eq!(released["released"], 2);
+    let again = admin_post(&t, &format!("/admin/products/{product}/in-doubt/release")).await;
+    assert_eq!(again["released"], 0);
+    for _ in 0..2 {
+        assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
+    }
+    problem(t.acquire(Uuid::new_v4(), product).await.unwrap(), 409, "sold-out").await;
+    relay.step().await.unwrap();
+    t.redis.counts(product).await.unwrap().assert_conserved();
+    let report = check(&t).await;
+    assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+    assert!(report.violations[0].detail.contains("released at"), "{:?}", report.violations);
+}
+
+/// A loss the lease proves complete (every grant it allowed reached PostgreSQL) lost no
+/// grant: nothing is withheld and the checker passes.
+#[tokio::test]
+async fn a_loss_after_everything_was_relayed_withholds_nothing() {
+    let t = DrivenOrigin::start().await.unwrap();
+    let relay = t.relay(Duration::from_secs(30));
+    let product = t.origin.create_product(&t.id, 3).await.unwrap();
+    for _ in 0..3 {
+        t.grant(product).await.unwrap();
+    }
+    relay.step().await.unwrap();
+    flush(&t).await;
+    let rebuilt = admin_post(&t, &format!("/admin/products/{product}/rebuild")).await;
+    assert_eq!((rebuilt["unseenGrants"].as_i64(), rebuilt["inDoubt"].as_i64()), (Some(0), Some(0)));
+    let report = check(&t).await;
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(t.redis.counts(product).await.unwrap().held, 3);
 }
 
 #[tokio::test]
 async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state() {
     let t = DrivenOrigin::start().await.unwrap();
     let relay = t.relay(Duration::from_secs(30));
-    let product = t.origin.create_product(&t.id, 5).await.unwrap();
+    // 100 units: the lease (64) leaves units on sale after the rebuild withholds its rest.
+    let product = t.origin.create_product(&t.id, 100).await.unwrap();
     let other = t.origin.create_product(&t.id, 7).await.unwrap();
     assert_eq!(t.acquire(Uuid::new_v4(), product).await.unwrap().status(), 201);
     relay.step().await.unwrap();
@@ -91,6 +192,7 @@ async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state()
         (rebuilt["status"].as_str(), rebuilt["restoredSlots"].as_i64()),
         (Some("rebuilt"), Some(1))
     );
+    assert_eq!(rebuilt["inDoubt"], 63, "the lease's 64 grants less the one PostgreSQL has");
     assert_eq!(
         t.acquire(Uuid::new_v4(), product).await.unwrap().status(),
         201,

@@ -5,12 +5,14 @@
 //! `flashgate check` counts).
 //!
 //! One task per product (started on its first acquisition) holds the waiting requests in a
-//! heap ordered by stamp and runs `acquire.lua` for each due one in turn. With W = 0 (the
+//! heap ordered by stamp and runs `acquire.lua` (under the grant lease, [`crate::grants`])
+//! for each due one in turn. With W = 0 (the
 //! default) requests go straight to Redis and none of this runs.
 
 use crate::clock::Clock;
-use crate::inventory::{AcquireArgs, Acquisition, Inventory};
-use redis::RedisResult;
+use crate::error::{ApiError, ApiResult};
+use crate::grants::Grants;
+use crate::inventory::{AcquireArgs, Acquisition};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,7 @@ struct Waiting {
     args: AcquireArgs,
     due: Instant,
     seq: u64,
-    reply: oneshot::Sender<RedisResult<Acquisition>>,
+    reply: oneshot::Sender<ApiResult<Acquisition>>,
 }
 
 impl Waiting {
@@ -54,7 +56,7 @@ impl Ord for Waiting {
 #[derive(Clone)]
 pub struct FairnessWindow {
     window: Duration,
-    inventory: Inventory,
+    grants: Grants,
     clock: Arc<dyn Clock>,
     queues: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Waiting>>>>,
     seq: Arc<std::sync::atomic::AtomicU64>,
@@ -65,11 +67,11 @@ impl FairnessWindow {
     /// `tasks` tracks the per-product queues, so shutdown can wait for them.
     pub fn new(
         window: Duration,
-        inventory: Inventory,
+        grants: Grants,
         clock: Arc<dyn Clock>,
         tasks: TaskTracker,
     ) -> Self {
-        Self { window, inventory, clock, queues: Arc::default(), seq: Arc::default(), tasks }
+        Self { window, grants, clock, queues: Arc::default(), seq: Arc::default(), tasks }
     }
 
     /// Shutdown: each queue decides what it holds, then its task ends. Acquisitions after
@@ -79,9 +81,9 @@ impl FairnessWindow {
     }
 
     /// Decides one acquisition, after the window when there is one.
-    pub async fn acquire(&self, args: AcquireArgs) -> RedisResult<Acquisition> {
+    pub async fn acquire(&self, args: AcquireArgs) -> ApiResult<Acquisition> {
         if self.window.is_zero() {
-            return self.inventory.acquire(&args).await;
+            return self.grants.acquire(&args).await;
         }
         // Due when the stamp is W old by the origin's clock (measured now, waited in real time).
         let age_us = self.clock.now_us() - args.arrival_us;
@@ -103,19 +105,23 @@ impl FairnessWindow {
             .entry(product)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                self.tasks.spawn(decide_in_order(rx, self.inventory.clone()));
+                self.tasks.spawn(decide_in_order(rx, self.grants.clone()));
                 tx
             })
             .clone()
     }
 }
 
-fn closed() -> redis::RedisError {
-    (redis::ErrorKind::Io, "the fairness window's queue closed").into()
+fn closed() -> ApiError {
+    // Only while shutting down: the request is answered, and retried on another origin.
+    ApiError::Unavailable {
+        component: "origin",
+        detail: "the fairness window's queue closed".into(),
+    }
 }
 
 /// Holds a product's waiting acquisitions and decides each due one, earliest stamp first.
-async fn decide_in_order(mut incoming: mpsc::UnboundedReceiver<Waiting>, inventory: Inventory) {
+async fn decide_in_order(mut incoming: mpsc::UnboundedReceiver<Waiting>, grants: Grants) {
     let mut heap: BinaryHeap<Reverse<Waiting>> = BinaryHeap::new();
     loop {
         let next_due = heap.peek().map(|Reverse(w)| w.due);
@@ -130,7 +136,7 @@ async fn decide_in_order(mut incoming: mpsc::UnboundedReceiver<Waiting>, invento
                 let now = Instant::now();
                 while heap.peek().is_some_and(|Reverse(w)| w.due <= now) {
                     let Some(Reverse(w)) = heap.pop() else { break };
-                    let decided = inventory.acquire(&w.args).await;
+                    let decided = grants.acquire(&w.args).await;
                     let _ = w.reply.send(decided);
                 }
             }

@@ -1,15 +1,21 @@
 //! `GET /health`: 200 when Redis, PostgreSQL and (if configured) Kafka answer, else 503
 //! naming what is down. Redis also counts as down while it does not persist every write
 //! before answering (unless `--allow-volatile-redis`): see [`crate::durability`].
+//! PostgreSQL counts as `migrating` while a degraded start waits to migrate its schema, and
+//! [`require_schema`] answers every other route 503 until it is done.
 
 use crate::durability::Persistence;
+use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
+use axum::extract::Request;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flashgate_core::problem::Problem;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,9 +40,15 @@ pub async fn check(State(state): State<AppState>) -> Response {
         Ok(Ok(_)) => "up",
         _ => "down",
     };
+    let migrated = state.schema_ready.load(Ordering::Acquire);
+    let pg_status = match pg {
+        Ok(Ok(_)) if migrated => "up",
+        Ok(Ok(_)) => "migrating",
+        _ => "down",
+    };
     let checks = [
         ("redis", Some(redis_status == "up")),
-        ("postgresql", Some(matches!(pg, Ok(Ok(_))))),
+        ("postgresql", Some(pg_status == "up")),
         ("kafka", kafka),
     ];
     let components: serde_json::Map<String, serde_json::Value> = checks
@@ -44,6 +56,7 @@ pub async fn check(State(state): State<AppState>) -> Response {
         .map(|(name, up)| {
             let s = match up {
                 _ if *name == "redis" => redis_status,
+                _ if *name == "postgresql" => pg_status,
                 Some(true) => "up",
                 Some(false) => "down",
                 None => "not-configured",
@@ -56,6 +69,7 @@ pub async fn check(State(state): State<AppState>) -> Response {
         .filter(|(_, up)| *up == Some(false))
         .map(|(name, _)| match *name {
             "redis" if redis_status == "not-durable" => "redis (does not persist every write)",
+            "postgresql" if pg_status == "migrating" => "postgresql (schema not migrated yet)",
             other => other,
         })
         .collect();
@@ -69,4 +83,20 @@ pub async fn check(State(state): State<AppState>) -> Response {
     // Rendered with the trace id by `trace::layer`.
     response.extensions_mut().insert(problem);
     response
+}
+
+/// Answers 503 while PostgreSQL's schema is not migrated yet (a degraded start).
+pub async fn require_schema(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.schema_ready.load(Ordering::Acquire) {
+        return next.run(request).await;
+    }
+    ApiError::Unavailable {
+        component: "postgresql",
+        detail: "the schema is not migrated yet".into(),
+    }
+    .into_response()
 }

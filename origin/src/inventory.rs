@@ -148,6 +148,17 @@ pub struct LiveSlot {
     pub traceparent: String,
 }
 
+/// The counters a rebuild restores besides the slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuiltCounts {
+    /// Grants ever made, those PostgreSQL never heard of (in doubt) included.
+    pub granted: i64,
+    /// The durable grant lease.
+    pub leased: i64,
+    /// Units withheld for grants PostgreSQL never heard of.
+    pub in_doubt: i64,
+}
+
 /// One acquisition attempt, as the edge stamped it.
 #[derive(Debug, Clone)]
 pub struct AcquireArgs {
@@ -182,7 +193,20 @@ impl Acquisition {
             Self::Unknown => "unknown",
         }
     }
+}
 
+/// What one run of `acquire.lua` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Decided. `lease_low`: the grant lease covers less than half an extension; extend it
+    /// in the background before it runs out.
+    Decided { acquisition: Acquisition, lease_low: bool },
+    /// Nothing decided: the grant lease is used up at `granted` grants. Extend it (durably,
+    /// in PostgreSQL first) and ask again.
+    LeaseUsedUp { granted: i64, remaining: i64 },
+}
+
+impl Attempt {
     fn parse(value: Value) -> RedisResult<Self> {
         let bad = |what: &str| -> RedisError {
             (redis::ErrorKind::Parse, "acquire.lua answered unexpectedly", what.to_owned()).into()
@@ -194,15 +218,20 @@ impl Acquisition {
         };
         let int =
             |i: usize| -> RedisResult<i64> { text(i)?.parse().map_err(|_| bad("not a number")) };
+        let decided = |acquisition| Self::Decided { acquisition, lease_low: false };
         Ok(match text(0)?.as_str() {
-            "granted" => Self::Granted { remaining: int(1)?, expires_ms: int(2)? },
-            "holding" => {
-                Self::Holding { slot_id: Uuid::try_parse(&text(1)?).map_err(|_| bad("slot id"))? }
-            }
-            "sold_out" => Self::SoldOut,
-            "not_on_sale" => Self::NotOnSale { starts_ms: int(1)? },
-            "ended" => Self::Ended { ends_ms: int(1)? },
-            "unknown" => Self::Unknown,
+            "granted" => Self::Decided {
+                acquisition: Acquisition::Granted { remaining: int(1)?, expires_ms: int(2)? },
+                lease_low: int(3)? == 1,
+            },
+            "holding" => decided(Acquisition::Holding {
+                slot_id: Uuid::try_parse(&text(1)?).map_err(|_| bad("slot id"))?,
+            }),
+            "sold_out" => decided(Acquisition::SoldOut),
+            "not_on_sale" => decided(Acquisition::NotOnSale { starts_ms: int(1)? }),
+            "ended" => decided(Acquisition::Ended { ends_ms: int(1)? }),
+            "unknown" => decided(Acquisition::Unknown),
+            "lease" => Self::LeaseUsedUp { granted: int(1)?, remaining: int(2)? },
             other => return Err(bad(other)),
         })
     }
@@ -219,6 +248,8 @@ pub struct Inventory {
     update_product: Arc<Script>,
     delete_product: Arc<Script>,
     rebuild: Arc<Script>,
+    lease: Arc<Script>,
+    release_in_doubt: Arc<Script>,
     lifecycle: Lifecycle,
 }
 
@@ -242,6 +273,8 @@ impl Inventory {
             update_product: Arc::new(Script::new(include_str!("../../lua/update_product.lua"))),
             delete_product: Arc::new(Script::new(include_str!("../../lua/delete_product.lua"))),
             rebuild: Arc::new(Script::new(include_str!("../../lua/rebuild.lua"))),
+            lease: Arc::new(Script::new(include_str!("../../lua/lease.lua"))),
+            release_in_doubt: Arc::new(Script::new(include_str!("../../lua/release_in_doubt.lua"))),
             lifecycle,
         })
     }
@@ -250,7 +283,7 @@ impl Inventory {
         self.lifecycle
     }
 
-    pub async fn acquire(&self, a: &AcquireArgs) -> RedisResult<Acquisition> {
+    pub async fn acquire(&self, a: &AcquireArgs, lease_size: i64) -> RedisResult<Attempt> {
         let keys = ProductKeys::new(a.product_id);
         let value: Value = self
             .acquire
@@ -272,9 +305,55 @@ impl Inventory {
             .arg(ms(self.lifecycle.remind_before))
             .arg(Uuid::now_v7().to_string())
             .arg(ms(self.lifecycle.expired_ttl))
+            .arg(lease_size)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Acquisition::parse(value)
+        Attempt::parse(value)
+    }
+
+    /// `(granted, remaining)` of a product (`None` when Redis does not know it).
+    pub async fn grant_counts(&self, product_id: Uuid) -> RedisResult<Option<(i64, i64)>> {
+        let (granted, remaining): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(ProductKeys::new(product_id).product())
+            .arg("granted")
+            .arg("remaining")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(remaining.map(|r| (granted.unwrap_or(0), r)))
+    }
+
+    /// The product's grant lease in Redis (`None` when Redis does not know the product).
+    pub async fn leased(&self, product_id: Uuid) -> RedisResult<Option<i64>> {
+        let (total, leased): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(ProductKeys::new(product_id).product())
+            .arg("total")
+            .arg("leased")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(total.map(|_| leased.unwrap_or(0)))
+    }
+
+    /// Raises the product's grant lease to `leased`, a count PostgreSQL already holds
+    /// (`lease.lua`); the lease after the call, `None` if Redis does not know the product.
+    pub async fn raise_lease(&self, product_id: Uuid, leased: i64) -> RedisResult<Option<i64>> {
+        let now: i64 = self
+            .lease
+            .key(ProductKeys::new(product_id).product())
+            .arg(leased)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((now >= 0).then_some(now))
+    }
+
+    /// Puts the units a rebuild withheld back on sale (`release_in_doubt.lua`); how many,
+    /// `None` if Redis does not know the product.
+    pub async fn release_in_doubt(&self, product_id: Uuid) -> RedisResult<Option<i64>> {
+        let released: i64 = self
+            .release_in_doubt
+            .key(ProductKeys::new(product_id).product())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((released >= 0).then_some(released))
     }
 
     /// Puts a product's sale state in Redis unless it is already there, and indexes it for
@@ -381,7 +460,7 @@ impl Inventory {
         total: i64,
         starts_ms: i64,
         ends_ms: Option<i64>,
-        granted: i64,
+        counts: RebuiltCounts,
         now_ms: i64,
         slots: &[LiveSlot],
         payments_json: &str,
@@ -401,11 +480,13 @@ impl Inventory {
             .arg(total)
             .arg(starts_ms)
             .arg(ends_ms.map(|e| e.to_string()).unwrap_or_default())
-            .arg(granted)
+            .arg(counts.granted)
             .arg(now_ms)
             .arg(ms(self.lifecycle.remind_before))
             .arg(product_id.to_string())
-            .arg(payments_json);
+            .arg(payments_json)
+            .arg(counts.leased)
+            .arg(counts.in_doubt);
         for s in slots {
             call.arg(s.slot_id.to_string())
                 .arg(s.user_id.to_string())
@@ -589,22 +670,41 @@ mod tests {
     #[test]
     fn parses_every_answer() {
         let id = Uuid::now_v7();
+        let decided = |acquisition| Attempt::Decided { acquisition, lease_low: false };
         let cases = [
             (
-                vec![bulk("granted"), Value::Int(2), Value::Int(99)],
-                Acquisition::Granted { remaining: 2, expires_ms: 99 },
+                vec![bulk("granted"), Value::Int(2), Value::Int(99), Value::Int(0)],
+                decided(Acquisition::Granted { remaining: 2, expires_ms: 99 }),
             ),
-            (vec![bulk("holding"), bulk(&id.to_string())], Acquisition::Holding { slot_id: id }),
-            (vec![bulk("sold_out")], Acquisition::SoldOut),
-            (vec![bulk("not_on_sale"), bulk("5")], Acquisition::NotOnSale { starts_ms: 5 }),
-            (vec![bulk("ended"), bulk("7")], Acquisition::Ended { ends_ms: 7 }),
-            (vec![bulk("unknown")], Acquisition::Unknown),
+            (
+                vec![bulk("granted"), Value::Int(2), Value::Int(99), Value::Int(1)],
+                Attempt::Decided {
+                    acquisition: Acquisition::Granted { remaining: 2, expires_ms: 99 },
+                    lease_low: true,
+                },
+            ),
+            (
+                vec![bulk("holding"), bulk(&id.to_string())],
+                decided(Acquisition::Holding { slot_id: id }),
+            ),
+            (vec![bulk("sold_out")], decided(Acquisition::SoldOut)),
+            (
+                vec![bulk("not_on_sale"), bulk("5")],
+                decided(Acquisition::NotOnSale { starts_ms: 5 }),
+            ),
+            (vec![bulk("ended"), bulk("7")], decided(Acquisition::Ended { ends_ms: 7 })),
+            (vec![bulk("unknown")], decided(Acquisition::Unknown)),
+            (
+                vec![bulk("lease"), Value::Int(64), bulk("36")],
+                Attempt::LeaseUsedUp { granted: 64, remaining: 36 },
+            ),
         ];
         for (value, expected) in cases {
-            assert_eq!(Acquisition::parse(Value::Array(value)).unwrap(), expected);
+            assert_eq!(Attempt::parse(Value::Array(value)).unwrap(), expected);
         }
-        assert!(Acquisition::parse(Value::Array(vec![bulk("what")])).is_err());
-        assert!(Acquisition::parse(Value::Array(vec![bulk("granted")])).is_err());
+        assert!(Attempt::parse(Value::Array(vec![bulk("what")])).is_err());
+        assert!(Attempt::parse(Value::Array(vec![bulk("granted")])).is_err());
+        assert!(Attempt::parse(Value::Array(vec![bulk("lease"), Value::Int(1)])).is_err());
     }
 
     #[test]

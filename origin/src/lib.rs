@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod expiry;
 pub mod fairness;
+pub mod grants;
 pub mod health;
 pub mod invariants;
 pub mod inventory;

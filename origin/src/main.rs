@@ -89,6 +89,12 @@ struct Args {
     /// is this old (0: at once).
     #[arg(long, env = "FLASHGATE_FAIRNESS_WINDOW_MS", default_value_t = 0)]
     fairness_window_ms: u64,
+    /// The most grants one extension of a product's grant lease covers: after Redis loses
+    /// its data, at most this many units (plus the grants not yet relayed) are withheld
+    /// as in doubt instead of resold.
+    #[arg(long, env = "FLASHGATE_GRANT_LEASE", default_value_t = 64,
+          value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    grant_lease: i64,
     /// Run on a Redis that does not fsync every write before answering (no AOF, or
     /// `appendfsync` other than `always`). Grants answered 201 may then be lost with Redis
     /// and their units sold again: for development and throwaway benchmarks only.
@@ -151,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     }
     settings.payments.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_secs.max(1));
     settings.fairness_window = Duration::from_millis(args.fairness_window_ms);
+    settings.grant_lease = args.grant_lease;
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "origin listening");
     app.run_until_stopped(flashgate_core::signal::stop()).await

@@ -16,7 +16,7 @@
 
 use crate::admin_auth::Admin;
 use crate::error::{ApiError, ApiResult};
-use crate::inventory::LiveSlot;
+use crate::inventory::{LiveSlot, RebuiltCounts};
 use crate::products::{self, parse_id};
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -31,6 +31,7 @@ pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/admin/products/{id}/rebuild", post(rebuild_one))
         .route("/admin/rebuild", post(rebuild_all))
+        .route("/admin/products/{id}/in-doubt/release", post(release_in_doubt))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +40,13 @@ pub enum Rebuild {
     Rebuilt {
         #[serde(rename = "restoredSlots")]
         restored_slots: i64,
+        /// Grants the lease allowed that PostgreSQL never heard of: at most this many grants
+        /// answered 201 were lost.
+        #[serde(rename = "unseenGrants")]
+        unseen_grants: i64,
+        /// Units withheld from sale for them.
+        #[serde(rename = "inDoubt")]
+        in_doubt: i64,
     },
     AlreadyLive,
     NotFound,
@@ -71,6 +79,20 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
             .bind(product_id)
             .fetch_one(&state.db)
             .await?;
+    let leased: i64 = sqlx::query_scalar(
+        "SELECT coalesce((SELECT leased FROM grant_leases WHERE product_id = $1), 0)",
+    )
+    .bind(product_id)
+    .fetch_one(&state.db)
+    .await?;
+    let (counted, withheld): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(in_doubt), 0)::bigint, \
+         coalesce(sum(in_doubt) FILTER (WHERE released_at IS NULL), 0)::bigint \
+         FROM redis_losses WHERE product_id = $1",
+    )
+    .bind(product_id)
+    .fetch_one(&state.db)
+    .await?;
     let slots: Vec<LiveSlot> = rows
         .into_iter()
         .map(|(slot_id, user_id, status, expires, arrival, acquired, trace_id)| LiveSlot {
@@ -118,14 +140,29 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
             },
         )
         .collect();
+    let stock = i64::from(product.stock);
+    let accounting = account(stock, slots.len() as i64, granted, leased, counted, withheld);
+    // The loss is recorded in a transaction committed only if the rebuild ran: one that
+    // found live state leaves no record behind.
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "INSERT INTO redis_losses (product_id, restored_slots, unseen_grants, in_doubt) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(product_id)
+    .bind(slots.len() as i64)
+    .bind(accounting.unseen)
+    .bind(accounting.withheld_now)
+    .execute(&mut *tx)
+    .await?;
     let restored = state
         .inventory
         .rebuild_product(
             product_id,
-            i64::from(product.stock),
+            stock,
             ms(product.sale_starts_at),
             product.sale_ends_at.map(ms),
-            granted,
+            accounting.counts,
             state.clock.now_ms(),
             &slots,
             &Value::Array(payments).to_string(),
@@ -133,18 +170,63 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
         .await?;
     Ok(match restored {
         Some(n) => {
-            tracing::warn!(%product_id, restored_slots = n, "rebuilt sale state from PostgreSQL");
-            // Recorded for `flashgate check`: grants not yet relayed when Redis lost them
-            // are gone, and nothing here can tell how many there were.
-            sqlx::query("INSERT INTO redis_losses (product_id, restored_slots) VALUES ($1, $2)")
-                .bind(product_id)
-                .bind(n)
-                .execute(&state.db)
-                .await?;
-            Rebuild::Rebuilt { restored_slots: n }
+            tracing::warn!(
+                %product_id, restored_slots = n, unseen_grants = accounting.unseen,
+                in_doubt = accounting.withheld_now, leased, granted,
+                "rebuilt sale state from PostgreSQL; units lost grants may hold are withheld"
+            );
+            if let Err(e) = tx.commit().await {
+                // Redis is rebuilt and withholds the units; only the record is missing, and
+                // the checker reports Redis's `inDoubt` against it.
+                tracing::error!(%product_id, error = %e, "the rebuild's loss record was not written");
+                return Err(e.into());
+            }
+            Rebuild::Rebuilt {
+                restored_slots: n,
+                unseen_grants: accounting.unseen,
+                in_doubt: accounting.withheld_now,
+            }
         }
         None => Rebuild::AlreadyLive,
     })
+}
+
+/// What a rebuild restores and what it found lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    pub counts: RebuiltCounts,
+    /// Grants the lease allowed that neither PostgreSQL nor an earlier loss accounts for:
+    /// at most this many grants answered 201 were lost with Redis.
+    pub unseen: i64,
+    /// Units this rebuild withholds for them (on top of earlier losses' unreleased ones).
+    pub withheld_now: i64,
+}
+
+/// Accounts for a rebuilt product. PostgreSQL holds `granted` slots, `live` of them ACTIVE
+/// or COMPLETED; earlier losses counted `counted` unseen grants and still withhold
+/// `withheld` units. Grants the lease allowed beyond those may have been answered 201: as
+/// many units are withheld, but never more than the units not live nor withheld (a lost
+/// grant held one of those, if it held any). `granted` restarts past every grant the lease
+/// allowed, so later losses never count the same grant twice.
+pub fn account(
+    stock: i64,
+    live: i64,
+    granted: i64,
+    leased: i64,
+    counted: i64,
+    withheld: i64,
+) -> Accounting {
+    let unseen = (leased - granted - counted).max(0);
+    let withheld_now = unseen.min((stock - live - withheld).max(0));
+    Accounting {
+        counts: RebuiltCounts {
+            granted: granted + counted + unseen,
+            leased,
+            in_doubt: withheld + withheld_now,
+        },
+        unseen,
+        withheld_now,
+    }
 }
 
 /// Starts a background rebuild of `product_id` unless one is already running.
@@ -178,6 +260,33 @@ async fn rebuild_one(
     }
 }
 
+/// The operator's word that the buyers of grants lost with Redis are settled with: the units
+/// a rebuild withheld go back on sale. `flashgate check` keeps reporting the loss itself.
+async fn release_in_doubt(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let product_id = parse_id(&id, "product")?;
+    if products::find(&state, product_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no product {product_id}")));
+    }
+    let Some(released) = state.inventory.release_in_doubt(product_id).await? else {
+        return Err(products::not_loaded(&state, product_id));
+    };
+    // Redis first: a retry after a failure here finds nothing left to release and still
+    // marks the record.
+    sqlx::query(
+        "UPDATE redis_losses SET released_at = now() \
+         WHERE product_id = $1 AND released_at IS NULL AND in_doubt > 0",
+    )
+    .bind(product_id)
+    .execute(&state.db)
+    .await?;
+    tracing::warn!(%product_id, released, "in-doubt units released back on sale by an operator");
+    Ok(Json(json!({ "productId": product_id, "released": released })))
+}
+
 async fn rebuild_all(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
     let ids: Vec<Uuid> =
         sqlx::query_scalar("SELECT product_id FROM products WHERE deleted_at IS NULL")
@@ -192,4 +301,52 @@ async fn rebuild_all(State(state): State<AppState>, _admin: Admin) -> ApiResult<
         }
     }
     Ok(Json(json!({ "rebuilt": rebuilt, "alreadyLive": live })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loss_with_everything_relayed_and_the_lease_used_up_loses_nothing() {
+        let a = account(10, 4, 6, 6, 0, 0);
+        assert_eq!((a.unseen, a.withheld_now), (0, 0));
+        assert_eq!(a.counts, RebuiltCounts { granted: 6, leased: 6, in_doubt: 0 });
+    }
+
+    #[test]
+    fn grants_the_lease_allowed_beyond_postgresql_are_withheld_not_resold() {
+        // 100 units, 30 slots relayed (20 live), lease at 45: up to 15 grants unseen.
+        let a = account(100, 20, 30, 45, 0, 0);
+        assert_eq!((a.unseen, a.withheld_now), (15, 15));
+        assert_eq!(a.counts, RebuiltCounts { granted: 45, leased: 45, in_doubt: 15 });
+        // remaining = 100 − 20 − 15: no lost grant's unit is on sale.
+    }
+
+    #[test]
+    fn never_withholds_more_than_the_units_not_live() {
+        // 10 units, 8 live in PostgreSQL, lease 20 ahead: at most 2 units can be held by
+        // lost grants.
+        let a = account(10, 8, 8, 28, 0, 0);
+        assert_eq!((a.unseen, a.withheld_now), (20, 2));
+        assert_eq!(a.counts.in_doubt, 2);
+        assert_eq!(a.counts.granted, 28, "lease numbers are never reused");
+    }
+
+    #[test]
+    fn a_second_loss_counts_only_grants_the_first_did_not() {
+        let first = account(100, 20, 30, 45, 0, 0);
+        // After the rebuild, 10 more grants relayed (PostgreSQL: 40 slots, 30 live), lease
+        // raised to 70, then Redis lost again, the first 15 units still withheld.
+        let second = account(100, 30, 40, 70, first.unseen, first.counts.in_doubt);
+        assert_eq!(second.unseen, 70 - 40 - 15);
+        assert_eq!(second.counts.in_doubt, 15 + 15);
+        assert_eq!(second.counts.granted, 70);
+    }
+
+    #[test]
+    fn a_lease_postgresql_already_covers_is_no_loss() {
+        let a = account(5, 5, 9, 7, 0, 0);
+        assert_eq!((a.unseen, a.withheld_now, a.counts.granted), (0, 0, 9));
+    }
 }

@@ -51,6 +51,10 @@ pub struct Settings {
     /// Hold each acquisition until its edge stamp is this old, then decide a product's
     /// acquisitions in stamp order (0: decide at once).
     pub fairness_window: Duration,
+    /// The most grants one extension of a product's grant lease covers ([`crate::grants`]):
+    /// larger waits on PostgreSQL less often, smaller withholds fewer units after Redis
+    /// loses its data.
+    pub grant_lease: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +120,7 @@ impl Settings {
             database_max_connections: 10,
             migrate: true,
             fairness_window: Duration::ZERO,
+            grant_lease: 64,
         }
     }
 }

@@ -25,6 +25,7 @@ use flashgate_core::token::TokenVerifier;
 use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -112,16 +113,26 @@ impl Application {
         // Degraded start: a dependency that is down does not stop the origin. Migrations and
         // topic creation are retried in the background until they succeed; meanwhile
         // `/health` names what is down and requests needing it answer 503.
+        // Until the schema is migrated, every route but `/health` and `/metrics` answers 503:
+        // a request between two migrations would find half a schema.
+        let schema_ready = Arc::new(AtomicBool::new(true));
         if settings.migrate {
             match MIGRATOR.run(&db).await {
                 Ok(()) => {}
                 Err(e) if is_unreachable(&e) => {
                     tracing::warn!(error = %e, "PostgreSQL is down: migrating once it answers");
+                    schema_ready.store(false, Ordering::Release);
                     tasks.spawn(retry_until_done("migrations", {
                         let db = db.clone();
+                        let ready = schema_ready.clone();
                         move || {
                             let db = db.clone();
-                            async move { MIGRATOR.run(&db).await.map_err(anyhow::Error::from) }
+                            let ready = ready.clone();
+                            async move {
+                                MIGRATOR.run(&db).await?;
+                                ready.store(true, Ordering::Release);
+                                Ok(())
+                            }
                         }
                     }));
                 }
@@ -170,9 +181,15 @@ impl Application {
             gateway_timeout: settings.payments.gateway_timeout,
             reconcile_after: settings.payments.reconcile_after,
         };
+        let grants = crate::grants::Grants::new(
+            inventory.clone(),
+            db.clone(),
+            settings.grant_lease,
+            tasks.clone(),
+        );
         let fairness = crate::fairness::FairnessWindow::new(
             settings.fairness_window,
-            inventory.clone(),
+            grants,
             clock.clone(),
             tasks.clone(),
         );
@@ -196,6 +213,7 @@ impl Application {
             kafka: kafka.clone(),
             durability,
             tasks,
+            schema_ready,
         });
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -328,6 +346,7 @@ fn router(state: AppState) -> Router {
         .merge(products::admin_router())
         .merge(recovery::admin_router())
         .merge(payments::webhook_router())
+        .route_layer(from_fn_with_state(state.clone(), health::require_schema))
         .route("/health", get(health::check))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

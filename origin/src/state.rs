@@ -52,6 +52,9 @@ pub struct Shared {
     /// Every task the origin spawns besides the workers (rebuilds, fairness queues): drained
     /// at shutdown.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Whether PostgreSQL's schema is migrated (false only while a degraded start waits to
+    /// migrate it): until then requests answer 503.
+    pub schema_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the origin needs to check an edge signature.

@@ -1,0 +1,135 @@
+//! Grants under a durable lease: no grant answered `201` is resold, whatever Redis loses.
+//!
+//! Redis is the authority on who holds what, and it fsyncs every grant before the buyer
+//! hears of it (`crate::durability`). If its data is lost anyway (a disk, an operator's
+//! `FLUSHALL`, a failover to a replica that was behind), PostgreSQL has every grant the relay
+//! delivered and none it had not. The lease closes that gap: `acquire.lua` grants only while
+//! the product's `granted < leased`, and the origin raises `leased` in PostgreSQL
+//! (`grant_leases`) before it raises it in Redis. So after a loss, `leased` − the slots
+//! PostgreSQL holds bounds the grants nobody can see any more; the rebuild
+//! ([`crate::recovery`]) withholds that many units instead of selling them again, and
+//! `flashgate check` reports them until an operator releases them.
+//!
+//! A lease extension covers up to [`Grants::lease_size`] grants (never more than the units
+//! left, so the bound stays tight at the end of a drop). It is requested in the background
+//! when a grant finds less than half an extension left, so acquisitions wait on PostgreSQL
+//! only when it is slower than the sale; with PostgreSQL down, at most one lease's worth of
+//! grants are made before acquisitions answer 503.
+
+use crate::error::{ApiError, ApiResult};
+use crate::inventory::{AcquireArgs, Acquisition, Attempt, Inventory};
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// Extensions of different products run concurrently; of one product, one at a time (the
+/// others find it done). Striped so the locks stay bounded however many products there are.
+const STRIPES: usize = 64;
+
+/// Acquisitions under the grant lease; cheap to clone.
+#[derive(Clone)]
+pub struct Grants {
+    inventory: Inventory,
+    db: PgPool,
+    lease_size: i64,
+    stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
+    tasks: TaskTracker,
+}
+
+impl Grants {
+    /// `lease_size` ≥ 1: the most grants one extension covers. `tasks` tracks background
+    /// extensions, so shutdown waits for them.
+    pub fn new(inventory: Inventory, db: PgPool, lease_size: i64, tasks: TaskTracker) -> Self {
+        Self {
+            inventory,
+            db,
+            lease_size: lease_size.max(1),
+            stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            tasks,
+        }
+    }
+
+    pub fn lease_size(&self) -> i64 {
+        self.lease_size
+    }
+
+    /// Decides one acquisition (`acquire.lua`), extending the lease first when it is used up.
+    pub async fn acquire(&self, args: &AcquireArgs) -> ApiResult<Acquisition> {
+        // Each extension covers at least one grant, so a second round only happens when
+        // another request took that grant first; a few rounds settle any race.
+        for _ in 0..8 {
+            match self.inventory.acquire(args, self.lease_size).await? {
+                Attempt::Decided { acquisition, lease_low } => {
+                    if lease_low {
+                        self.extend_in_background(args.product_id);
+                    }
+                    return Ok(acquisition);
+                }
+                Attempt::LeaseUsedUp { granted, remaining } => {
+                    self.extend(args.product_id, granted, remaining).await?;
+                }
+            }
+        }
+        Err(ApiError::Unavailable {
+            component: "postgresql",
+            detail: "the grant lease was used up by other acquisitions as fast as it grew".into(),
+        })
+    }
+
+    /// Raises the product's lease to cover `min(lease_size, remaining)` grants past
+    /// `granted`: PostgreSQL first (durable), then Redis. A no-op when another extension
+    /// already covers that, or when Redis does not know the product.
+    pub async fn extend(&self, product_id: Uuid, granted: i64, remaining: i64) -> ApiResult<()> {
+        let _one_at_a_time = self.stripe(product_id).lock().await;
+        self.extend_locked(product_id, granted, remaining).await
+    }
+
+    async fn extend_locked(&self, product_id: Uuid, granted: i64, remaining: i64) -> ApiResult<()> {
+        let target = granted + remaining.clamp(1, self.lease_size);
+        match self.inventory.leased(product_id).await? {
+            Some(leased) if leased < target => {}
+            _ => return Ok(()),
+        }
+        let leased: i64 = sqlx::query_scalar(
+            "INSERT INTO grant_leases (product_id, leased) VALUES ($1, $2) \
+             ON CONFLICT (product_id) DO UPDATE \
+             SET leased = GREATEST(grant_leases.leased, EXCLUDED.leased), updated_at = now() \
+             RETURNING leased",
+        )
+        .bind(product_id)
+        .bind(target)
+        .fetch_one(&self.db)
+        .await?;
+        self.inventory.raise_lease(product_id, leased).await?;
+        tracing::debug!(%product_id, leased, "grant lease extended");
+        Ok(())
+    }
+
+    /// Extends ahead of need, unless an extension of this product (or one sharing its
+    /// stripe) is already running; a failure only logs: the next grant asks again.
+    fn extend_in_background(&self, product_id: Uuid) {
+        let grants = self.clone();
+        self.tasks.spawn(async move {
+            let Ok(_one_at_a_time) = grants.stripe(product_id).try_lock() else {
+                return;
+            };
+            let read = grants.inventory.grant_counts(product_id).await;
+            let result = match read {
+                Ok(Some((granted, remaining))) if remaining > 0 => {
+                    grants.extend_locked(product_id, granted, remaining).await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(%product_id, error = %e, "grant lease not extended ahead of need");
+            }
+        });
+    }
+
+    fn stripe(&self, product_id: Uuid) -> &tokio::sync::Mutex<()> {
+        // Product ids end in random bits (v4 and v7 alike).
+        &self.stripes[(product_id.as_u128() % STRIPES as u128) as usize]
+    }
+}
