@@ -5,10 +5,10 @@
 -- slot with the edge's arrival stamp and trace context, schedule its expiry and its
 -- expiring-soon reminder, and append the grant event to the product's outbox stream.
 --
--- Lazy expiry: a held slot past its deadline that no worker has swept yet is expired here,
--- exactly as expire.lua would (unit back, buyer freed, `slot-expired` event), before the
--- buyer's new attempt is decided. A held slot with a payment in flight stays held: the
--- expiration worker settles that payment first (expire.lua).
+-- Lazy expiry: a held slot past its deadline that no worker has swept yet is reclaimed here
+-- (lib.lua's `reclaim`, as expire.lua does), before the buyer's new attempt is decided. A
+-- held slot with a payment in flight stays held: the expiration worker settles that payment
+-- first (expire.lua).
 --
 -- Grant lease: Redis grants only while `granted < leased`, where `leased` is a count the
 -- origin first made durable in PostgreSQL (`grant_leases`). If Redis loses its state anyway,
@@ -47,19 +47,14 @@ if held then
   -- The held slot shares the product's hash tag (derived from KEYS[3]), so this stays in
   -- the script's cluster slot.
   local held_key = string.gsub(KEYS[3], '[^:]+$', held)
-  local slot = redis.call('HMGET', held_key, 'status', 'expiresMs', 'paymentId')
-  if slot[1] ~= 'ACTIVE' or tonumber(slot[2]) > now or (slot[3] and slot[3] ~= '') then
+  local slot = redis.call('HMGET', held_key, 'status', 'expiresMs', 'paymentId', 'traceparent')
+  if slot[1] ~= 'ACTIVE' or not past_deadline(slot[2], now) or present(slot[3]) then
     return {'holding', held}
   end
-  redis.call('HSET', held_key, 'status', 'EXPIRED', 'expiredMs', ARGV[6])
-  redis.call('PEXPIRE', held_key, ARGV[11])
-  product[1] = redis.call('HINCRBY', KEYS[1], 'remaining', 1)
-  redis.call('HDEL', KEYS[2], ARGV[2])
-  redis.call('ZREM', KEYS[4], held)
-  redis.call('ZREM', KEYS[5], held)
-  redis.call('XADD', KEYS[6], '*',
-    'type', 'slot-expired', 'v', '1', 'eventId', ARGV[10], 'productId', ARGV[1],
-    'slotId', held, 'userId', ARGV[2], 'atMs', ARGV[6], 'traceparent', ARGV[8])
+  product[1] = reclaim(
+    {product = KEYS[1], holders = KEYS[2], expiry = KEYS[4], reminders = KEYS[5], outbox = KEYS[6]},
+    {key = held_key, id = held, productId = ARGV[1], userId = ARGV[2], traceparent = slot[4]},
+    ARGV[6], ARGV[11], ARGV[10])
 end
 
 if now < tonumber(product[2]) then
@@ -97,10 +92,9 @@ redis.call('HSET', KEYS[3],
   'acquiredMs', ARGV[6], 'expiresMs', expires, 'traceparent', ARGV[8])
 redis.call('ZADD', KEYS[4], expires, ARGV[3])
 redis.call('ZADD', KEYS[5], expires - tonumber(ARGV[9]), ARGV[3])
-redis.call('XADD', KEYS[6], '*',
-  'type', 'slot-acquired', 'v', '1', 'eventId', ARGV[4], 'productId', ARGV[1],
-  'slotId', ARGV[3], 'userId', ARGV[2], 'arrivalUs', ARGV[5], 'atMs', ARGV[6],
-  'expiresMs', expires, 'traceparent', ARGV[8])
+emit(KEYS[6], 'slot-acquired', {
+  eventId = ARGV[4], productId = ARGV[1], slotId = ARGV[3], userId = ARGV[2], atMs = ARGV[6],
+  traceparent = ARGV[8] }, 'arrivalUs', ARGV[5], 'expiresMs', expires)
 -- Low: the lease covers less than half of what an extension would give it now.
 local low = 0
 if 2 * (leased - granted) < math.min(tonumber(ARGV[12]), remaining) then

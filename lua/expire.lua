@@ -1,8 +1,7 @@
 -- expire.lua: reclaims one slot whose deadline has passed, exactly once.
 --
--- Atomically: if the slot is still ACTIVE and due, mark it EXPIRED (kept for a while for
--- reads, then dropped by its TTL), give the unit back, free the buyer to try again, drop it
--- from the schedules, and append `slot-expired` to the outbox. A slot that is no longer
+-- Atomically: if the slot is still ACTIVE and due, reclaim it (lib.lua's `reclaim`: EXPIRED,
+-- unit back, buyer freed, unscheduled, `slot-expired`). A slot that is no longer
 -- ACTIVE (expired by a racing worker or by acquire.lua's lazy check, or completed) is only
 -- unscheduled: the unit is returned once, whoever gets there first.
 --
@@ -27,26 +26,19 @@ if slot[1] ~= 'ACTIVE' then
   redis.call('ZREM', KEYS[5], ARGV[2])
   return {'skipped', slot[1] or 'missing'}
 end
-if tonumber(slot[2]) > tonumber(ARGV[4]) then
+if not past_deadline(slot[2], ARGV[4]) then
   return {'not_due', slot[2]}
 end
-if slot[5] and slot[5] ~= '' and tonumber(slot[2]) + tonumber(ARGV[6]) > tonumber(ARGV[4]) then
+if present(slot[5]) and not past_deadline(tonumber(slot[2]) + tonumber(ARGV[6]), ARGV[4]) then
   redis.call('ZADD', KEYS[7], ARGV[4], slot[5])
   return {'paying', slot[5]}
 end
 
-redis.call('HSET', KEYS[3], 'status', 'EXPIRED', 'expiredMs', ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'remaining', 1)
-if redis.call('HGET', KEYS[2], slot[3]) == ARGV[2] then
-  redis.call('HDEL', KEYS[2], slot[3])
-end
-redis.call('ZREM', KEYS[4], ARGV[2])
-redis.call('ZREM', KEYS[5], ARGV[2])
-redis.call('XADD', KEYS[6], '*',
-  'type', 'slot-expired', 'v', '1', 'eventId', ARGV[3], 'productId', ARGV[1],
-  'slotId', ARGV[2], 'userId', slot[3], 'atMs', ARGV[4], 'traceparent', slot[4])
-if slot[5] and slot[5] ~= '' then
+reclaim(
+  {product = KEYS[1], holders = KEYS[2], expiry = KEYS[4], reminders = KEYS[5], outbox = KEYS[6]},
+  {key = KEYS[3], id = ARGV[2], productId = ARGV[1], userId = slot[3], traceparent = slot[4]},
+  ARGV[4], ARGV[5], ARGV[3])
+if present(slot[5]) then
   -- Expired past the grace with its payment still unsettled: reconcile it now, so it ends
   -- (refunded if it succeeded) rather than waiting for its webhook deadline.
   redis.call('ZADD', KEYS[7], ARGV[4], slot[5])

@@ -29,13 +29,13 @@ end
 if slot[2] ~= ARGV[2] then
   return {'forbidden'}
 end
-if slot[1] == 'EXPIRED' or (slot[1] == 'ACTIVE' and tonumber(slot[3]) <= tonumber(ARGV[5])) then
+if slot[1] == 'EXPIRED' or (slot[1] == 'ACTIVE' and past_deadline(slot[3], ARGV[5])) then
   return {'expired'}
 end
 if slot[1] == 'COMPLETED' then
   return {'completed'}
 end
-if slot[4] and slot[4] ~= '' then
+if present(slot[4]) then
   return {'in_flight', slot[4]}
 end
 
@@ -45,9 +45,8 @@ redis.call('HSET', KEYS[2],
   'idempotencyKey', ARGV[9], 'createdMs', ARGV[5], 'traceparent', ARGV[10])
 redis.call('HSET', KEYS[1], 'paymentId', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
-redis.call('XADD', KEYS[4], '*',
-  'type', 'payment-created', 'v', '1', 'eventId', ARGV[11], 'productId', ARGV[4],
-  'slotId', ARGV[3], 'userId', ARGV[2], 'paymentId', ARGV[1], 'amount', ARGV[7],
-  'currency', ARGV[8], 'method', ARGV[6], 'idempotencyKey', ARGV[9], 'atMs', ARGV[5],
-  'traceparent', ARGV[10])
+emit(KEYS[4], 'payment-created', {
+  eventId = ARGV[11], productId = ARGV[4], slotId = ARGV[3], userId = ARGV[2], atMs = ARGV[5],
+  traceparent = ARGV[10] }, 'paymentId', ARGV[1], 'amount', ARGV[7], 'currency', ARGV[8],
+  'method', ARGV[6], 'idempotencyKey', ARGV[9])
 return {'created'}

@@ -13,8 +13,7 @@ if pay[1] ~= 'REFUND_REQUIRED' then
 end
 redis.call('HSET', KEYS[1], 'status', 'REFUNDED', 'refundedMs', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('XADD', KEYS[3], '*',
-  'type', 'payment-refunded', 'v', '1', 'eventId', ARGV[3], 'productId', pay[4],
-  'slotId', pay[2], 'userId', pay[3], 'paymentId', ARGV[1], 'amount', pay[6],
-  'currency', pay[7], 'atMs', ARGV[2], 'traceparent', pay[5])
+emit(KEYS[3], 'payment-refunded', {
+  eventId = ARGV[3], productId = pay[4], slotId = pay[2], userId = pay[3], atMs = ARGV[2],
+  traceparent = pay[5] }, 'paymentId', ARGV[1], 'amount', pay[6], 'currency', pay[7])
 return 1

@@ -16,8 +16,7 @@ local slot = redis.call('HMGET', KEYS[2], 'status', 'userId', 'expiresMs', 'trac
 if slot[1] ~= 'ACTIVE' then
   return 0
 end
-redis.call('XADD', KEYS[3], '*',
-  'type', 'slot-expiring-soon', 'v', '1', 'eventId', ARGV[3], 'productId', ARGV[1],
-  'slotId', ARGV[2], 'userId', slot[2], 'expiresMs', slot[3], 'atMs', ARGV[4],
-  'traceparent', slot[4])
+emit(KEYS[3], 'slot-expiring-soon', {
+  eventId = ARGV[3], productId = ARGV[1], slotId = ARGV[2], userId = slot[2], atMs = ARGV[4],
+  traceparent = slot[4] }, 'expiresMs', slot[3])
 return 1

@@ -7,8 +7,8 @@
 -- Success while the slot is ACTIVE, before its deadline and paying with this payment: the
 -- slot is COMPLETED (unscheduled from expiry and reminders; the buyer keeps holding it),
 -- the payment COMPLETED, `payment-completed`.
--- Success too late (the slot is EXPIRED, gone, or past its deadline — which is expired here
--- exactly as expire.lua would, unit back and `slot-expired`): the payment is
+-- Success too late (the slot is EXPIRED, gone, or past its deadline — which is reclaimed
+-- here with lib.lua's `reclaim`, as expire.lua does): the payment is
 -- REFUND_REQUIRED and queued for refund, `payment-refund-required`. The unit is never sold
 -- twice: a slot is completed only while it is still ACTIVE.
 --
@@ -33,12 +33,12 @@ local now = ARGV[3]
 redis.call('ZREM', KEYS[9], ARGV[1])
 redis.call('ZREM', KEYS[10], ARGV[1])
 local function event(kind, ...)
-  redis.call('XADD', KEYS[6], '*',
-    'type', kind, 'v', '1', 'eventId', ARGV[4], 'productId', pay[4], 'slotId', pay[2],
-    'userId', pay[3], 'paymentId', ARGV[1], 'atMs', now, 'traceparent', pay[5], ...)
+  emit(KEYS[6], kind, {
+    eventId = ARGV[4], productId = pay[4], slotId = pay[2], userId = pay[3], atMs = now,
+    traceparent = pay[5] }, 'paymentId', ARGV[1], ...)
 end
 
-local slot = redis.call('HMGET', KEYS[3], 'status', 'expiresMs', 'paymentId')
+local slot = redis.call('HMGET', KEYS[3], 'status', 'expiresMs', 'paymentId', 'traceparent')
 if ARGV[2] == 'failed' then
   redis.call('HSET', KEYS[7], 'status', 'FAILED', 'settledMs', now, 'reason', ARGV[7])
   redis.call('PEXPIRE', KEYS[7], ARGV[6])
@@ -49,7 +49,7 @@ if ARGV[2] == 'failed' then
   return {'failed'}
 end
 
-if slot[1] == 'ACTIVE' and slot[3] == ARGV[1] and tonumber(slot[2]) > tonumber(now) then
+if slot[1] == 'ACTIVE' and slot[3] == ARGV[1] and not past_deadline(slot[2], now) then
   redis.call('HSET', KEYS[3], 'status', 'COMPLETED', 'completedMs', now)
   redis.call('ZREM', KEYS[4], pay[2])
   redis.call('ZREM', KEYS[5], pay[2])
@@ -59,19 +59,12 @@ if slot[1] == 'ACTIVE' and slot[3] == ARGV[1] and tonumber(slot[2]) > tonumber(n
   return {'completed'}
 end
 
-if slot[1] == 'ACTIVE' and tonumber(slot[2]) <= tonumber(now) then
-  -- Past its deadline but not swept yet: expired here, exactly as expire.lua does.
-  redis.call('HSET', KEYS[3], 'status', 'EXPIRED', 'expiredMs', now)
-  redis.call('PEXPIRE', KEYS[3], ARGV[6])
-  redis.call('HINCRBY', KEYS[1], 'remaining', 1)
-  if redis.call('HGET', KEYS[2], pay[3]) == pay[2] then
-    redis.call('HDEL', KEYS[2], pay[3])
-  end
-  redis.call('ZREM', KEYS[4], pay[2])
-  redis.call('ZREM', KEYS[5], pay[2])
-  redis.call('XADD', KEYS[6], '*',
-    'type', 'slot-expired', 'v', '1', 'eventId', ARGV[5], 'productId', pay[4],
-    'slotId', pay[2], 'userId', pay[3], 'atMs', now, 'traceparent', pay[5])
+if slot[1] == 'ACTIVE' and past_deadline(slot[2], now) then
+  -- Past its deadline but not swept yet: reclaimed here, as expire.lua does.
+  reclaim(
+    {product = KEYS[1], holders = KEYS[2], expiry = KEYS[4], reminders = KEYS[5], outbox = KEYS[6]},
+    {key = KEYS[3], id = pay[2], productId = pay[4], userId = pay[3], traceparent = slot[4]},
+    now, ARGV[6], ARGV[5])
 end
 redis.call('HSET', KEYS[7], 'status', 'REFUND_REQUIRED', 'settledMs', now)
 redis.call('ZADD', KEYS[8], now, ARGV[1])

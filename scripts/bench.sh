@@ -164,7 +164,7 @@ raw() {
   p=$(cat /proc/sys/kernel/random/uuid)
   rcli hset "fg:{$p}:product" remaining "$remaining" total 100000000 granted 0 \
     leased 100000000 startsAtMs 0 endsAtMs "" maxGrantUs 0 >/dev/null
-  sha=$(rcli script load "$(cat lua/acquire.lua)")
+  sha=$(rcli script load "$(cat lua/lib.lua lua/acquire.lua)")
   log "$label: redis-benchmark EVALSHA acquire.lua, $conns connections"
   redis-benchmark -p $redis_port -c "$conns" -n "${RAW_REQUESTS:-400000}" -r 100000000 --csv \
     evalsha "$sha" 7 "fg:{$p}:product" "fg:{$p}:holders" "fg:{$p}:slot:__rand_int__" \

@@ -266,15 +266,15 @@ impl Inventory {
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             conn,
-            acquire: Arc::new(Script::new(include_str!("../../lua/acquire.lua"))),
-            load_product: Arc::new(Script::new(include_str!("../../lua/load_product.lua"))),
-            expire: Arc::new(Script::new(include_str!("../../lua/expire.lua"))),
-            remind: Arc::new(Script::new(include_str!("../../lua/remind.lua"))),
-            update_product: Arc::new(Script::new(include_str!("../../lua/update_product.lua"))),
-            delete_product: Arc::new(Script::new(include_str!("../../lua/delete_product.lua"))),
-            rebuild: Arc::new(Script::new(include_str!("../../lua/rebuild.lua"))),
-            lease: Arc::new(Script::new(include_str!("../../lua/lease.lua"))),
-            release_in_doubt: Arc::new(Script::new(include_str!("../../lua/release_in_doubt.lua"))),
+            acquire: lua_script!("acquire"),
+            load_product: lua_script!("load_product"),
+            expire: lua_script!("expire"),
+            remind: lua_script!("remind"),
+            update_product: lua_script!("update_product"),
+            delete_product: lua_script!("delete_product"),
+            rebuild: lua_script!("rebuild"),
+            lease: lua_script!("lease"),
+            release_in_doubt: lua_script!("release_in_doubt"),
             lifecycle,
         })
     }

@@ -7,6 +7,17 @@
 //! gateway's webhook ([`payments`]). [`startup::Application`] wires it together
 //! and binds; the binary in `main.rs` only parses settings and waits for a signal.
 
+/// A script under `lua/`, loaded after the library every script shares (`lua/lib.lua`), as
+/// one `redis::Script` (EVALSHA).
+macro_rules! lua_script {
+    ($name:literal) => {
+        std::sync::Arc::new(redis::Script::new(concat!(
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../lua/lib.lua")),
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../lua/", $name, ".lua"))
+        )))
+    };
+}
+
 pub mod admin_auth;
 pub mod clock;
 pub mod durability;

@@ -84,9 +84,9 @@ impl PaymentStore {
     pub fn new(inventory: &Inventory) -> Self {
         Self {
             conn: inventory.connection(),
-            pay: Arc::new(Script::new(include_str!("../../../lua/pay.lua"))),
-            settle: Arc::new(Script::new(include_str!("../../../lua/settle.lua"))),
-            refunded: Arc::new(Script::new(include_str!("../../../lua/refunded.lua"))),
+            pay: lua_script!("pay"),
+            settle: lua_script!("settle"),
+            refunded: lua_script!("refunded"),
             lifecycle: inventory.lifecycle(),
         }
     }
