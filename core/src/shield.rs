@@ -8,6 +8,10 @@
 //!   from it. It is only a hint: a stale "sold out" can delay a sale by one interval, never
 //!   cause an oversell, because the origin decides every acquisition it sees.
 //! - [`Holding`]: the buyer already holds a slot of this product (until its deadline).
+//! - [`BuyerHint::InDoubt`]: the buyer's last attempt ended without an answer that says what
+//!   happened (a 5xx, or none): it may have been granted, so their next attempts skip the
+//!   refusing hints and reach the origin, which knows. A buyer whose `201` was lost on the
+//!   way is told `already-holding`, never `sold-out`.
 //! - [`Bucket`]: a token bucket per user and per client address.
 //!
 //! Encodings are short text, stable across edge versions that share a store.
@@ -191,6 +195,43 @@ impl Holding {
     }
 }
 
+/// What the edge knows of one buyer and one product, under one key-value entry (read on
+/// every acquisition, so doubt costs no extra read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuyerHint {
+    Holding(Holding),
+    /// Until `until_us`, this buyer's attempts go to the origin whatever the product's hint.
+    InDoubt {
+        until_us: u64,
+    },
+}
+
+impl BuyerHint {
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Holding(h) => h.encode(),
+            Self::InDoubt { until_us } => format!("?{until_us}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        match s.strip_prefix('?') {
+            Some(until) => Some(Self::InDoubt { until_us: until.parse().ok()? }),
+            None => Holding::decode(s).map(Self::Holding),
+        }
+    }
+
+    /// Whether the product's refusing hints are to be skipped at `now_us`.
+    pub fn in_doubt(&self, now_us: u64) -> bool {
+        matches!(self, Self::InDoubt { until_us } if now_us < *until_us)
+    }
+
+    /// Whether an acquisition's answer (`None`: none came) leaves its outcome unknown.
+    pub fn leaves_doubt(status: Option<u16>) -> bool {
+        status.is_none_or(|s| s >= 500)
+    }
+}
+
 /// A token-bucket rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
@@ -333,6 +374,11 @@ mod tests {
     fn holdings_refuse_until_their_deadline() {
         let h = Holding { slot_id: "s-1".into(), until_us: 10 };
         assert_eq!(Holding::decode(&h.encode()), Some(h.clone()));
+        let held = BuyerHint::Holding(h.clone());
+        assert_eq!(BuyerHint::decode(&held.encode()), Some(held));
+        let doubt = BuyerHint::InDoubt { until_us: 20 };
+        assert_eq!(BuyerHint::decode(&doubt.encode()), Some(doubt));
+        assert_eq!(BuyerHint::decode("?x"), None);
         assert_eq!(h.refusal(9).unwrap().extra["slotId"], "s-1");
         assert_eq!(h.refusal(10), None);
     }
@@ -355,5 +401,21 @@ mod tests {
         let (empty, _) = Bucket::take(None, slow, 0);
         assert_eq!(Bucket::take(Some(empty), slow, 0).1, Take::Limited { retry_after_secs: 10 });
         assert_eq!(empty.reset_secs(slow), 10);
+    }
+
+    #[test]
+    fn a_buyer_in_doubt_skips_the_refusing_hints_until_the_doubt_ends() {
+        let doubt = BuyerHint::InDoubt { until_us: 100 };
+        assert!(doubt.in_doubt(99));
+        assert!(!doubt.in_doubt(100));
+        let held = BuyerHint::Holding(Holding { slot_id: "s".into(), until_us: 100 });
+        assert!(!held.in_doubt(0), "a holder is answered from the hint");
+        // No answer, or a 5xx: the grant may have happened. Anything else says what did.
+        assert!(BuyerHint::leaves_doubt(None));
+        assert!(BuyerHint::leaves_doubt(Some(503)));
+        assert!(BuyerHint::leaves_doubt(Some(500)));
+        for settled in [201, 409, 404, 422, 429] {
+            assert!(!BuyerHint::leaves_doubt(Some(settled)), "{settled}");
+        }
     }
 }

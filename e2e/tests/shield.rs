@@ -290,3 +290,42 @@ async fn keys_rotate_without_downtime() {
     let body = problem(refused, 401, "unauthorized").await;
     assert!(body["detail"].as_str().unwrap().contains("not accepted"), "{body}");
 }
+
+/// A buyer whose attempt ended in a 503 may have been granted without hearing it (the 201
+/// died on the way). Their next attempts reach the origin whatever the edge's sold-out hint
+/// says, so they learn they hold the slot; other buyers are still answered from the hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_whose_attempt_failed_is_answered_by_the_origin_not_the_sold_out_hint() {
+    let mut s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    let product = s.origin.create_product(&s.id, 1).await.unwrap();
+    let lost = Uuid::new_v4();
+    let token = s.id.buyer(lost);
+
+    // Redis is away: the buyer's attempt fails, its outcome unknown to the edge.
+    s.redis.crash();
+    let failed = s.acquire(&token, product).await.unwrap();
+    problem(failed, 503, "unavailable").await;
+    tokio::task::block_in_place(|| s.redis.restart()).unwrap();
+    // The grant that did happen, unheard by the edge (the origin directly, as the edge).
+    let granted = s.origin.acquire_signed(&s.id, lost, product, flashgate_e2e::now_us());
+    let granted: Value = granted.await.unwrap().json().await.unwrap();
+    // Another buyer teaches the edge that the product sold out.
+    let other = s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap();
+    problem(other, 409, "sold-out").await;
+    let acquisitions = s.origin.route_count(ACQUIRE).await.unwrap();
+
+    let again = s.acquire(&token, product).await.unwrap();
+    let body = problem(again, 409, "already-holding").await;
+    assert_eq!(body["slotId"], granted["slotId"]);
+    assert_eq!(
+        s.origin.route_count(ACQUIRE).await.unwrap(),
+        acquisitions + 1,
+        "the origin answered"
+    );
+    // From now on the edge knows: the holder and everyone else are answered at the edge.
+    let held = s.acquire(&token, product).await.unwrap();
+    problem(held, 409, "already-holding").await;
+    let third = s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap();
+    problem(third, 409, "sold-out").await;
+    assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap(), acquisitions + 1);
+}

@@ -7,7 +7,7 @@ use crate::platform::Store;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
 use flashgate_core::routes::{self, BuyerRoute, MAX_BUYER_BODY};
 use flashgate_core::shield::{
-    self, Bucket, HEADER_REMAINING, Hint, Holding, Judgement, Limit, Take,
+    self, Bucket, BuyerHint, HEADER_REMAINING, Hint, Holding, Judgement, Limit, Take,
 };
 use flashgate_core::signing::{self, EdgeStamp};
 use flashgate_core::token::{TokenError, TokenVerifier, VerifiedToken};
@@ -168,14 +168,24 @@ async fn acquire(
     product: &str,
 ) -> Result<Response, Refusal> {
     let holding_key = format!("hd:{product}:{}", token.user_id);
-    let holding = store.get(&holding_key).and_then(text).and_then(|s| Holding::decode(&s));
-    if let Some(problem) = holding.and_then(|h| h.refusal(arrival_us)) {
+    let buyer = store.get(&holding_key).and_then(text).and_then(|s| BuyerHint::decode(&s));
+    if let Some(BuyerHint::Holding(holding)) = &buyer
+        && let Some(problem) = holding.refusal(arrival_us)
+    {
         return Err(problem.into());
     }
+    // The buyer's last attempt may have been granted without their hearing it: the origin
+    // decides, whatever the product's hint says.
+    let in_doubt = buyer.as_ref().is_some_and(|b| b.in_doubt(arrival_us));
 
     let hint_key = format!("av:{product}");
     let hint = store.get(&hint_key).and_then(text).and_then(|s| Hint::decode(&s));
-    match shield::judge(product, hint.as_ref(), arrival_us, config.refresh_every_us) {
+    let judged = if in_doubt {
+        Judgement::Forward
+    } else {
+        shield::judge(product, hint.as_ref(), arrival_us, config.refresh_every_us)
+    };
+    match judged {
         Judgement::Forward => {}
         Judgement::Refuse(problem) => return Err(problem.into()),
         Judgement::Stale(problem) => {
@@ -226,6 +236,14 @@ async fn acquire(
     let answer = forward(req, method, config, token, arrival_us, trace).await;
     if claimed == Some(true) {
         store.delete(&flight_key);
+    }
+    let status = answer.as_ref().ok().map(|a| *a.status());
+    if BuyerHint::leaves_doubt(status) {
+        let doubt = BuyerHint::InDoubt { until_us: now_us() + config.in_flight_us };
+        store.set(&holding_key, doubt.encode().as_bytes());
+    } else if in_doubt {
+        // Settled: a grant or already-holding is learned below; anything else clears it.
+        store.delete(&holding_key);
     }
     let answer = answer?;
     learn(store, config, &hint_key, &holding_key, &answer);
