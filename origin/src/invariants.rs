@@ -28,6 +28,7 @@
 //! delivers them; the cross-store checks wait for a drained outbox.
 
 use crate::inventory::ProductKeys;
+use crate::status::{PaymentStatus, SlotStatus};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -84,7 +85,7 @@ impl Report {
 struct SlotRow {
     slot_id: Uuid,
     user_id: Uuid,
-    status: String,
+    status: SlotStatus,
     completed_payments: i64,
 }
 
@@ -193,7 +194,7 @@ async fn check_payments_final(
     deadline: Duration,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let stuck: Vec<(Uuid, Uuid, String, bool)> = sqlx::query_as(
+    let stuck: Vec<(Uuid, Uuid, PaymentStatus, bool)> = sqlx::query_as(
         "SELECT p.product_id, p.payment_id, p.status, s.status = 'EXPIRED' \
          FROM purchases p JOIN purchase_slots s USING (slot_id) \
          WHERE (p.status IN ('PENDING', 'REFUND_REQUIRED') \
@@ -206,7 +207,7 @@ async fn check_payments_final(
     .fetch_all(db)
     .await?;
     for (product_id, payment_id, status, slot_expired) in stuck {
-        let detail = if slot_expired && status == "PENDING" {
+        let detail = if slot_expired && status == PaymentStatus::Pending {
             format!("payment {payment_id} is PENDING on a slot that expired")
         } else {
             format!(
@@ -308,7 +309,7 @@ async fn check_product(
     .bind(product_id)
     .fetch_all(db)
     .await?;
-    let live_pg = slots.iter().filter(|s| s.status != "EXPIRED").count() as i64;
+    let live_pg = slots.iter().filter(|s| s.status.is_live()).count() as i64;
 
     // 1: exactly N.
     if live_pg > stock {
@@ -316,7 +317,7 @@ async fn check_product(
     }
     let Some(remaining) = remaining else {
         // Redis has no sale state (deleted, or lost and not rebuilt yet): PostgreSQL only.
-        let live_active = slots.iter().filter(|s| s.status == "ACTIVE").count();
+        let live_active = slots.iter().filter(|s| s.status == SlotStatus::Active).count();
         if !deleted && live_active > 0 {
             violation(
                 3,
@@ -379,8 +380,8 @@ async fn check_product(
         slot_fields.extend(chunk.iter().map(|id| id.and_then(|_| read.next()).unwrap_or_default()));
     }
     for ((user, slot), fields) in holders.iter().zip(&slot_fields) {
-        let status = fields.get("status").map(String::as_str);
-        if fields.get("userId") != Some(user) || !matches!(status, Some("ACTIVE" | "COMPLETED")) {
+        let status = fields.get("status").and_then(|s| s.parse::<SlotStatus>().ok());
+        if fields.get("userId") != Some(user) || !status.is_some_and(SlotStatus::is_live) {
             violation(
                 2,
                 format!(
@@ -494,11 +495,11 @@ async fn check_fairness(
 fn check_postgres(slots: &[SlotRow], violation: &mut impl FnMut(u8, String)) {
     let mut live_per_buyer: HashMap<Uuid, u32> = HashMap::new();
     for s in slots {
-        if s.status != "EXPIRED" {
+        if s.status.is_live() {
             *live_per_buyer.entry(s.user_id).or_default() += 1;
         }
-        let ok = match s.status.as_str() {
-            "COMPLETED" => s.completed_payments == 1,
+        let ok = match s.status {
+            SlotStatus::Completed => s.completed_payments == 1,
             _ => s.completed_payments == 0,
         };
         if !ok {

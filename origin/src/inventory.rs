@@ -83,11 +83,12 @@ pub struct Lifecycle {
 
 impl Default for Lifecycle {
     fn default() -> Self {
+        use crate::settings::defaults;
         Self {
-            hold: Duration::from_secs(30 * 60),
-            remind_before: Duration::from_secs(5 * 60),
-            expired_ttl: Duration::from_secs(24 * 3600),
-            settle_grace: Duration::from_secs(120),
+            hold: Duration::from_secs(defaults::SLOT_HOLD_SECS),
+            remind_before: Duration::from_secs(defaults::REMIND_BEFORE_SECS),
+            expired_ttl: Duration::from_secs(defaults::EXPIRED_TTL_SECS),
+            settle_grace: Duration::from_secs(defaults::SETTLE_GRACE_SECS),
         }
     }
 }
@@ -141,7 +142,7 @@ fn tagged(value: Value) -> RedisResult<(String, Vec<i64>)> {
 pub struct LiveSlot {
     pub slot_id: Uuid,
     pub user_id: Uuid,
-    pub status: String,
+    pub status: crate::status::SlotStatus,
     pub expires_ms: i64,
     pub arrival_us: i64,
     pub acquired_ms: i64,
@@ -490,7 +491,7 @@ impl Inventory {
         for s in slots {
             call.arg(s.slot_id.to_string())
                 .arg(s.user_id.to_string())
-                .arg(&s.status)
+                .arg(s.status.as_str())
                 .arg(s.expires_ms)
                 .arg(s.arrival_us)
                 .arg(s.acquired_ms)

@@ -42,6 +42,7 @@ pub mod settings;
 pub mod slots;
 pub mod startup;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 pub mod trace;
 pub mod worker;

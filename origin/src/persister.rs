@@ -23,6 +23,7 @@
 
 use crate::events::{EventKind, OutboxEvent};
 use crate::metrics::DeadLetterLabels;
+use crate::status::{PaymentStatus, SlotStatus};
 use anyhow::{Context, bail};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -82,17 +83,22 @@ enum Applied {
     Parked,
 }
 
-/// Slot statuses for slot-* events, the payment's for payment-* events.
+/// The audit log's `from_status`/`to_status`: the slot's for slot-* events, the payment's for
+/// payment-* events.
 fn transition(kind: EventKind) -> (Option<&'static str>, Option<&'static str>) {
+    use PaymentStatus as P;
+    use SlotStatus as S;
+    let slot = |from: Option<S>, to: Option<S>| (from.map(S::as_str), to.map(S::as_str));
+    let payment = |from: Option<P>, to: Option<P>| (from.map(P::as_str), to.map(P::as_str));
     match kind {
-        EventKind::SlotAcquired => (None, Some("ACTIVE")),
-        EventKind::SlotExpired => (Some("ACTIVE"), Some("EXPIRED")),
-        EventKind::SlotExpiringSoon => (Some("ACTIVE"), None),
-        EventKind::PaymentCreated => (None, Some("PENDING")),
-        EventKind::PaymentCompleted => (Some("PENDING"), Some("COMPLETED")),
-        EventKind::PaymentFailed => (Some("PENDING"), Some("FAILED")),
-        EventKind::PaymentRefundRequired => (Some("PENDING"), Some("REFUND_REQUIRED")),
-        EventKind::PaymentRefunded => (Some("REFUND_REQUIRED"), Some("REFUNDED")),
+        EventKind::SlotAcquired => slot(None, Some(S::Active)),
+        EventKind::SlotExpired => slot(Some(S::Active), Some(S::Expired)),
+        EventKind::SlotExpiringSoon => slot(Some(S::Active), None),
+        EventKind::PaymentCreated => payment(None, Some(P::Pending)),
+        EventKind::PaymentCompleted => payment(Some(P::Pending), Some(P::Completed)),
+        EventKind::PaymentFailed => payment(Some(P::Pending), Some(P::Failed)),
+        EventKind::PaymentRefundRequired => payment(Some(P::Pending), Some(P::RefundRequired)),
+        EventKind::PaymentRefunded => payment(Some(P::RefundRequired), Some(P::Refunded)),
     }
 }
 
@@ -278,12 +284,12 @@ async fn apply_one(tx: &mut PgConnection, event: &OutboxEvent) -> anyhow::Result
             }
         }
         EventKind::SlotExpired | EventKind::SlotExpiringSoon => {
-            let status: Option<String> =
+            let status: Option<SlotStatus> =
                 sqlx::query_scalar("SELECT status FROM purchase_slots WHERE slot_id = $1")
                     .bind(slot)
                     .fetch_optional(&mut *tx)
                     .await?;
-            match (event.kind, status.as_deref()) {
+            match (event.kind, status) {
                 (EventKind::SlotExpired, None) => {
                     // Its grant may be parked behind the buyer's newer slot: then both
                     // apply now, the slot recorded as it ended.
@@ -293,7 +299,7 @@ async fn apply_one(tx: &mut PgConnection, event: &OutboxEvent) -> anyhow::Result
                     log(tx, &grant).await?;
                 }
                 (_, None) => return park(tx, event, slot).await,
-                (EventKind::SlotExpired, Some("ACTIVE")) => {
+                (EventKind::SlotExpired, Some(SlotStatus::Active)) => {
                     sqlx::query(
                         "UPDATE purchase_slots SET status = 'EXPIRED', expired_at = $2, \
                          updated_at = now() WHERE slot_id = $1",
@@ -305,7 +311,7 @@ async fn apply_one(tx: &mut PgConnection, event: &OutboxEvent) -> anyhow::Result
                 }
                 (EventKind::SlotExpired, Some(other)) => {
                     // Recorded, not applied: blocking the stream on it would lose more.
-                    tracing::error!(%slot, status = other, event_id = %event.event_id,
+                    tracing::error!(%slot, status = %other, event_id = %event.event_id,
                         "an expiry for a slot that is no longer ACTIVE; logged only");
                 }
                 _ => {} // a reminder only needs its slot to exist
@@ -442,7 +448,7 @@ async fn insert_slot(
     .bind(event.slot_id)
     .bind(event.product_id)
     .bind(event.user_id)
-    .bind(if expired_ms.is_some() { "EXPIRED" } else { "ACTIVE" })
+    .bind(if expired_ms.is_some() { SlotStatus::Expired } else { SlotStatus::Active })
     .bind(at_ms(0) + time::Duration::microseconds(arrival_us))
     .bind(at_ms(event.at_ms))
     .bind(at_ms(expires_ms))

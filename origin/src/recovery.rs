@@ -19,6 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::inventory::{LiveSlot, RebuiltCounts};
 use crate::products::{self, parse_id};
 use crate::state::AppState;
+use crate::status::{PaymentStatus, SlotStatus};
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -66,14 +67,21 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
     let Some(product) = products::find(state, product_id).await? else {
         return Ok(Rebuild::NotFound);
     };
-    let rows: Vec<(Uuid, Uuid, String, OffsetDateTime, OffsetDateTime, OffsetDateTime, String)> =
-        sqlx::query_as(
-            "SELECT slot_id, user_id, status, expires_at, arrival_at, acquired_at, trace_id \
+    let rows: Vec<(
+        Uuid,
+        Uuid,
+        SlotStatus,
+        OffsetDateTime,
+        OffsetDateTime,
+        OffsetDateTime,
+        String,
+    )> = sqlx::query_as(
+        "SELECT slot_id, user_id, status, expires_at, arrival_at, acquired_at, trace_id \
              FROM purchase_slots WHERE product_id = $1 AND status IN ('ACTIVE', 'COMPLETED')",
-        )
-        .bind(product_id)
-        .fetch_all(&state.db)
-        .await?;
+    )
+    .bind(product_id)
+    .fetch_all(&state.db)
+    .await?;
     let granted: i64 =
         sqlx::query_scalar("SELECT count(*) FROM purchase_slots WHERE product_id = $1")
             .bind(product_id)
@@ -107,7 +115,7 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
         .collect();
     // Payments still in progress on live slots: the gateway will still report on them.
     type PaymentRow =
-        (Uuid, Uuid, Uuid, String, String, i64, String, String, OffsetDateTime, String);
+        (Uuid, Uuid, Uuid, PaymentStatus, String, i64, String, String, OffsetDateTime, String);
     let payments: Vec<PaymentRow> = sqlx::query_as(
         "SELECT p.payment_id, p.slot_id, p.user_id, p.status, p.method, p.amount, \
          p.currency::text, p.idempotency_key, p.created_at, p.trace_id FROM purchases p \

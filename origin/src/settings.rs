@@ -1,13 +1,76 @@
-//! Origin settings: a plain struct the binary fills from flags and environment, and tests
-//! fill directly.
+//! Origin settings: a plain struct that tests fill directly and the binary gets from
+//! [`OriginArgs`] (flags and environment), parsed once. Every default has one home,
+//! [`defaults`]: `--help` shows it and [`Settings::new`] starts from it.
 
 use crate::inventory::Lifecycle;
 use crate::kafka::KafkaSettings;
 use crate::payments::gateway::SimulatedSettings;
+use anyhow::Context;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Every default of the origin, once.
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8081";
+    pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flashgate";
+    pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+    pub const JWT_ISSUER: &str = "flashgate-dev";
+    pub const JWT_AUDIENCE: &str = "flashgate";
+    pub const JWT_LEEWAY_SECS: u64 = 30;
+    pub const MAX_STAMP_SKEW_MS: u64 = 5_000;
+    pub const SLOT_HOLD_SECS: u64 = 30 * 60;
+    pub const REMIND_BEFORE_SECS: u64 = 5 * 60;
+    pub const EXPIRED_TTL_SECS: u64 = 24 * 3600;
+    pub const SETTLE_GRACE_SECS: u64 = 120;
+    pub const EXPIRY_INTERVAL_MS: u64 = 1_000;
+    pub const RELAY_INTERVAL_MS: u64 = 100;
+    pub const RELAY_CLAIM_IDLE_MS: u64 = 5_000;
+    pub const GATEWAY_SUCCESS_RATE: f64 = 0.95;
+    pub const GATEWAY_LATENCY_MS: u64 = 200;
+    pub const GATEWAY_TIMEOUT_SECS: u64 = 5;
+    pub const PAYMENT_RESUBMIT_AFTER_SECS: u64 = 10;
+    pub const PAYMENT_WORKER_INTERVAL_MS: u64 = 1_000;
+    pub const PAYMENT_RECONCILE_AFTER_SECS: u64 = 30;
+    pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
+    pub const FAIRNESS_WINDOW_MS: u64 = 0;
+    pub const GRANT_LEASE: i64 = 64;
+    pub const DRAIN_SECS: u64 = 10;
+    pub const REDIS_TIMEOUT_MS: u64 = 500;
+    pub const DATABASE_MAX_CONNECTIONS: u32 = 10;
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// From hex, as configuration gives it (surrounding whitespace ignored).
+    pub fn from_hex(hex_text: &str) -> Result<Self, hex::FromHexError> {
+        hex::decode(hex_text.trim()).map(Self)
+    }
+
+    /// A fresh random secret of 32 bytes.
+    pub fn random() -> Self {
+        Self(rand::random::<[u8; 32]>().to_vec())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -80,12 +143,12 @@ impl PaymentSettings {
     /// The defaults, with the simulated processor keeping its records in `store_url`.
     pub fn new(store_url: String) -> Self {
         Self {
-            idempotency_ttl: Duration::from_secs(24 * 3600),
-            gateway_timeout: Duration::from_secs(5),
-            resubmit_after: Duration::from_secs(10),
-            worker_interval: Some(Duration::from_secs(1)),
-            reconcile_after: Duration::from_secs(30),
-            simulated: SimulatedSettings::new(rand::random::<[u8; 32]>().to_vec(), store_url),
+            idempotency_ttl: Duration::from_secs(defaults::IDEMPOTENCY_TTL_SECS),
+            gateway_timeout: Duration::from_secs(defaults::GATEWAY_TIMEOUT_SECS),
+            resubmit_after: Duration::from_secs(defaults::PAYMENT_RESUBMIT_AFTER_SECS),
+            worker_interval: Some(Duration::from_millis(defaults::PAYMENT_WORKER_INTERVAL_MS)),
+            reconcile_after: Duration::from_secs(defaults::PAYMENT_RECONCILE_AFTER_SECS),
+            simulated: SimulatedSettings::new(Secret::random(), store_url),
         }
     }
 }
@@ -107,20 +170,298 @@ impl Settings {
             edge_secret,
             jwt_keys,
             jwt_policy,
-            max_stamp_skew: Duration::from_secs(5),
+            max_stamp_skew: Duration::from_millis(defaults::MAX_STAMP_SKEW_MS),
             lifecycle: Lifecycle::default(),
-            expiry_interval: Some(Duration::from_secs(1)),
-            relay_interval: Some(Duration::from_millis(100)),
-            relay_claim_idle: Duration::from_secs(5),
+            expiry_interval: Some(Duration::from_millis(defaults::EXPIRY_INTERVAL_MS)),
+            relay_interval: Some(Duration::from_millis(defaults::RELAY_INTERVAL_MS)),
+            relay_claim_idle: Duration::from_millis(defaults::RELAY_CLAIM_IDLE_MS),
             kafka: None,
             kafka_persister: true,
             allow_volatile_redis: false,
-            drain_limit: Duration::from_secs(10),
-            redis_timeout: Duration::from_millis(500),
-            database_max_connections: 10,
+            drain_limit: Duration::from_secs(defaults::DRAIN_SECS),
+            redis_timeout: Duration::from_millis(defaults::REDIS_TIMEOUT_MS),
+            database_max_connections: defaults::DATABASE_MAX_CONNECTIONS,
             migrate: true,
-            fairness_window: Duration::ZERO,
-            grant_lease: 64,
+            fairness_window: Duration::from_millis(defaults::FAIRNESS_WINDOW_MS),
+            grant_lease: defaults::GRANT_LEASE,
         }
+    }
+}
+
+/// flashgate's origin server.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct OriginArgs {
+    #[arg(long, env = "FLASHGATE_ORIGIN_LISTEN", default_value = defaults::LISTEN)]
+    pub listen: SocketAddr,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = defaults::DATABASE_URL
+    )]
+    pub database_url: String,
+    #[arg(long, env = "FLASHGATE_REDIS_URL", default_value = defaults::REDIS_URL)]
+    pub redis_url: String,
+    /// Hex secret shared with the edge (≥ 32 bytes).
+    #[arg(long, env = "FLASHGATE_EDGE_SECRET", hide_env_values = true, value_parser = edge_secret)]
+    pub edge_secret: EdgeSecret,
+    /// The identity provider's JWKS document (public keys), as a file.
+    #[arg(long, env = "FLASHGATE_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: PathBuf,
+    #[arg(long, env = "FLASHGATE_JWT_ISSUER", default_value = defaults::JWT_ISSUER)]
+    pub jwt_issuer: String,
+    #[arg(long, env = "FLASHGATE_JWT_AUDIENCE", default_value = defaults::JWT_AUDIENCE)]
+    pub jwt_audience: String,
+    #[arg(long, env = "FLASHGATE_JWT_LEEWAY_SECS", default_value_t = defaults::JWT_LEEWAY_SECS)]
+    pub jwt_leeway_secs: u64,
+    /// How far an edge arrival stamp may be from this clock.
+    #[arg(long, env = "FLASHGATE_MAX_STAMP_SKEW_MS", default_value_t = defaults::MAX_STAMP_SKEW_MS)]
+    pub max_stamp_skew_ms: u64,
+    /// How long a granted slot is held for payment.
+    #[arg(long, env = "FLASHGATE_SLOT_HOLD_SECS", default_value_t = defaults::SLOT_HOLD_SECS)]
+    pub slot_hold_secs: u64,
+    /// How long before its deadline a slot's `slot-expiring-soon` event is emitted.
+    #[arg(long, env = "FLASHGATE_REMIND_BEFORE_SECS", default_value_t = defaults::REMIND_BEFORE_SECS)]
+    pub remind_before_secs: u64,
+    /// How often the expiration worker sweeps (0: run no worker in this process).
+    #[arg(long, env = "FLASHGATE_EXPIRY_INTERVAL_MS", default_value_t = defaults::EXPIRY_INTERVAL_MS)]
+    pub expiry_interval_ms: u64,
+    /// How often the outbox relay steps (0: run no relay in this process).
+    #[arg(long, env = "FLASHGATE_RELAY_INTERVAL_MS", default_value_t = defaults::RELAY_INTERVAL_MS)]
+    pub relay_interval_ms: u64,
+    /// How long an outbox entry may sit unacknowledged with a relay (that died) before
+    /// another relay takes it over.
+    #[arg(long, env = "FLASHGATE_RELAY_CLAIM_IDLE_MS", default_value_t = defaults::RELAY_CLAIM_IDLE_MS)]
+    pub relay_claim_idle_ms: u64,
+    /// Kafka brokers (`host:port,…`); without them the relay writes to PostgreSQL directly.
+    #[arg(long, env = "FLASHGATE_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Probability that a simulated charge succeeds.
+    #[arg(long, env = "FLASHGATE_GATEWAY_SUCCESS_RATE", default_value_t = defaults::GATEWAY_SUCCESS_RATE)]
+    pub gateway_success_rate: f64,
+    /// Delay before the simulated processor reports a charge's outcome.
+    #[arg(long, env = "FLASHGATE_GATEWAY_LATENCY_MS", default_value_t = defaults::GATEWAY_LATENCY_MS)]
+    pub gateway_latency_ms: u64,
+    /// Seed of the simulated processor's outcomes (random when unset).
+    #[arg(long, env = "FLASHGATE_GATEWAY_SEED")]
+    pub gateway_seed: Option<u64>,
+    /// Hex secret signing the processor's webhooks (random per process when unset).
+    #[arg(long, env = "FLASHGATE_GATEWAY_WEBHOOK_SECRET", hide_env_values = true,
+          value_parser = hex_secret)]
+    pub gateway_webhook_secret: Option<Secret>,
+    /// The simulated processor's own store (a Redis URL; default: the origin's Redis).
+    #[arg(long, env = "FLASHGATE_GATEWAY_STORE_URL")]
+    pub gateway_store_url: Option<String>,
+    /// The webhook deadline: a charge still PENDING this long is reconciled by asking the
+    /// processor.
+    #[arg(long, env = "FLASHGATE_PAYMENT_RECONCILE_AFTER_SECS", default_value_t = defaults::PAYMENT_RECONCILE_AFTER_SECS)]
+    pub payment_reconcile_after_secs: u64,
+    /// How long past its deadline a slot with a payment in flight waits for it to settle.
+    #[arg(long, env = "FLASHGATE_SETTLE_GRACE_SECS", default_value_t = defaults::SETTLE_GRACE_SECS)]
+    pub settle_grace_secs: u64,
+    /// How long an Idempotency-Key is remembered.
+    #[arg(long, env = "FLASHGATE_IDEMPOTENCY_TTL_SECS", default_value_t = defaults::IDEMPOTENCY_TTL_SECS)]
+    pub idempotency_ttl_secs: u64,
+    /// Fairness window W: decide a product's acquisitions in edge-stamp order once the stamp
+    /// is this old (0: at once).
+    #[arg(long, env = "FLASHGATE_FAIRNESS_WINDOW_MS", default_value_t = defaults::FAIRNESS_WINDOW_MS)]
+    pub fairness_window_ms: u64,
+    /// The most grants one extension of a product's grant lease covers: after Redis loses
+    /// its data, at most this many units (plus the grants not yet relayed) are withheld
+    /// as in doubt instead of resold.
+    #[arg(long, env = "FLASHGATE_GRANT_LEASE", default_value_t = defaults::GRANT_LEASE,
+          value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub grant_lease: i64,
+    /// Run on a Redis that does not fsync every write before answering (no AOF, or
+    /// `appendfsync` other than `always`). Grants answered 201 may then be lost with Redis
+    /// and their units sold again: for development and throwaway benchmarks only.
+    #[arg(long, env = "FLASHGATE_ALLOW_VOLATILE_REDIS")]
+    pub allow_volatile_redis: bool,
+    /// After SIGTERM or Ctrl-C: how long in-flight requests, worker steps and the last relay
+    /// flush may take.
+    #[arg(long, env = "FLASHGATE_DRAIN_SECS", default_value_t = defaults::DRAIN_SECS)]
+    pub drain_secs: u64,
+    /// Log as JSON lines.
+    #[arg(long, env = "FLASHGATE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+fn edge_secret(text: &str) -> Result<EdgeSecret, String> {
+    EdgeSecret::from_hex(text).map_err(|e| e.to_string())
+}
+
+fn hex_secret(text: &str) -> Result<Secret, String> {
+    Secret::from_hex(text).map_err(|e| format!("not hex: {e}"))
+}
+
+impl OriginArgs {
+    /// The settings these arguments ask for; the error names the argument that is wrong.
+    pub fn into_settings(self) -> anyhow::Result<Settings> {
+        let jwks = std::fs::read_to_string(&self.jwt_jwks_file)
+            .with_context(|| format!("reading {}", self.jwt_jwks_file.display()))?;
+        let mut settings = Settings::new(
+            self.listen,
+            self.database_url,
+            self.redis_url,
+            self.edge_secret,
+            KeySet::from_jwks_json(&jwks).context("FLASHGATE_JWT_JWKS_FILE")?,
+            TokenPolicy {
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+                leeway: Duration::from_secs(self.jwt_leeway_secs),
+            },
+        );
+        settings.max_stamp_skew = Duration::from_millis(self.max_stamp_skew_ms);
+        settings.lifecycle.hold = Duration::from_secs(self.slot_hold_secs);
+        settings.lifecycle.remind_before = Duration::from_secs(self.remind_before_secs);
+        settings.lifecycle.settle_grace = Duration::from_secs(self.settle_grace_secs);
+        settings.relay_claim_idle = Duration::from_millis(self.relay_claim_idle_ms);
+        settings.allow_volatile_redis = self.allow_volatile_redis;
+        settings.drain_limit = Duration::from_secs(self.drain_secs);
+        settings.payments.reconcile_after = Duration::from_secs(self.payment_reconcile_after_secs);
+        settings.expiry_interval =
+            (self.expiry_interval_ms > 0).then(|| Duration::from_millis(self.expiry_interval_ms));
+        settings.relay_interval =
+            (self.relay_interval_ms > 0).then(|| Duration::from_millis(self.relay_interval_ms));
+        settings.kafka = self.kafka_brokers.map(KafkaSettings::new);
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.gateway_success_rate),
+            "FLASHGATE_GATEWAY_SUCCESS_RATE must be between 0 and 1"
+        );
+        let simulated = &mut settings.payments.simulated;
+        simulated.success_rate = self.gateway_success_rate;
+        simulated.latency = Duration::from_millis(self.gateway_latency_ms);
+        simulated.seed = self.gateway_seed;
+        if let Some(url) = self.gateway_store_url {
+            simulated.store_url = url;
+        }
+        if let Some(secret) = self.gateway_webhook_secret {
+            simulated.webhook_secret = secret;
+        }
+        settings.payments.idempotency_ttl = Duration::from_secs(self.idempotency_ttl_secs.max(1));
+        settings.fairness_window = Duration::from_millis(self.fairness_window_ms);
+        settings.grant_lease = self.grant_lease;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use flashgate_core::token::{Jwk, Jwks};
+
+    const HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    /// A JWKS file with one Ed25519 key, for the duration of a test.
+    fn jwks_file() -> tempfile_path::TempPath {
+        let jwks = Jwks { keys: vec![Jwk::ed25519("k1", &[7; 32])] };
+        tempfile_path::write(&serde_json::to_string(&jwks).unwrap())
+    }
+
+    /// A tiny temporary file, removed on drop (no crate needed for one file).
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        pub fn write(text: &str) -> TempPath {
+            let path = std::env::temp_dir().join(format!("fg-jwks-{}.json", uuid::Uuid::new_v4()));
+            std::fs::write(&path, text).unwrap();
+            TempPath(path)
+        }
+    }
+
+    /// Parses the required flags plus `extra`; the JWKS file lives as long as the guard.
+    fn parse(extra: &[&str]) -> (tempfile_path::TempPath, Result<OriginArgs, clap::Error>) {
+        let jwks = jwks_file();
+        let path = jwks.0.to_str().unwrap().to_owned();
+        let mut argv = vec!["flashgate-origin", "--edge-secret", HEX, "--jwt-jwks-file", &path];
+        argv.extend_from_slice(extra);
+        let parsed = OriginArgs::try_parse_from(argv);
+        (jwks, parsed)
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_settings_defaults() {
+        let (_jwks, args) = parse(&[]);
+        let parsed = args.unwrap().into_settings().unwrap();
+        let new = Settings::new(
+            defaults::LISTEN.parse().unwrap(),
+            defaults::DATABASE_URL.into(),
+            defaults::REDIS_URL.into(),
+            EdgeSecret::from_hex(HEX).unwrap(),
+            parsed.jwt_keys.clone(),
+            parsed.jwt_policy.clone(),
+        );
+        // Every field a flag sets, against the library's own defaults.
+        assert_eq!(parsed.listen, new.listen);
+        assert_eq!(parsed.max_stamp_skew, new.max_stamp_skew);
+        assert_eq!(format!("{:?}", parsed.lifecycle), format!("{:?}", new.lifecycle));
+        assert_eq!(parsed.expiry_interval, new.expiry_interval);
+        assert_eq!(parsed.relay_interval, new.relay_interval);
+        assert_eq!(parsed.relay_claim_idle, new.relay_claim_idle);
+        assert_eq!(parsed.drain_limit, new.drain_limit);
+        assert_eq!(parsed.fairness_window, new.fairness_window);
+        assert_eq!(parsed.grant_lease, new.grant_lease);
+        assert_eq!(parsed.payments.reconcile_after, new.payments.reconcile_after);
+        assert_eq!(parsed.payments.idempotency_ttl, new.payments.idempotency_ttl);
+        assert_eq!(parsed.payments.simulated.success_rate, new.payments.simulated.success_rate);
+        assert_eq!(parsed.payments.simulated.latency, new.payments.simulated.latency);
+        assert_eq!(parsed.jwt_policy.issuer, defaults::JWT_ISSUER);
+        assert!(!parsed.allow_volatile_redis && parsed.kafka.is_none());
+    }
+
+    #[test]
+    fn flags_set_what_they_name_and_zero_intervals_run_no_worker() {
+        let (_jwks, args) = parse(&[
+            "--expiry-interval-ms",
+            "0",
+            "--relay-interval-ms",
+            "0",
+            "--slot-hold-secs",
+            "60",
+            "--grant-lease",
+            "8",
+            "--kafka-brokers",
+            "127.0.0.1:9092",
+            "--allow-volatile-redis",
+            "--gateway-webhook-secret",
+            "abcd",
+        ]);
+        let s = args.unwrap().into_settings().unwrap();
+        assert_eq!((s.expiry_interval, s.relay_interval), (None, None));
+        assert_eq!(s.lifecycle.hold, Duration::from_secs(60));
+        assert_eq!(s.grant_lease, 8);
+        assert!(s.kafka.is_some() && s.allow_volatile_redis);
+        assert_eq!(s.payments.simulated.webhook_secret.expose(), [0xab, 0xcd]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_flag_and_secrets_never_print() {
+        let short = OriginArgs::try_parse_from([
+            "flashgate-origin",
+            "--edge-secret",
+            "abcd",
+            "--jwt-jwks-file",
+            "/nonexistent",
+        ]);
+        assert!(short.unwrap_err().to_string().contains("--edge-secret"));
+        let lease = parse(&["--grant-lease", "0"]).1.unwrap_err().to_string();
+        assert!(lease.contains("--grant-lease"), "{lease}");
+        let (_jwks, rate) = parse(&["--gateway-success-rate", "1.5"]);
+        let rate = rate.unwrap().into_settings().unwrap_err().to_string();
+        assert!(rate.contains("FLASHGATE_GATEWAY_SUCCESS_RATE"), "{rate}");
+        let webhook = parse(&["--gateway-webhook-secret", "zz"]).1.unwrap_err().to_string();
+        assert!(webhook.contains("--gateway-webhook-secret"), "{webhook}");
+
+        let (_jwks, args) = parse(&["--gateway-webhook-secret", "abcd"]);
+        let args = args.unwrap();
+        let shown = format!("{args:?}");
+        assert!(!shown.contains(HEX) && !shown.contains("abcd"), "{shown}");
+        let shown = format!("{:?}", args.into_settings().unwrap());
+        assert!(!shown.contains(HEX) && !shown.contains("171, 205"), "{shown}");
     }
 }

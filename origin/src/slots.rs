@@ -8,6 +8,7 @@ use crate::metrics::AcquireLabels;
 use crate::pagination::{Page, PageRequest};
 use crate::products;
 use crate::state::AppState;
+use crate::status::SlotStatus;
 use crate::trace::RequestTrace;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -55,7 +56,7 @@ pub struct SlotView {
     pub slot_id: Uuid,
     pub product_id: Uuid,
     pub user_id: Uuid,
-    pub status: &'static str,
+    pub status: SlotStatus,
     pub arrival_at: String,
     pub acquired_at: String,
     pub expires_at: String,
@@ -103,7 +104,7 @@ async fn acquire(
                 slot_id,
                 product_id,
                 user_id: edge.user_id,
-                status: "ACTIVE",
+                status: SlotStatus::Active,
                 arrival_at: rfc3339_us(edge.arrival_us),
                 acquired_at: rfc3339_ms(now_ms),
                 expires_at: rfc3339_ms(expires_ms),
@@ -175,7 +176,7 @@ pub struct SlotRow {
     pub slot_id: Uuid,
     pub product_id: Uuid,
     pub user_id: Uuid,
-    pub status: String,
+    pub status: SlotStatus,
     pub arrival_at: time::OffsetDateTime,
     pub acquired_at: time::OffsetDateTime,
     pub expires_at: time::OffsetDateTime,
@@ -189,21 +190,11 @@ fn us(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64
 }
 
-/// The lifecycle as a buyer sees it: an ACTIVE slot past its deadline is EXPIRED, whether
-/// or not the worker has swept it yet.
-pub fn effective_status(stored: &str, expires_ms: i64, now_ms: i64) -> &'static str {
-    match stored {
-        "ACTIVE" if expires_ms <= now_ms => "EXPIRED",
-        "ACTIVE" => "ACTIVE",
-        "COMPLETED" => "COMPLETED",
-        _ => "EXPIRED",
-    }
-}
-
 impl SlotView {
     fn from_row(row: SlotRow, now_ms: i64) -> Self {
         let expires_ms = us(row.expires_at) / 1000;
-        let status = effective_status(&row.status, expires_ms, now_ms);
+        // As a buyer sees it: past its deadline, expired whether or not it was swept yet.
+        let status = row.status.at(expires_ms, now_ms);
         Self {
             slot_id: row.slot_id,
             product_id: row.product_id,
@@ -212,7 +203,7 @@ impl SlotView {
             arrival_at: rfc3339_us(us(row.arrival_at)),
             acquired_at: rfc3339_us(us(row.acquired_at)),
             expires_at: rfc3339_us(us(row.expires_at)),
-            remaining_seconds: if status == "ACTIVE" {
+            remaining_seconds: if status == SlotStatus::Active {
                 (expires_ms - now_ms).max(0) / 1000
             } else {
                 0
@@ -247,13 +238,17 @@ async fn my_slots(
 ) -> ApiResult<Json<Page<SlotView>>> {
     let paging = PageRequest::parse(&query)?;
     // $2 is "now": the lazy deadline applies to the filter as it does to the view.
-    let filter = match query.get("status").map(String::as_str) {
+    let status = query
+        .get("status")
+        .map(|s| s.parse::<SlotStatus>())
+        .transpose()
+        .map_err(|_| ApiError::validation("status", "must be ACTIVE, COMPLETED or EXPIRED"))?;
+    let filter = match status {
         None => "TRUE",
-        Some("ACTIVE") => "status = 'ACTIVE' AND expires_at > $2",
-        Some("COMPLETED") => "status = 'COMPLETED'",
-        Some("EXPIRED") => "(status = 'EXPIRED' OR (status = 'ACTIVE' AND expires_at <= $2))",
-        Some(_) => {
-            return Err(ApiError::validation("status", "must be ACTIVE, COMPLETED or EXPIRED"));
+        Some(SlotStatus::Active) => "status = 'ACTIVE' AND expires_at > $2",
+        Some(SlotStatus::Completed) => "status = 'COMPLETED'",
+        Some(SlotStatus::Expired) => {
+            "(status = 'EXPIRED' OR (status = 'ACTIVE' AND expires_at <= $2))"
         }
     };
     let now_ms = state.clock.now_ms();
@@ -287,14 +282,6 @@ async fn my_slots(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_deadline_alone_ends_a_slot() {
-        assert_eq!(effective_status("ACTIVE", 1000, 999), "ACTIVE");
-        assert_eq!(effective_status("ACTIVE", 1000, 1000), "EXPIRED");
-        assert_eq!(effective_status("COMPLETED", 1000, 5000), "COMPLETED");
-        assert_eq!(effective_status("EXPIRED", 9000, 5000), "EXPIRED");
-    }
 
     #[test]
     fn parses_and_names_bad_bodies() {

@@ -21,6 +21,7 @@
 //! test releases them.
 
 use crate::clock::Clock;
+use crate::settings::{Secret, defaults};
 use anyhow::Context;
 use axum::http::HeaderMap;
 use futures::future::BoxFuture;
@@ -149,7 +150,7 @@ pub struct SimulatedSettings {
     /// Seed of the outcome generator; `None` seeds from the OS.
     pub seed: Option<u64>,
     /// Shared with the origin: signs webhooks.
-    pub webhook_secret: Vec<u8>,
+    pub webhook_secret: Secret,
     /// How many times each webhook is delivered (processors deliver at least once).
     pub deliveries: u32,
     /// Hold webhooks until [`SimulatedGateway::release`] (tests).
@@ -159,10 +160,10 @@ pub struct SimulatedSettings {
 }
 
 impl SimulatedSettings {
-    pub fn new(webhook_secret: Vec<u8>, store_url: String) -> Self {
+    pub fn new(webhook_secret: Secret, store_url: String) -> Self {
         Self {
-            success_rate: 0.95,
-            latency: Duration::from_millis(200),
+            success_rate: defaults::GATEWAY_SUCCESS_RATE,
+            latency: Duration::from_millis(defaults::GATEWAY_LATENCY_MS),
             seed: None,
             webhook_secret,
             deliveries: 1,
@@ -318,7 +319,7 @@ impl SimulatedGateway {
             },
         };
         let body = serde_json::to_vec(&body).expect("a webhook body serializes");
-        Ok(Some((Self::sign(&self.settings.webhook_secret, self.now_secs(), &body), body)))
+        Ok(Some((Self::sign(self.settings.webhook_secret.expose(), self.now_secs(), &body), body)))
     }
 
     /// Delivers `reference`'s webhook once (held or not); the origin's HTTP status.
@@ -515,7 +516,7 @@ impl PaymentGateway for SimulatedGateway {
             .ok_or_else(|| WebhookError::Signature(format!("header {SIGNATURE_HEADER} missing")))?
             .to_str()
             .map_err(|_| WebhookError::Signature("the signature header is not ASCII".into()))?;
-        verify_signature(&self.settings.webhook_secret, header, body, now_secs)?;
+        verify_signature(self.settings.webhook_secret.expose(), header, body, now_secs)?;
         let parsed: WebhookBody =
             serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
         let outcome = match parsed.kind.as_str() {

@@ -30,6 +30,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::PaymentLabels;
 use crate::products;
 use crate::state::AppState;
+use crate::status::{PaymentStatus, SlotStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -147,7 +148,7 @@ pub struct PaymentView {
     pub payment_id: Uuid,
     pub slot_id: Uuid,
     pub product_id: Uuid,
-    pub status: String,
+    pub status: PaymentStatus,
     pub method: String,
     pub amount: i64,
     pub currency: String,
@@ -177,7 +178,7 @@ impl Record {
                 payment_id: uuid("paymentId")?,
                 slot_id: uuid("slotId")?,
                 product_id: uuid("productId")?,
-                status: text("status")?,
+                status: text("status")?.parse().ok()?,
                 method: text("method")?,
                 amount: int("amount")?,
                 currency: text("currency")?,
@@ -192,7 +193,7 @@ impl Record {
     /// The answer to `POST /payments`: the payment as it was created.
     fn as_created(&self) -> PaymentView {
         PaymentView {
-            status: "PENDING".into(),
+            status: PaymentStatus::Pending,
             settled_at: None,
             failure_reason: None,
             ..self.view.clone()
@@ -210,7 +211,7 @@ struct PurchaseRow {
     slot_id: Uuid,
     product_id: Uuid,
     user_id: Uuid,
-    status: String,
+    status: PaymentStatus,
     method: String,
     amount: i64,
     currency: String,
@@ -355,7 +356,7 @@ async fn create(
                 payment_id,
                 slot_id,
                 product_id,
-                status: "PENDING".into(),
+                status: PaymentStatus::Pending,
                 method: request.method.clone(),
                 amount: product.price_amount,
                 currency: product.price_currency.clone(),
@@ -391,7 +392,7 @@ async fn unknown_slot(
     slot_id: Uuid,
     user_id: Uuid,
 ) -> ApiResult<Response> {
-    let row: Option<(Uuid, String, time::OffsetDateTime)> =
+    let row: Option<(Uuid, SlotStatus, time::OffsetDateTime)> =
         sqlx::query_as("SELECT user_id, status, expires_at FROM purchase_slots WHERE slot_id = $1")
             .bind(slot_id)
             .fetch_optional(&state.db)
@@ -403,11 +404,11 @@ async fn unknown_slot(
             Err(ApiError::Forbidden("this slot belongs to another buyer".into()))
         }
         Some((_, status, expires)) => {
-            match crate::slots::effective_status(&status, ms_of(expires), now_ms) {
-                "EXPIRED" => Err(ApiError::SlotExpired { slot_id }),
-                "COMPLETED" => Err(ApiError::SlotNotActive { slot_id, payment_id: None }),
+            match status.at(ms_of(expires), now_ms) {
+                SlotStatus::Expired => Err(ApiError::SlotExpired { slot_id }),
+                SlotStatus::Completed => Err(ApiError::SlotNotActive { slot_id, payment_id: None }),
                 // Live in PostgreSQL but unknown to Redis: Redis lost the product's state.
-                _ => Err(products::not_loaded(state, product_id)),
+                SlotStatus::Active => Err(products::not_loaded(state, product_id)),
             }
         }
     }

@@ -2,6 +2,7 @@
 //! `lua/settle.lua`, `lua/refunded.lua`).
 
 use crate::inventory::{Inventory, Lifecycle, ProductKeys, due, locator};
+use crate::status::PaymentStatus;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script, Value};
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ pub enum Settlement {
     RefundRequired,
     /// Settled before (a repeated webhook): nothing changed.
     AlreadySettled {
-        status: String,
+        status: Option<PaymentStatus>,
     },
     Unknown,
 }
@@ -181,6 +182,20 @@ impl PaymentStore {
         })
     }
 
+    /// A payment's status in Redis (`None` when Redis no longer has it).
+    pub async fn payment_status(
+        &self,
+        product_id: Uuid,
+        payment_id: Uuid,
+    ) -> RedisResult<Option<PaymentStatus>> {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(ProductKeys::new(product_id).payment(payment_id))
+            .arg("status")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(status.and_then(|s| s.parse().ok()))
+    }
+
     /// A payment's fields, or `None` when Redis no longer has it.
     pub async fn payment(
         &self,
@@ -238,7 +253,7 @@ impl PaymentStore {
             "completed" => Settlement::Completed,
             "failed" => Settlement::Failed,
             "refund_required" => Settlement::RefundRequired,
-            "settled" => Settlement::AlreadySettled { status: detail.unwrap_or_default() },
+            "settled" => Settlement::AlreadySettled { status: detail.and_then(|d| d.parse().ok()) },
             "unknown" => Settlement::Unknown,
             other => {
                 return Err(

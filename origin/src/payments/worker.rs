@@ -20,6 +20,7 @@ use super::Payments;
 use super::gateway::{ChargeRequest, ChargeStatus, GatewayError, Outcome, RefundRequest};
 use crate::clock::Clock;
 use crate::inventory::Inventory;
+use crate::status::PaymentStatus;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub(crate) async fn refund_one(
     let Some(fields) = payments.store.payment(product_id, payment_id).await? else {
         return Ok(false);
     };
-    if fields.get("status").map(String::as_str) != Some("REFUND_REQUIRED") {
+    if status_of(&fields) != Some(PaymentStatus::RefundRequired) {
         // Not awaiting a refund (any more): drop it from the queue.
         return Ok(payments.store.refunded(product_id, payment_id, now_ms).await?);
     }
@@ -113,9 +114,7 @@ impl PaymentsWorker {
     async fn resubmit(&self, product: Uuid, payment_id: Uuid) -> anyhow::Result<bool> {
         let store = &self.payments.store;
         let fields = store.payment(product, payment_id).await?;
-        let Some(fields) =
-            fields.filter(|f| f.get("status").map(String::as_str) == Some("PENDING"))
-        else {
+        let Some(fields) = fields.filter(|f| status_of(f) == Some(PaymentStatus::Pending)) else {
             store.unqueue(product, payment_id).await?;
             return Ok(false);
         };
@@ -152,10 +151,8 @@ impl PaymentsWorker {
     /// that settled the payment.
     async fn reconcile(&self, product: Uuid, payment_id: Uuid) -> anyhow::Result<bool> {
         let store = &self.payments.store;
-        let pending = store
-            .payment(product, payment_id)
-            .await?
-            .is_some_and(|f| f.get("status").map(String::as_str) == Some("PENDING"));
+        let pending =
+            store.payment_status(product, payment_id).await? == Some(PaymentStatus::Pending);
         if !pending {
             store.unqueue(product, payment_id).await?;
             return Ok(false);
@@ -221,4 +218,9 @@ impl PaymentsWorker {
         })
         .await
     }
+}
+
+/// A payment's status from its Redis fields.
+fn status_of(fields: &std::collections::HashMap<String, String>) -> Option<PaymentStatus> {
+    fields.get("status").and_then(|s| s.parse().ok())
 }
