@@ -70,13 +70,9 @@ impl Workload {
                     edge_id,
                     idempotency_key: "",
                 };
-                let signature = signing::sign(secret, "POST", ACQUIRE_PATH, &stamp, &body);
-                builder
-                    .header(signing::HEADER_USER, &user)
-                    .header(signing::HEADER_ARRIVAL, stamp.arrival_us.to_string())
-                    .header(signing::HEADER_TRACEPARENT, &traceparent)
-                    .header(signing::HEADER_EDGE, edge_id.as_str())
-                    .header(signing::HEADER_SIGNATURE, signature)
+                signing::signed_headers(secret, "POST", ACQUIRE_PATH, &stamp, &body)
+                    .into_iter()
+                    .fold(builder, |b, (name, value)| b.header(name, value))
             }
         };
         builder.body(Full::new(body)).expect("a request from valid parts")

@@ -92,6 +92,15 @@ where
 }
 
 impl EdgeConfig {
+    /// The timings the shield decides with.
+    pub fn shield_timings(&self) -> crate::shield::Timings {
+        crate::shield::Timings {
+            refresh_every_us: self.refresh_every_us,
+            in_flight_us: self.in_flight_us,
+            holding_us: self.holding_us,
+        }
+    }
+
     /// Parses the configuration from `get`, naming the first variable that is wrong.
     pub fn parse(
         get: impl Fn(&str) -> Result<Option<String>, String>,

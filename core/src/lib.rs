@@ -15,6 +15,7 @@
 //! they should stop.
 
 pub mod edge_config;
+pub mod kv;
 pub mod problem;
 pub mod routes;
 pub mod shield;

@@ -118,6 +118,24 @@ impl Problem {
         Self::new(422, "validation", "Unprocessable request", detail)
     }
 
+    /// The headers every answer carrying this problem has besides its content type, however
+    /// it is rendered (edge, host, origin): `Retry-After` when it says when to retry (503,
+    /// 429; 1 s for a 503 that does not say), and `WWW-Authenticate` when a bearer token
+    /// was refused.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        let retry_after = self.extra.get("retryAfter").and_then(|v| v.as_u64());
+        match (self.status, retry_after) {
+            (_, Some(secs)) => headers.push(("retry-after", secs.to_string())),
+            (503, None) => headers.push(("retry-after", "1".to_owned())),
+            _ => {}
+        }
+        if self.status == 401 && self.kind == "/problems/unauthorized" {
+            headers.push(("www-authenticate", "Bearer error=\"invalid_token\"".to_owned()));
+        }
+        headers
+    }
+
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u32) -> Self {
         Self::new(503, "unavailable", "Service unavailable", detail)
             .with("retryAfter", retry_after_secs)
@@ -154,5 +172,23 @@ mod tests {
         let v: Value = serde_json::from_slice(&Problem::internal().to_json()).unwrap();
         assert!(v.get("traceId").is_none());
         assert_eq!(v["status"], 500);
+    }
+
+    #[test]
+    fn every_rendering_gets_the_same_headers() {
+        let h = |p: Problem| p.headers();
+        assert_eq!(h(Problem::unavailable("x", 5)), [("retry-after", "5".to_owned())]);
+        assert_eq!(
+            h(Problem::new(503, "unavailable", "U", "x")),
+            [("retry-after", "1".to_owned())]
+        );
+        assert_eq!(h(Problem::too_many_requests("buyer", 3)), [("retry-after", "3".to_owned())]);
+        assert_eq!(
+            h(Problem::unauthorized("expired")),
+            [("www-authenticate", "Bearer error=\"invalid_token\"".to_owned())]
+        );
+        // A webhook's signature is not a bearer token: no challenge.
+        assert!(h(Problem::new(401, "webhook-signature", "W", "x")).is_empty());
+        assert!(h(Problem::sold_out("p")).is_empty());
     }
 }

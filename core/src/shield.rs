@@ -15,7 +15,13 @@
 //! - [`Bucket`]: a token bucket per user and per client address.
 //!
 //! Encodings are short text, stable across edge versions that share a store.
+//!
+//! [`Shield`] runs these decisions over the edge's key-value store ([`crate::kv::KeyValue`]):
+//! admission (holding, doubt, hint, the edge-wide re-check window, one acquisition in flight
+//! per buyer), learning from the origin's answer, and token buckets. The component only
+//! does the I/O around it, so all of it is unit-tested natively.
 
+use crate::kv::KeyValue;
 use crate::problem::Problem;
 
 /// Header on the origin's acquisition answers: units left after this request.
@@ -286,6 +292,241 @@ impl Bucket {
     }
 }
 
+/// The key-value key of a product's [`Hint`].
+pub fn hint_key(product_id: &str) -> String {
+    format!("av:{product_id}")
+}
+
+/// The key-value key of a buyer's [`BuyerHint`] for a product.
+pub fn buyer_key(product_id: &str, user_id: &str) -> String {
+    format!("hd:{product_id}:{user_id}")
+}
+
+/// The key-value key of a buyer's acquisition in flight for a product.
+fn flight_key(product_id: &str, user_id: &str) -> String {
+    format!("if:{product_id}:{user_id}")
+}
+
+/// The key-value key of the edge-wide re-check window.
+pub const REFRESH_KEY: &str = "rf:*";
+
+/// The timings the shield decides with (from the edge's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How old a refusing hint may be before one request re-checks it with the origin.
+    pub refresh_every_us: u64,
+    /// How long an acquisition in flight blocks the buyer's others (and how long a buyer's
+    /// failed attempt leaves them in doubt).
+    pub in_flight_us: u64,
+    /// How long an `already-holding` answer is remembered.
+    pub holding_us: u64,
+}
+
+/// What to do with an acquisition before it may reach the origin.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Answer this; the origin is not asked.
+    Refuse(Problem),
+    /// The product's refusing hint is due for a re-check and this request holds the edge's
+    /// re-check window: ask the origin for its availability snapshot, then
+    /// [`Shield::after_refresh`]. `pending` is the answer if that fails.
+    Refresh { pending: Problem },
+    /// Forward it, then report the answer with [`Shield::after_answer`].
+    Forward(Ticket),
+}
+
+/// A forwarded acquisition, for reporting its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    product_id: String,
+    user_id: String,
+    in_doubt: bool,
+    owns_flight: bool,
+}
+
+/// A token bucket said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after_secs: u64,
+    pub reset_secs: u64,
+}
+
+/// The edge's decisions on acquisitions and rate limits, over its key-value store: what
+/// `edge/component` runs for every request, and what the unit tests below drive natively.
+pub struct Shield<'s, S: KeyValue> {
+    store: &'s S,
+    timings: Timings,
+}
+
+impl<'s, S: KeyValue> Shield<'s, S> {
+    pub fn new(store: &'s S, timings: Timings) -> Self {
+        Self { store, timings }
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.store.get(key).and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// Takes a token from the bucket at `key`. Without a usable store (or under heavy
+    /// contention) the request passes: a limit protects the origin, it never decides a sale.
+    pub fn take_token(&self, key: &str, limit: Limit, now_us: u64) -> Result<(), Limited> {
+        for _ in 0..3 {
+            let mut outcome = None;
+            let wrote = self.store.update(key, |current| {
+                let bucket =
+                    current.and_then(|b| std::str::from_utf8(b).ok()).and_then(Bucket::decode);
+                let (next, take) = Bucket::take(bucket, limit, now_us);
+                outcome = Some((next, take));
+                Some(next.encode().into_bytes())
+            });
+            match (wrote, outcome) {
+                (None, _) => return Ok(()),
+                (Some(true), Some((bucket, Take::Limited { retry_after_secs }))) => {
+                    return Err(Limited { retry_after_secs, reset_secs: bucket.reset_secs(limit) });
+                }
+                (Some(true), _) => return Ok(()),
+                (Some(false), _) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides an acquisition of `product_id` by `user_id` stamped `now_us`: answered here
+    /// when the buyer holds a slot, has one in flight, or the product cannot be sold (fresh
+    /// hint); a buyer in doubt skips the product's hint.
+    pub fn admit(&self, product_id: &str, user_id: &str, now_us: u64) -> Admission {
+        let buyer = self.text(&buyer_key(product_id, user_id)).and_then(|s| BuyerHint::decode(&s));
+        if let Some(BuyerHint::Holding(holding)) = &buyer
+            && let Some(problem) = holding.refusal(now_us)
+        {
+            return Admission::Refuse(problem);
+        }
+        // The buyer's last attempt may have been granted without their hearing it: the
+        // origin decides, whatever the product's hint says.
+        let in_doubt = buyer.as_ref().is_some_and(|b| b.in_doubt(now_us));
+        if !in_doubt {
+            let hint = self.text(&hint_key(product_id)).and_then(|s| Hint::decode(&s));
+            match judge(product_id, hint.as_ref(), now_us, self.timings.refresh_every_us) {
+                Judgement::Forward => {}
+                Judgement::Refuse(problem) => return Admission::Refuse(problem),
+                Judgement::Stale(problem) => {
+                    // One re-check per window for the whole edge, covering every product:
+                    // its cost does not grow with the number of products the edge refuses.
+                    let window = refresh_window(now_us, self.timings.refresh_every_us);
+                    let claimed = self.store.update(REFRESH_KEY, |last| {
+                        let last =
+                            last.and_then(|l| std::str::from_utf8(l).ok()?.parse::<u64>().ok());
+                        (last.unwrap_or(0) < window).then(|| window.to_string().into_bytes())
+                    });
+                    if claimed != Some(true) {
+                        return Admission::Refuse(problem);
+                    }
+                    return Admission::Refresh { pending: problem };
+                }
+            }
+        }
+        self.claim_flight(product_id, user_id, now_us, in_doubt)
+    }
+
+    /// After a re-check: records every product's availability as of `checked_us` (`None`:
+    /// the origin did not answer) and decides the acquisition stamped `now_us` again. A
+    /// product the origin did not list stays refused until it is listed again.
+    pub fn after_refresh(
+        &self,
+        product_id: &str,
+        user_id: &str,
+        now_us: u64,
+        checked_us: u64,
+        snapshot: Option<Vec<(String, Availability)>>,
+        pending: Problem,
+    ) -> Admission {
+        let Some(snapshot) = snapshot else { return Admission::Refuse(pending) };
+        let mut fresh = None;
+        for (id, availability) in snapshot {
+            let hint = Hint::new(availability, checked_us);
+            self.store.set(&hint_key(&id), hint.encode().as_bytes());
+            if id == product_id {
+                fresh = Some(hint);
+            }
+        }
+        let Some(hint) = fresh else { return Admission::Refuse(pending) };
+        if let Some(problem) = hint.refusal(product_id, now_us) {
+            return Admission::Refuse(problem);
+        }
+        self.claim_flight(product_id, user_id, now_us, false)
+    }
+
+    /// One acquisition per buyer and product in flight; a marker older than the in-flight
+    /// deadline was abandoned (its request died) and is taken over.
+    fn claim_flight(
+        &self,
+        product_id: &str,
+        user_id: &str,
+        now_us: u64,
+        in_doubt: bool,
+    ) -> Admission {
+        let stale_before = now_us.saturating_sub(self.timings.in_flight_us);
+        let claimed = self.store.update(&flight_key(product_id, user_id), |current| {
+            let started = current.and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok());
+            match started {
+                Some(t) if t > stale_before => None,
+                _ => Some(now_us.to_string().into_bytes()),
+            }
+        });
+        if claimed == Some(false) {
+            return Admission::Refuse(Problem::in_progress());
+        }
+        Admission::Forward(Ticket {
+            product_id: product_id.to_owned(),
+            user_id: user_id.to_owned(),
+            in_doubt,
+            owns_flight: claimed == Some(true),
+        })
+    }
+
+    /// Learns from the origin's answer to a forwarded acquisition, at `now_us`: `status`
+    /// (`None`: no answer came), the remaining units it reported, its JSON body.
+    pub fn after_answer(
+        &self,
+        ticket: Ticket,
+        status: Option<u16>,
+        remaining: Option<i64>,
+        body: Option<&serde_json::Value>,
+        now_us: u64,
+    ) {
+        let buyer = buyer_key(&ticket.product_id, &ticket.user_id);
+        if ticket.owns_flight {
+            self.store.delete(&flight_key(&ticket.product_id, &ticket.user_id));
+        }
+        let Some(status) = status.filter(|s| !BuyerHint::leaves_doubt(Some(*s))) else {
+            let doubt = BuyerHint::InDoubt { until_us: now_us + self.timings.in_flight_us };
+            self.store.set(&buyer, doubt.encode().as_bytes());
+            return;
+        };
+        if ticket.in_doubt {
+            // Settled: a grant or already-holding is learned below; anything else clears it.
+            self.store.delete(&buyer);
+        }
+        if let Some(availability) = learn(status, remaining, body) {
+            let hint = Hint::new(availability, now_us);
+            self.store.set(&hint_key(&ticket.product_id), hint.encode().as_bytes());
+        }
+        let field = |k: &str| body.and_then(|b| b.get(k));
+        let slot = field("slotId").and_then(|v| v.as_str());
+        let until_us = match (status, field("type").and_then(|t| t.as_str())) {
+            (201, _) => field("remainingSeconds")
+                .and_then(|v| v.as_u64())
+                .map(|secs| now_us + secs * 1_000_000),
+            (409, Some("/problems/already-holding")) => Some(now_us + self.timings.holding_us),
+            _ => None,
+        };
+        if let (Some(slot), Some(until_us)) = (slot, until_us) {
+            let holding = BuyerHint::Holding(Holding { slot_id: slot.to_owned(), until_us });
+            self.store.set(&buyer, holding.encode().as_bytes());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +657,167 @@ mod tests {
         assert!(BuyerHint::leaves_doubt(Some(500)));
         for settled in [201, 409, 404, 422, 429] {
             assert!(!BuyerHint::leaves_doubt(Some(settled)), "{settled}");
+        }
+    }
+
+    mod pipeline {
+        use super::super::*;
+        use crate::kv::{KeyValue, MemoryStore};
+        use serde_json::json;
+
+        const T: Timings = Timings {
+            refresh_every_us: 1_000_000,
+            in_flight_us: 10_000_000,
+            holding_us: 5_000_000,
+        };
+
+        fn forwarded(a: Admission) -> Ticket {
+            match a {
+                Admission::Forward(t) => t,
+                other => panic!("expected Forward, got {other:?}"),
+            }
+        }
+
+        fn refused(a: Admission) -> String {
+            match a {
+                Admission::Refuse(p) => p.kind.trim_start_matches("/problems/").to_owned(),
+                other => panic!("expected Refuse, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn a_sell_out_is_learned_and_answered_at_the_edge_until_its_re_check() {
+            let store = MemoryStore::default();
+            let shield = Shield::new(&store, T);
+            let ticket = forwarded(shield.admit("p", "a", 0));
+            let granted = json!({"slotId": "s-a", "remainingSeconds": 1800});
+            shield.after_answer(ticket, Some(201), Some(0), Some(&granted), 10);
+            // The winner is answered from its holding, everyone else from the hint.
+            assert_eq!(refused(shield.admit("p", "a", 20)), "already-holding");
+            assert_eq!(refused(shield.admit("p", "b", 20)), "sold-out");
+            // Past the re-check interval one request claims the window, the rest refuse.
+            let due = 1_000_100;
+            assert!(matches!(shield.admit("p", "b", due), Admission::Refresh { .. }));
+            assert_eq!(refused(shield.admit("p", "c", due)), "sold-out");
+            // The origin says a unit is back: the claimant goes on, and so does the next.
+            let pending = Problem::sold_out("p");
+            let snapshot = Some(vec![("p".to_owned(), Availability::OnSale)]);
+            forwarded(shield.after_refresh("p", "b", due, due, snapshot, pending.clone()));
+            forwarded(shield.admit("p", "c", due + 1));
+            // A failed re-check, or one that does not list the product, keeps refusing.
+            let later = 5_000_000;
+            store.set(&hint_key("q"), Hint::new(Availability::SoldOut, 0).encode().as_bytes());
+            assert!(matches!(shield.admit("q", "d", later), Admission::Refresh { .. }));
+            assert_eq!(
+                refused(shield.after_refresh("q", "d", later, later, None, pending.clone())),
+                "sold-out"
+            );
+            let unlisted = Some(vec![("p".to_owned(), Availability::OnSale)]);
+            assert_eq!(
+                refused(shield.after_refresh("q", "d", later, later, unlisted, pending)),
+                "sold-out"
+            );
+        }
+
+        #[test]
+        fn one_acquisition_per_buyer_in_flight_and_an_abandoned_one_is_taken_over() {
+            let store = MemoryStore::default();
+            let shield = Shield::new(&store, T);
+            let t0 = 1_000_000_000;
+            let first = forwarded(shield.admit("p", "a", t0));
+            assert!(first.owns_flight);
+            assert_eq!(refused(shield.admit("p", "a", t0 + 1)), "in-progress");
+            forwarded(shield.admit("p", "b", t0 + 1));
+            // Its request died without an answer: past the deadline it is taken over.
+            let second = forwarded(shield.admit("p", "a", t0 + T.in_flight_us + 1));
+            assert!(second.owns_flight);
+            shield.after_answer(second, Some(409), None, None, t0 + T.in_flight_us + 2);
+            forwarded(shield.admit("p", "a", t0 + T.in_flight_us + 3));
+        }
+
+        #[test]
+        fn a_buyer_whose_answer_was_lost_is_sent_to_the_origin_until_it_says() {
+            let store = MemoryStore::default();
+            let shield = Shield::new(&store, T);
+            store.set(&hint_key("p"), Hint::new(Availability::SoldOut, 0).encode().as_bytes());
+            // No answer at all: the buyer is in doubt and skips the sold-out hint.
+            let ticket = Ticket {
+                product_id: "p".into(),
+                user_id: "a".into(),
+                in_doubt: false,
+                owns_flight: false,
+            };
+            shield.after_answer(ticket, None, None, None, 10);
+            let retry = forwarded(shield.admit("p", "a", 20));
+            assert!(retry.in_doubt);
+            assert_eq!(refused(shield.admit("p", "b", 20)), "sold-out", "others still shielded");
+            // The origin says they hold the slot: remembered as holding.
+            let holding = json!({"type": "/problems/already-holding", "slotId": "s-a"});
+            shield.after_answer(retry, Some(409), None, Some(&holding), 30);
+            assert_eq!(refused(shield.admit("p", "a", 40)), "already-holding");
+            // A definitive refusal clears a doubt without leaving a holding.
+            let c_ticket = Ticket {
+                product_id: "p".into(),
+                user_id: "c".into(),
+                in_doubt: false,
+                owns_flight: false,
+            };
+            shield.after_answer(c_ticket, Some(503), None, None, 50);
+            let c = forwarded(shield.admit("p", "c", 60));
+            shield.after_answer(
+                c,
+                Some(409),
+                None,
+                Some(&json!({"type": "/problems/sold-out"})),
+                70,
+            );
+            assert_eq!(store.get(&buyer_key("p", "c")), None);
+            assert_eq!(refused(shield.admit("p", "c", 80)), "sold-out");
+            // A doubt ends by itself.
+            let d_ticket = Ticket {
+                product_id: "p".into(),
+                user_id: "d".into(),
+                in_doubt: false,
+                owns_flight: false,
+            };
+            shield.after_answer(d_ticket, Some(502), None, None, 0);
+            assert!(forwarded(shield.admit("p", "d", 1)).in_doubt);
+            let fresh = Hint::new(Availability::SoldOut, T.in_flight_us);
+            store.set(&hint_key("p"), fresh.encode().as_bytes());
+            assert_eq!(refused(shield.admit("p", "d", T.in_flight_us + 1)), "sold-out");
+        }
+
+        #[test]
+        fn a_bucket_refuses_past_its_burst_and_a_store_that_fails_lets_requests_pass() {
+            let store = MemoryStore::default();
+            let shield = Shield::new(&store, T);
+            let limit = Limit { per_sec: 1.0, burst: 2 };
+            assert_eq!(shield.take_token("rl", limit, 0), Ok(()));
+            assert_eq!(shield.take_token("rl", limit, 0), Ok(()));
+            let limited = shield.take_token("rl", limit, 0).unwrap_err();
+            assert!(limited.retry_after_secs >= 1);
+            assert_eq!(shield.take_token("rl", limit, 1_000_000), Ok(()), "refilled");
+
+            struct Broken;
+            impl KeyValue for Broken {
+                fn get(&self, _: &str) -> Option<Vec<u8>> {
+                    None
+                }
+                fn set(&self, _: &str, _: &[u8]) {}
+                fn delete(&self, _: &str) {}
+                fn update(
+                    &self,
+                    _: &str,
+                    _: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
+                ) -> Option<bool> {
+                    None
+                }
+            }
+            let broken = Shield::new(&Broken, T);
+            for _ in 0..10 {
+                assert_eq!(broken.take_token("rl", limit, 0), Ok(()));
+            }
+            forwarded(broken.admit("p", "a", 0));
         }
     }
 }

@@ -134,6 +134,26 @@ pub fn sign(
     format!("{VERSION}={}", hex::encode(tag.into_bytes()))
 }
 
+/// The headers that carry a signed request to the origin: the stamp's fields and the
+/// signature over them, the method, the path and the body. The one builder of signed
+/// requests: the edge's forwarded requests and re-checks, the load generator, the tests.
+/// (The `Idempotency-Key` header, part of the stamp, travels as the request's own.)
+pub fn signed_headers(
+    secret: &EdgeSecret,
+    method: &str,
+    path_and_query: &str,
+    stamp: &EdgeStamp<'_>,
+    body: &[u8],
+) -> [(&'static str, String); 5] {
+    [
+        (HEADER_USER, stamp.user_id.to_owned()),
+        (HEADER_ARRIVAL, stamp.arrival_us.to_string()),
+        (HEADER_TRACEPARENT, stamp.traceparent.to_owned()),
+        (HEADER_EDGE, stamp.edge_id.to_owned()),
+        (HEADER_SIGNATURE, sign(secret, method, path_and_query, stamp, body)),
+    ]
+}
+
 /// Checks a [`HEADER_SIGNATURE`] value in constant time.
 pub fn verify(
     secret: &EdgeSecret,

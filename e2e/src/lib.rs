@@ -916,13 +916,7 @@ pub fn edge_headers_keyed(
         edge_id: "edge-test",
         idempotency_key,
     };
-    vec![
-        (signing::HEADER_USER, user.clone()),
-        (signing::HEADER_ARRIVAL, arrival_us.to_string()),
-        (signing::HEADER_TRACEPARENT, traceparent.to_owned()),
-        (signing::HEADER_EDGE, "edge-test".to_owned()),
-        (signing::HEADER_SIGNATURE, signing::sign(secret, method, path, &stamp, body)),
-    ]
+    signing::signed_headers(secret, method, path, &stamp, body).to_vec()
 }
 
 pub fn now_us() -> u64 {

@@ -3,7 +3,7 @@
 //! Internal causes are logged with their chain and answered with an opaque 500; a dependency
 //! that is down is a fast 503 with `Retry-After`.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flashgate_core::problem::Problem;
 use flashgate_core::signing::SignatureError;
@@ -157,26 +157,23 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(error = %self, "request refused"),
         }
-        let problem = self.problem();
-        let status =
-            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = status.into_response();
-        match status {
-            StatusCode::UNAUTHORIZED if !matches!(self, Self::Webhook(_)) => {
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
-        }
-        // Rendered with the request's trace id by `trace::layer`.
-        response.extensions_mut().insert(problem);
-        response
+        respond(self.problem())
     }
+}
+
+/// The origin's one rendering of a problem: its status and headers ([`Problem::headers`],
+/// as the edge and its host render them) here, its body with the request's trace id by
+/// `trace::layer`.
+pub fn respond(problem: Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = status.into_response();
+    for (name, value) in problem.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response.extensions_mut().insert(problem);
+    response
 }
 
 impl From<redis::RedisError> for ApiError {

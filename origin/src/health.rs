@@ -10,7 +10,6 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::Request;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flashgate_core::problem::Problem;
@@ -76,13 +75,10 @@ pub async fn check(State(state): State<AppState>) -> Response {
     if down.is_empty() {
         return Json(json!({"status": "ok", "components": components})).into_response();
     }
-    let problem = Problem::unavailable(format!("down: {}", down.join(", ")), 5)
-        .with("components", components);
-    let mut response =
-        (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")]).into_response();
-    // Rendered with the trace id by `trace::layer`.
-    response.extensions_mut().insert(problem);
-    response
+    crate::error::respond(
+        Problem::unavailable(format!("down: {}", down.join(", ")), 5)
+            .with("components", components),
+    )
 }
 
 /// Answers 503 while PostgreSQL's schema is not migrated yet (a degraded start).

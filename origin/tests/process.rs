@@ -184,15 +184,12 @@ async fn sigterm_answers_what_is_in_flight_then_exits_zero() {
     let stamp =
         EdgeStamp { user_id: &user, arrival_us, traceparent, edge_id: "e", idempotency_key: "" };
     let secret = EdgeSecret::from_hex(SECRET).unwrap();
-    let signature = signing::sign(&secret, "POST", "/slots/acquire", &stamp, body.as_bytes());
-    let in_flight = http
-        .post(format!("{base}/slots/acquire"))
+    let signed =
+        signing::signed_headers(&secret, "POST", "/slots/acquire", &stamp, body.as_bytes());
+    let in_flight = signed
+        .into_iter()
+        .fold(http.post(format!("{base}/slots/acquire")), |r, (name, value)| r.header(name, value))
         .header("content-type", "application/json")
-        .header(signing::HEADER_USER, &user)
-        .header(signing::HEADER_ARRIVAL, arrival_us.to_string())
-        .header(signing::HEADER_TRACEPARENT, traceparent)
-        .header(signing::HEADER_EDGE, "e")
-        .header(signing::HEADER_SIGNATURE, signature)
         .body(body)
         .send();
     let in_flight = tokio::spawn(in_flight);

@@ -4,11 +4,10 @@
 
 use crate::config::{self, EdgeConfig};
 use crate::platform::Store;
+use flashgate_core::kv::KeyValue;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
 use flashgate_core::routes::{self, BuyerRoute, MAX_BUYER_BODY};
-use flashgate_core::shield::{
-    self, Bucket, BuyerHint, HEADER_REMAINING, Hint, Holding, Judgement, Limit, Take,
-};
+use flashgate_core::shield::{self, Admission, HEADER_REMAINING, Limit, Shield};
 use flashgate_core::signing::{self, EdgeStamp};
 use flashgate_core::token::{TokenError, TokenVerifier, VerifiedToken};
 use flashgate_core::trace::TraceContext;
@@ -75,15 +74,16 @@ async fn admit_and_forward(
             .with("variable", e.variable.clone())
     })?;
     let store = Store::open();
+    let shield = Shield::new(&store, config.shield_timings());
     // Platforms that do not report the client's address (wasmCloud's HTTP provider) get no
     // address limit rather than one bucket shared by every buyer.
     if let (Some(limit), Some(address)) = (config.address_limit, client_address(req)) {
-        rate_limit(&store, &format!("rl:a:{address}"), limit, arrival_us, "client address")?;
+        rate_limit(&shield, &format!("rl:a:{address}"), limit, arrival_us, "client address")?;
     }
     let token = authenticate(req, &config, &store, arrival_us / 1_000_000)?;
     if let Some(limit) = config.user_limit {
         let key = format!("rl:u:{}", token.user_id);
-        rate_limit(&store, &key, limit, arrival_us, "buyer")?;
+        rate_limit(&shield, &key, limit, arrival_us, "buyer")?;
     }
     if req.body().len() > MAX_BUYER_BODY {
         return Err(Problem::new(
@@ -97,7 +97,7 @@ async fn admit_and_forward(
     if route == BuyerRoute::Acquire
         && let Some(product) = routes::acquired_product(req.body())
     {
-        return acquire(req, method, &config, &store, &token, arrival_us, trace, &product).await;
+        return acquire(req, method, &config, &shield, &token, arrival_us, trace, &product).await;
     }
     Ok(relay(forward(req, method, &config, &token, arrival_us, trace).await?))
 }
@@ -111,174 +111,63 @@ fn client_address(req: &Request) -> Option<String> {
     })
 }
 
-fn text(bytes: Vec<u8>) -> Option<String> {
-    String::from_utf8(bytes).ok()
-}
-
-/// Takes a token from the bucket at `key`; over the limit → 429 with `Retry-After` and
-/// `RateLimit-*`. Without a usable store (or under heavy contention) the request passes:
-/// the limit protects the origin, it never decides a sale.
+/// Takes a token from the bucket at `key` ([`Shield::take_token`]); over the limit → 429
+/// with `Retry-After` and `RateLimit-*`.
 fn rate_limit(
-    store: &Store,
+    shield: &Shield<'_, Store>,
     key: &str,
     limit: Limit,
     now_us: u64,
     scope: &str,
 ) -> Result<(), Refusal> {
-    for _ in 0..3 {
-        let mut outcome = None;
-        let wrote = store.update(key, |current| {
-            let bucket = current.and_then(|b| std::str::from_utf8(b).ok()).and_then(Bucket::decode);
-            let (next, take) = Bucket::take(bucket, limit, now_us);
-            outcome = Some((next, take));
-            Some(next.encode().into_bytes())
-        });
-        match (wrote, outcome) {
-            (None, _) => return Ok(()),
-            (Some(true), Some((bucket, Take::Limited { retry_after_secs }))) => {
-                return Err(Refusal {
-                    problem: Problem::too_many_requests(scope, retry_after_secs),
-                    headers: vec![
-                        ("retry-after", retry_after_secs.to_string()),
-                        ("ratelimit-limit", limit.burst.to_string()),
-                        ("ratelimit-remaining", "0".to_owned()),
-                        ("ratelimit-reset", bucket.reset_secs(limit).to_string()),
-                    ],
-                });
-            }
-            (Some(true), _) => return Ok(()),
-            (Some(false), _) => continue,
-        }
-    }
-    Ok(())
+    shield.take_token(key, limit, now_us).map_err(|limited| Refusal {
+        problem: Problem::too_many_requests(scope, limited.retry_after_secs),
+        headers: vec![
+            ("ratelimit-limit", limit.burst.to_string()),
+            ("ratelimit-remaining", "0".to_owned()),
+            ("ratelimit-reset", limited.reset_secs.to_string()),
+        ],
+    })
 }
 
-/// An acquisition: answered from the store when the buyer holds a slot, has a request in
-/// flight, or the product cannot be sold (fresh hint); otherwise forwarded, and the answer
-/// teaches the store.
+/// An acquisition: answered at the edge when the shield can ([`Shield::admit`]),
+/// otherwise forwarded, and the answer teaches the store ([`Shield::after_answer`]).
 #[allow(clippy::too_many_arguments)]
 async fn acquire(
     req: &Request,
     method: &str,
     config: &EdgeConfig,
-    store: &Store,
+    shield: &Shield<'_, Store>,
     token: &VerifiedToken,
     arrival_us: u64,
     trace: &TraceContext,
     product: &str,
 ) -> Result<Response, Refusal> {
-    let holding_key = format!("hd:{product}:{}", token.user_id);
-    let buyer = store.get(&holding_key).and_then(text).and_then(|s| BuyerHint::decode(&s));
-    if let Some(BuyerHint::Holding(holding)) = &buyer
-        && let Some(problem) = holding.refusal(arrival_us)
-    {
-        return Err(problem.into());
+    let user = token.user_id.to_string();
+    let mut admission = shield.admit(product, &user, arrival_us);
+    if let Admission::Refresh { pending } = admission {
+        let snapshot = refresh(config, trace).await;
+        admission = shield.after_refresh(product, &user, arrival_us, now_us(), snapshot, pending);
     }
-    // The buyer's last attempt may have been granted without their hearing it: the origin
-    // decides, whatever the product's hint says.
-    let in_doubt = buyer.as_ref().is_some_and(|b| b.in_doubt(arrival_us));
-
-    let hint_key = format!("av:{product}");
-    let hint = store.get(&hint_key).and_then(text).and_then(|s| Hint::decode(&s));
-    let judged = if in_doubt {
-        Judgement::Forward
-    } else {
-        shield::judge(product, hint.as_ref(), arrival_us, config.refresh_every_us)
+    let ticket = match admission {
+        Admission::Forward(ticket) => ticket,
+        Admission::Refuse(problem) | Admission::Refresh { pending: problem } => {
+            return Err(problem.into());
+        }
     };
-    match judged {
-        Judgement::Forward => {}
-        Judgement::Refuse(problem) => return Err(problem.into()),
-        Judgement::Stale(problem) => {
-            // One re-check per window for the whole edge, covering every product: its cost
-            // does not grow with the number of products the edge refuses.
-            let window = shield::refresh_window(arrival_us, config.refresh_every_us);
-            let claimed = store.update(REFRESH_KEY, |last| {
-                let last = last.and_then(|l| std::str::from_utf8(l).ok()?.parse::<u64>().ok());
-                (last.unwrap_or(0) < window).then(|| window.to_string().into_bytes())
-            });
-            if claimed != Some(true) {
-                return Err(problem.into());
-            }
-            let Some(snapshot) = refresh(config, trace).await else {
-                return Err(problem.into());
-            };
-            let now = now_us();
-            let mut fresh = None;
-            for (id, availability) in snapshot {
-                let hint = Hint::new(availability, now);
-                store.set(&format!("av:{id}"), hint.encode().as_bytes());
-                if id == product {
-                    fresh = Some(hint);
-                }
-            }
-            // A product the origin did not list stays refused until it is listed again.
-            let hint = fresh.ok_or(problem)?;
-            if let Some(problem) = hint.refusal(product, arrival_us) {
-                return Err(problem.into());
-            }
-        }
-    }
-
-    // One acquisition per buyer and product in flight; a marker older than the deadline
-    // was abandoned (its request died) and is taken over.
-    let flight_key = format!("if:{product}:{}", token.user_id);
-    let stale_before = arrival_us.saturating_sub(config.in_flight_us);
-    let claimed = store.update(&flight_key, |current| {
-        let started = current.and_then(|c| std::str::from_utf8(c).ok()?.parse::<u64>().ok());
-        match started {
-            Some(t) if t > stale_before => None,
-            _ => Some(arrival_us.to_string().into_bytes()),
-        }
-    });
-    if claimed == Some(false) {
-        return Err(Problem::in_progress().into());
-    }
     let answer = forward(req, method, config, token, arrival_us, trace).await;
-    if claimed == Some(true) {
-        store.delete(&flight_key);
-    }
     let status = answer.as_ref().ok().map(|a| *a.status());
-    if BuyerHint::leaves_doubt(status) {
-        let doubt = BuyerHint::InDoubt { until_us: now_us() + config.in_flight_us };
-        store.set(&holding_key, doubt.encode().as_bytes());
-    } else if in_doubt {
-        // Settled: a grant or already-holding is learned below; anything else clears it.
-        store.delete(&holding_key);
-    }
-    let answer = answer?;
-    learn(store, config, &hint_key, &holding_key, &answer);
-    Ok(relay(answer))
-}
-
-/// Records what an acquisition answer says about the product and the buyer.
-fn learn(store: &Store, config: &EdgeConfig, hint_key: &str, holding_key: &str, answer: &Response) {
-    let status = *answer.status();
-    let now = now_us();
     let remaining = answer
-        .header(HEADER_REMAINING)
+        .as_ref()
+        .ok()
+        .and_then(|a| a.header(HEADER_REMAINING))
         .and_then(|v| v.as_str())
         .and_then(|v| v.parse::<i64>().ok());
-    let body: Option<serde_json::Value> = serde_json::from_slice(answer.body()).ok();
-    if let Some(availability) = shield::learn(status, remaining, body.as_ref()) {
-        store.set(hint_key, Hint::new(availability, now).encode().as_bytes());
-    }
-    let field = |k: &str| body.as_ref().and_then(|b| b.get(k));
-    let slot = field("slotId").and_then(|v| v.as_str());
-    let until = match (status, field("type").and_then(|t| t.as_str())) {
-        (201, _) => {
-            field("remainingSeconds").and_then(|v| v.as_u64()).map(|secs| now + secs * 1_000_000)
-        }
-        (409, Some("/problems/already-holding")) => Some(now + config.holding_us),
-        _ => None,
-    };
-    if let (Some(slot), Some(until_us)) = (slot, until) {
-        let holding = Holding { slot_id: slot.to_owned(), until_us };
-        store.set(holding_key, holding.encode().as_bytes());
-    }
+    let body: Option<serde_json::Value> =
+        answer.as_ref().ok().and_then(|a| serde_json::from_slice(a.body()).ok());
+    shield.after_answer(ticket, status, remaining, body.as_ref(), now_us());
+    Ok(relay(answer?))
 }
-
-/// The key-value key of the edge-wide re-check window.
-const REFRESH_KEY: &str = "rf:*";
 
 /// Asks the origin what it knows of every product now (signed, as the edge itself).
 async fn refresh(
@@ -295,16 +184,11 @@ async fn refresh(
         edge_id: &config.edge_id,
         idempotency_key: "",
     };
-    let signature = signing::sign(&config.secret, "GET", path, &stamp, b"");
     let mut builder = Request::builder();
-    builder
-        .method(Method::Get)
-        .uri(format!("{}{path}", config.origin_url))
-        .header(signing::HEADER_USER, EDGE_USER)
-        .header(signing::HEADER_ARRIVAL, arrival_us.to_string())
-        .header(signing::HEADER_TRACEPARENT, traceparent.as_str())
-        .header(signing::HEADER_EDGE, config.edge_id.as_str())
-        .header(signing::HEADER_SIGNATURE, signature);
+    builder.method(Method::Get).uri(format!("{}{path}", config.origin_url));
+    for (name, value) in signing::signed_headers(&config.secret, "GET", path, &stamp, b"") {
+        builder.header(name, value);
+    }
     let answer: Response = spin_sdk::http::send(builder.body(Vec::new()).build()).await.ok()?;
     if *answer.status() != 200 {
         return None;
@@ -361,16 +245,11 @@ async fn forward(
         edge_id: &config.edge_id,
         idempotency_key,
     };
-    let signature = signing::sign(&config.secret, method, path, &stamp, req.body());
     let mut builder = Request::builder();
-    builder
-        .method(req.method().clone())
-        .uri(format!("{}{path}", config.origin_url))
-        .header(signing::HEADER_USER, user_id.as_str())
-        .header(signing::HEADER_ARRIVAL, arrival_us.to_string())
-        .header(signing::HEADER_TRACEPARENT, traceparent.as_str())
-        .header(signing::HEADER_EDGE, config.edge_id.as_str())
-        .header(signing::HEADER_SIGNATURE, signature);
+    builder.method(req.method().clone()).uri(format!("{}{path}", config.origin_url));
+    for (name, value) in signing::signed_headers(&config.secret, method, path, &stamp, req.body()) {
+        builder.header(name, value);
+    }
     for name in FORWARDED_HEADERS {
         if let Some(value) = req.header(name).and_then(|v| v.as_str()) {
             builder.header(name, value);
@@ -403,17 +282,8 @@ fn unauthorized(e: TokenError) -> Problem {
 fn problem_response(problem: Problem, headers: Vec<(&'static str, String)>) -> Response {
     let mut builder = Response::builder();
     builder.status(problem.status).header("content-type", CONTENT_TYPE);
-    for (name, value) in headers {
+    for (name, value) in problem.headers().into_iter().chain(headers) {
         builder.header(name, value);
-    }
-    match problem.status {
-        401 => {
-            builder.header("www-authenticate", "Bearer error=\"invalid_token\"");
-        }
-        503 => {
-            builder.header("retry-after", "1");
-        }
-        _ => {}
     }
     builder.body(problem.to_json()).build()
 }

@@ -27,6 +27,7 @@ use bindings::wasi::config::store as config;
 #[cfg(feature = "spin")]
 use bindings::wasi::keyvalue::atomics;
 use bindings::wasi::keyvalue::store as kv;
+use flashgate_core::kv::KeyValue;
 
 /// The label of the store the component opens (`key_value_stores = ["default"]`).
 pub const STORE: &str = "default";
@@ -47,29 +48,28 @@ impl Store {
     pub fn open() -> Self {
         Self { bucket: kv::open(STORE).ok() }
     }
+}
 
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+impl KeyValue for Store {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.bucket.as_ref()?.get(key).ok().flatten()
     }
 
-    pub fn set(&self, key: &str, value: &[u8]) {
+    fn set(&self, key: &str, value: &[u8]) {
         if let Some(bucket) = &self.bucket {
             let _ = bucket.set(key, value);
         }
     }
 
-    pub fn delete(&self, key: &str) {
+    fn delete(&self, key: &str) {
         if let Some(bucket) = &self.bucket {
             let _ = bucket.delete(key);
         }
     }
 
-    /// Atomically replaces `key`'s value with what `next` makes of the current one
-    /// (`None`: leave it). `Some(true)` if this caller wrote it — of racing callers one wins,
-    /// the others see `Some(false)` — and `None` when there is no usable store, so callers
-    /// can fall back to the path that does not need one.
+    /// Spin's `wasi:keyvalue/atomics` compare-and-swap.
     #[cfg(feature = "spin")]
-    pub fn update(
+    fn update(
         &self,
         key: &str,
         next: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
@@ -91,7 +91,7 @@ impl Store {
     /// compare-and-swap, so racing callers may both win. Everything built on it is a hint
     /// (the origin decides), so this costs origin requests, never correctness.
     #[cfg(not(feature = "spin"))]
-    pub fn update(
+    fn update(
         &self,
         key: &str,
         next: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,

@@ -455,14 +455,14 @@ fn problem_response(
     let incoming = traceparent.and_then(|v| v.to_str().ok());
     let trace_id = TraceContext::continue_or_start(incoming, rand::random()).trace_id_hex();
     let status = problem.status;
-    let body = problem.with_trace_id(trace_id.clone()).to_json();
     let mut builder = hyper::Response::builder()
         .status(status)
         .header("content-type", CONTENT_TYPE)
-        .header(HEADER_TRACE_ID, trace_id);
-    if status == 503 {
-        builder = builder.header("retry-after", "1");
+        .header(HEADER_TRACE_ID, trace_id.clone());
+    for (name, value) in problem.headers() {
+        builder = builder.header(name, value);
     }
+    let body = problem.with_trace_id(trace_id).to_json();
     builder
         .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
         .expect("a problem response is valid")
