@@ -95,3 +95,19 @@ async fn with_postgres_gone_grants_stop_within_one_lease_and_resume_when_it_is_b
     }
     assert_eq!(redis_granted(&redis, product).await, 25);
 }
+
+/// A burst that outruns the lease (one grant per extension here) is still decided, every
+/// request: a used-up lease is extended by the request that finds it so, twice as far each
+/// round, never answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_that_outruns_the_lease_is_granted_without_a_503() {
+    let t = flashgate_e2e::DrivenOrigin::start_with(|s| s.grant_lease = 1).await.unwrap();
+    let product = t.origin.create_product(&t.id, 100).await.unwrap();
+    let answers =
+        futures::future::join_all((0..60).map(|_| t.acquire(Uuid::new_v4(), product))).await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().status(), 201);
+    }
+    assert_eq!(redis_granted(&t.redis, product).await, 60);
+    assert!(pg_lease(&t.origin.state.db, product).await >= 60);
+}

@@ -9,6 +9,11 @@ use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// An origin whose lease extensions cover 64 grants, so the figures below are exact.
+async fn lease_of_64() -> DrivenOrigin {
+    DrivenOrigin::start_with(|s| s.grant_lease = 64).await.unwrap()
+}
+
 async fn flush(t: &DrivenOrigin) {
     let mut c = t.redis.connection().await.unwrap();
     let _: String = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
@@ -16,9 +21,9 @@ async fn flush(t: &DrivenOrigin) {
 
 #[tokio::test]
 async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
-    let t = DrivenOrigin::start().await.unwrap();
+    let t = lease_of_64().await;
     let relay = t.relay(Duration::from_secs(30));
-    // 100 units: the first grant leased 64 of them (the default lease), 3 were used.
+    // 100 units: the first grant leased 64 of them, 3 were used.
     let product = t.origin.create_product(&t.id, 100).await.unwrap();
     let holder = Uuid::new_v4();
     let held: Value = t.acquire(holder, product).await.unwrap().json().await.unwrap();
@@ -171,7 +176,7 @@ async fn a_loss_after_everything_was_relayed_withholds_nothing() {
 
 #[tokio::test]
 async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state() {
-    let t = DrivenOrigin::start().await.unwrap();
+    let t = lease_of_64().await;
     let relay = t.relay(Duration::from_secs(30));
     // 100 units: the lease (64) leaves units on sale after the rebuild withholds its rest.
     let product = t.origin.create_product(&t.id, 100).await.unwrap();

@@ -10,11 +10,13 @@
 //! ([`crate::recovery`]) withholds that many units instead of selling them again, and
 //! `flashgate check` reports them until an operator releases them.
 //!
-//! A lease extension covers up to [`Grants::lease_size`] grants (never more than the units
-//! left, so the bound stays tight at the end of a drop). It is requested in the background
-//! when a grant finds less than half an extension left, so acquisitions wait on PostgreSQL
-//! only when it is slower than the sale; with PostgreSQL down, at most one lease's worth of
-//! grants are made before acquisitions answer 503.
+//! A lease extension covers up to [`Grants::lease_size`] grants (default 256; never more
+//! than the units left, so the bound stays tight at the end of a drop). It is requested in
+//! the background when a grant finds less than half an extension left, so acquisitions wait
+//! on PostgreSQL only when it is slower than the sale; one that finds the lease used up
+//! extends it itself, doubling the extension each round so a burst cannot starve it. With
+//! PostgreSQL down, at most one lease's worth of grants are made before acquisitions answer
+//! 503.
 
 use crate::error::{ApiError, ApiResult};
 use crate::inventory::{AcquireArgs, Acquisition, Attempt, Inventory};
@@ -26,6 +28,9 @@ use uuid::Uuid;
 /// Extensions of different products run concurrently; of one product, one at a time (the
 /// others find it done). Striped so the locks stay bounded however many products there are.
 const STRIPES: usize = 64;
+
+/// Rounds of extension one acquisition may need before it is decided (each doubles).
+const ROUNDS: u32 = 24;
 
 /// Acquisitions under the grant lease; cheap to clone.
 #[derive(Clone)]
@@ -56,9 +61,11 @@ impl Grants {
 
     /// Decides one acquisition (`acquire.lua`), extending the lease first when it is used up.
     pub async fn acquire(&self, args: &AcquireArgs) -> ApiResult<Acquisition> {
-        // Each extension covers at least one grant, so a second round only happens when
-        // another request took that grant first; a few rounds settle any race.
-        for _ in 0..8 {
+        // A used-up lease means the background extension fell behind the sale: each round
+        // asks for twice as much as the last, so a burst of concurrent acquisitions that
+        // takes an extension before this one gets its grant cannot starve it. The rounds end
+        // when the product sells out (decided without a lease) or PostgreSQL fails.
+        for round in 0..ROUNDS {
             match self.inventory.acquire(args, self.lease_size).await? {
                 Attempt::Decided { acquisition, lease_low } => {
                     if lease_low {
@@ -67,14 +74,16 @@ impl Grants {
                     return Ok(acquisition);
                 }
                 Attempt::LeaseUsedUp { granted, remaining } => {
-                    self.extend(args.product_id, granted, remaining).await?;
+                    let size = self.lease_size.saturating_mul(1 << round.min(16));
+                    let _one_at_a_time = self.stripe(args.product_id).lock().await;
+                    self.extend_locked(args.product_id, granted, remaining, size).await?;
                 }
             }
         }
-        Err(ApiError::Unavailable {
-            component: "postgresql",
-            detail: "the grant lease was used up by other acquisitions as fast as it grew".into(),
-        })
+        Err(ApiError::Internal(anyhow::anyhow!(
+            "the grant lease of {} did not keep up after {ROUNDS} doubling extensions",
+            args.product_id
+        )))
     }
 
     /// Raises the product's lease to cover `min(lease_size, remaining)` grants past
@@ -82,11 +91,17 @@ impl Grants {
     /// already covers that, or when Redis does not know the product.
     pub async fn extend(&self, product_id: Uuid, granted: i64, remaining: i64) -> ApiResult<()> {
         let _one_at_a_time = self.stripe(product_id).lock().await;
-        self.extend_locked(product_id, granted, remaining).await
+        self.extend_locked(product_id, granted, remaining, self.lease_size).await
     }
 
-    async fn extend_locked(&self, product_id: Uuid, granted: i64, remaining: i64) -> ApiResult<()> {
-        let target = granted + remaining.clamp(1, self.lease_size);
+    async fn extend_locked(
+        &self,
+        product_id: Uuid,
+        granted: i64,
+        remaining: i64,
+        size: i64,
+    ) -> ApiResult<()> {
+        let target = granted + remaining.clamp(1, size.max(1));
         match self.inventory.leased(product_id).await? {
             Some(leased) if leased < target => {}
             _ => return Ok(()),
@@ -117,7 +132,7 @@ impl Grants {
             let read = grants.inventory.grant_counts(product_id).await;
             let result = match read {
                 Ok(Some((granted, remaining))) if remaining > 0 => {
-                    grants.extend_locked(product_id, granted, remaining).await
+                    grants.extend_locked(product_id, granted, remaining, grants.lease_size).await
                 }
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.into()),

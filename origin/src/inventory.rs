@@ -1,8 +1,9 @@
 //! Redis: the authoritative, live state of every sale, changed only by the Lua scripts
 //! under `lua/` (see `lua/README.md` for the key layout).
 
+use crate::script::Reply;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RedisResult, Script, Value};
+use redis::{RedisResult, Script, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -125,18 +126,6 @@ pub enum ProductDeletion {
     Unknown,
 }
 
-/// Parses a script's `{tag, n?, m?}` answer.
-fn tagged(value: Value) -> RedisResult<(String, Vec<i64>)> {
-    let mut items: Vec<Value> = redis::from_redis_value(value)?;
-    if items.is_empty() {
-        return Err((redis::ErrorKind::Parse, "empty script answer").into());
-    }
-    let tag: String = redis::from_redis_value(items.remove(0))?;
-    let numbers =
-        items.into_iter().map(redis::from_redis_value::<i64>).collect::<Result<Vec<_>, _>>()?;
-    Ok((tag, numbers))
-}
-
 /// A live (ACTIVE or COMPLETED) slot as PostgreSQL knows it, for a rebuild.
 #[derive(Debug, Clone)]
 pub struct LiveSlot {
@@ -209,31 +198,23 @@ pub enum Attempt {
 
 impl Attempt {
     fn parse(value: Value) -> RedisResult<Self> {
-        let bad = |what: &str| -> RedisError {
-            (redis::ErrorKind::Parse, "acquire.lua answered unexpectedly", what.to_owned()).into()
-        };
-        let items: Vec<Value> = redis::from_redis_value(value)?;
-        let text = |i: usize| -> RedisResult<String> {
-            let item = items.get(i).cloned().ok_or_else(|| bad("too short"))?;
-            Ok(redis::from_redis_value::<String>(item)?)
-        };
-        let int =
-            |i: usize| -> RedisResult<i64> { text(i)?.parse().map_err(|_| bad("not a number")) };
+        let reply = Reply::read("acquire.lua", value)?;
         let decided = |acquisition| Self::Decided { acquisition, lease_low: false };
-        Ok(match text(0)?.as_str() {
+        Ok(match reply.tag() {
             "granted" => Self::Decided {
-                acquisition: Acquisition::Granted { remaining: int(1)?, expires_ms: int(2)? },
-                lease_low: int(3)? == 1,
+                acquisition: Acquisition::Granted {
+                    remaining: reply.int(0)?,
+                    expires_ms: reply.int(1)?,
+                },
+                lease_low: reply.int(2)? == 1,
             },
-            "holding" => decided(Acquisition::Holding {
-                slot_id: Uuid::try_parse(&text(1)?).map_err(|_| bad("slot id"))?,
-            }),
+            "holding" => decided(Acquisition::Holding { slot_id: reply.uuid(0)? }),
             "sold_out" => decided(Acquisition::SoldOut),
-            "not_on_sale" => decided(Acquisition::NotOnSale { starts_ms: int(1)? }),
-            "ended" => decided(Acquisition::Ended { ends_ms: int(1)? }),
+            "not_on_sale" => decided(Acquisition::NotOnSale { starts_ms: reply.int(0)? }),
+            "ended" => decided(Acquisition::Ended { ends_ms: reply.int(0)? }),
             "unknown" => decided(Acquisition::Unknown),
-            "lease" => Self::LeaseUsedUp { granted: int(1)?, remaining: int(2)? },
-            other => return Err(bad(other)),
+            "lease" => Self::LeaseUsedUp { granted: reply.int(0)?, remaining: reply.int(1)? },
+            _ => return Err(reply.unknown_outcome()),
         })
     }
 }
@@ -413,14 +394,12 @@ impl Inventory {
             })
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(match tagged(value)? {
-            (tag, n) if tag == "ok" && n.len() == 2 => {
-                ProductUpdate::Updated { remaining: n[0], total: n[1] }
-            }
-            (tag, n) if tag == "starts_locked" => {
-                ProductUpdate::StartsLocked { granted: n.first().copied().unwrap_or(0) }
-            }
-            _ => ProductUpdate::Unknown,
+        let reply = Reply::read("update_product.lua", value)?;
+        Ok(match reply.tag() {
+            "ok" => ProductUpdate::Updated { remaining: reply.int(0)?, total: reply.int(1)? },
+            "starts_locked" => ProductUpdate::StartsLocked { granted: reply.int(0)? },
+            "unknown" => ProductUpdate::Unknown,
+            _ => return Err(reply.unknown_outcome()),
         })
     }
 
@@ -435,12 +414,12 @@ impl Inventory {
             .key(keys.reminders())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let decision = match tagged(value)? {
-            (tag, _) if tag == "deleted" => ProductDeletion::Deleted,
-            (tag, n) if tag == "active" => {
-                ProductDeletion::Active { slots: n.first().copied().unwrap_or(0) }
-            }
-            _ => ProductDeletion::Unknown,
+        let reply = Reply::read("delete_product.lua", value)?;
+        let decision = match reply.tag() {
+            "deleted" => ProductDeletion::Deleted,
+            "active" => ProductDeletion::Active { slots: reply.int(0)? },
+            "unknown" => ProductDeletion::Unknown,
+            _ => return Err(reply.unknown_outcome()),
         };
         if !matches!(decision, ProductDeletion::Active { .. }) {
             redis::cmd("SREM")
@@ -579,7 +558,7 @@ impl Inventory {
         now_ms: i64,
     ) -> RedisResult<Expiry> {
         let keys = ProductKeys::new(product_id);
-        let answer: Vec<Value> = self
+        let value: Value = self
             .expire
             .key(keys.product())
             .key(keys.holders())
@@ -596,15 +575,13 @@ impl Inventory {
             .arg(ms(self.lifecycle.settle_grace))
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let first: String = match answer.into_iter().next() {
-            Some(v) => redis::from_redis_value(v)?,
-            None => String::new(),
-        };
-        Ok(match first.as_str() {
+        let reply = Reply::read("expire.lua", value)?;
+        Ok(match reply.tag() {
             "expired" => Expiry::Expired,
             "not_due" => Expiry::NotDue,
             "paying" => Expiry::Paying,
-            _ => Expiry::Skipped,
+            "skipped" => Expiry::Skipped,
+            _ => return Err(reply.unknown_outcome()),
         })
     }
 

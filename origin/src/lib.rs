@@ -38,6 +38,7 @@ pub mod persister;
 pub mod products;
 pub mod recovery;
 pub mod relay;
+pub mod script;
 pub mod settings;
 pub mod slots;
 pub mod startup;

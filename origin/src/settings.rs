@@ -36,7 +36,7 @@ pub mod defaults {
     pub const PAYMENT_RECONCILE_AFTER_SECS: u64 = 30;
     pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
     pub const FAIRNESS_WINDOW_MS: u64 = 0;
-    pub const GRANT_LEASE: i64 = 64;
+    pub const GRANT_LEASE: i64 = 256;
     pub const DRAIN_SECS: u64 = 10;
     pub const REDIS_TIMEOUT_MS: u64 = 500;
     pub const DATABASE_MAX_CONNECTIONS: u32 = 10;

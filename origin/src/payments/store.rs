@@ -2,6 +2,7 @@
 //! `lua/settle.lua`, `lua/refunded.lua`).
 
 use crate::inventory::{Inventory, Lifecycle, ProductKeys, due, locator};
+use crate::script::Reply;
 use crate::status::PaymentStatus;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script, Value};
@@ -70,15 +71,6 @@ pub struct PaymentStore {
 
 fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
-}
-
-fn first_text(value: Value) -> RedisResult<(String, Option<String>)> {
-    let mut items: Vec<Option<String>> = redis::from_redis_value(value)?;
-    if items.is_empty() {
-        return Err((redis::ErrorKind::Parse, "empty script answer").into());
-    }
-    let tag = items.remove(0).unwrap_or_default();
-    Ok((tag, items.into_iter().next().flatten()))
 }
 
 impl PaymentStore {
@@ -165,20 +157,16 @@ impl PaymentStore {
             .arg(Uuid::now_v7().to_string())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let (tag, detail) = first_text(value)?;
-        Ok(match tag.as_str() {
+        let reply = Reply::read("pay.lua", value)?;
+        Ok(match reply.tag() {
             "created" => Creation::Created,
             "existing" => Creation::Existing,
             "unknown" => Creation::Unknown,
             "forbidden" => Creation::Forbidden,
             "expired" => Creation::Expired,
             "completed" => Creation::Completed,
-            "in_flight" => {
-                Creation::InFlight { payment_id: detail.and_then(|d| Uuid::try_parse(&d).ok()) }
-            }
-            other => {
-                return Err((redis::ErrorKind::Parse, "pay.lua answered", other.to_owned()).into());
-            }
+            "in_flight" => Creation::InFlight { payment_id: reply.uuid(0).ok() },
+            _ => return Err(reply.unknown_outcome()),
         })
     }
 
@@ -248,18 +236,16 @@ impl PaymentStore {
             .arg(failure.unwrap_or(""))
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let (tag, detail) = first_text(value)?;
-        Ok(match tag.as_str() {
+        let reply = Reply::read("settle.lua", value)?;
+        Ok(match reply.tag() {
             "completed" => Settlement::Completed,
             "failed" => Settlement::Failed,
             "refund_required" => Settlement::RefundRequired,
-            "settled" => Settlement::AlreadySettled { status: detail.and_then(|d| d.parse().ok()) },
+            "settled" => Settlement::AlreadySettled {
+                status: reply.opt_text(0).and_then(|d| d.parse().ok()),
+            },
             "unknown" => Settlement::Unknown,
-            other => {
-                return Err(
-                    (redis::ErrorKind::Parse, "settle.lua answered", other.to_owned()).into()
-                );
-            }
+            _ => return Err(reply.unknown_outcome()),
         })
     }
 
