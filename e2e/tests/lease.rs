@@ -77,6 +77,14 @@ async fn with_postgres_gone_grants_stop_within_one_lease_and_resume_when_it_is_b
     assert_eq!(body["component"], "postgresql", "{body}");
     assert_eq!(redis_granted(&redis, product).await, 4);
     assert_eq!(pg_lease(&direct, product).await, 4);
+    // Many at once: one tries PostgreSQL, the others behind it are answered as soon as it
+    // failed, not each after its own attempt (20 × the 2 s pool timeout).
+    let started = std::time::Instant::now();
+    let burst = futures::future::join_all((0..20).map(|_| acquire(Uuid::new_v4()))).await;
+    for answer in burst {
+        assert_eq!(answer.unwrap().status(), 503);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 
     // Back: grants resume without a restart, and the lease stays ahead of them.
     let _back = forward_on(pg_port, "127.0.0.1:5432".parse().unwrap()).await.unwrap();

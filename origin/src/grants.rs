@@ -22,6 +22,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::inventory::{AcquireArgs, Acquisition, Attempt, Inventory};
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -32,13 +33,19 @@ const STRIPES: usize = 64;
 /// Rounds of extension one acquisition may need before it is decided (each doubles).
 const ROUNDS: u32 = 24;
 
+/// After a failed extension, how long the acquisitions that find the lease used up answer
+/// 503 at once rather than each trying PostgreSQL again.
+const FAIL_FAST: Duration = Duration::from_millis(500);
+
 /// Acquisitions under the grant lease; cheap to clone.
 #[derive(Clone)]
 pub struct Grants {
     inventory: Inventory,
     db: PgPool,
     lease_size: i64,
-    stripes: Arc<[tokio::sync::Mutex<()>; STRIPES]>,
+    /// Each holds when an extension under it last failed: those waiting behind a failed
+    /// extension answer 503 at once instead of each waiting on PostgreSQL in turn.
+    stripes: Arc<[tokio::sync::Mutex<Option<Instant>>; STRIPES]>,
     tasks: TaskTracker,
 }
 
@@ -50,7 +57,7 @@ impl Grants {
             inventory,
             db,
             lease_size: lease_size.max(1),
-            stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            stripes: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(None))),
             tasks,
         }
     }
@@ -75,8 +82,17 @@ impl Grants {
                 }
                 Attempt::LeaseUsedUp { granted, remaining } => {
                     let size = self.lease_size.saturating_mul(1 << round.min(16));
-                    let _one_at_a_time = self.stripe(args.product_id).lock().await;
-                    self.extend_locked(args.product_id, granted, remaining, size).await?;
+                    let mut failed_at = self.stripe(args.product_id).lock().await;
+                    if failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
+                        return Err(ApiError::Unavailable {
+                            component: "postgresql",
+                            detail: "the grant lease cannot be extended right now".into(),
+                        });
+                    }
+                    let extended = self.extend_locked(args.product_id, granted, remaining, size);
+                    let extended = extended.await;
+                    *failed_at = extended.is_err().then(Instant::now);
+                    extended?;
                 }
             }
         }
@@ -86,14 +102,9 @@ impl Grants {
         )))
     }
 
-    /// Raises the product's lease to cover `min(lease_size, remaining)` grants past
-    /// `granted`: PostgreSQL first (durable), then Redis. A no-op when another extension
-    /// already covers that, or when Redis does not know the product.
-    pub async fn extend(&self, product_id: Uuid, granted: i64, remaining: i64) -> ApiResult<()> {
-        let _one_at_a_time = self.stripe(product_id).lock().await;
-        self.extend_locked(product_id, granted, remaining, self.lease_size).await
-    }
-
+    /// Raises the product's lease to cover `min(size, remaining)` grants past `granted`:
+    /// PostgreSQL first (durable), then Redis. A no-op when another extension already covers
+    /// that, or when Redis does not know the product. The caller holds the product's stripe.
     async fn extend_locked(
         &self,
         product_id: Uuid,
@@ -126,7 +137,7 @@ impl Grants {
     fn extend_in_background(&self, product_id: Uuid) {
         let grants = self.clone();
         self.tasks.spawn(async move {
-            let Ok(_one_at_a_time) = grants.stripe(product_id).try_lock() else {
+            let Ok(mut failed_at) = grants.stripe(product_id).try_lock() else {
                 return;
             };
             let read = grants.inventory.grant_counts(product_id).await;
@@ -137,13 +148,14 @@ impl Grants {
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.into()),
             };
+            *failed_at = result.is_err().then(Instant::now);
             if let Err(e) = result {
                 tracing::warn!(%product_id, error = %e, "grant lease not extended ahead of need");
             }
         });
     }
 
-    fn stripe(&self, product_id: Uuid) -> &tokio::sync::Mutex<()> {
+    fn stripe(&self, product_id: Uuid) -> &tokio::sync::Mutex<Option<Instant>> {
         // Product ids end in random bits (v4 and v7 alike).
         &self.stripes[(product_id.as_u128() % STRIPES as u128) as usize]
     }
