@@ -94,7 +94,7 @@ pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
     .fetch_one(&state.db)
     .await?;
     let (counted, withheld): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(in_doubt), 0)::bigint, \
+        "SELECT coalesce(sum(unseen_grants), 0)::bigint, \
          coalesce(sum(in_doubt) FILTER (WHERE released_at IS NULL), 0)::bigint \
          FROM redis_losses WHERE product_id = $1",
     )
