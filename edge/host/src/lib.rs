@@ -12,6 +12,7 @@ pub mod bindings;
 pub mod kv;
 pub mod manifest;
 pub mod server;
+pub mod settings;
 mod state;
 
 pub use server::{EdgeHost, HostSettings, HostStats};

@@ -66,18 +66,21 @@ pub struct HostSettings {
 
 impl HostSettings {
     pub fn new(manifest: PathBuf, listen: SocketAddr) -> Self {
+        use crate::settings::defaults;
         Self {
             manifest,
             listen,
             variables: HashMap::new(),
-            request_timeout: Duration::from_secs(10),
-            outbound_connect_timeout: Duration::from_secs(1),
-            outbound_first_byte_timeout: Duration::from_secs(5),
-            kv_capacity_bytes: 256 * 1024 * 1024,
-            max_instances: 1000,
-            max_request_body: 1024 * 1024,
-            reuse_instances: 1,
-            warm_instances: 64,
+            request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
+            outbound_connect_timeout: Duration::from_millis(defaults::OUTBOUND_CONNECT_TIMEOUT_MS),
+            outbound_first_byte_timeout: Duration::from_millis(
+                defaults::OUTBOUND_FIRST_BYTE_TIMEOUT_MS,
+            ),
+            kv_capacity_bytes: defaults::KV_MIB * 1024 * 1024,
+            max_instances: defaults::MAX_INSTANCES,
+            max_request_body: defaults::MAX_REQUEST_BODY,
+            reuse_instances: defaults::REUSE_INSTANCES,
+            warm_instances: defaults::WARM_INSTANCES,
         }
     }
 }

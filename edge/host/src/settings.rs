@@ -1,0 +1,111 @@
+//! The host's settings from flags and environment, parsed once ([`HostArgs`]); every
+//! default has one home, [`defaults`]: `--help` shows it and [`HostSettings::new`] starts
+//! from it.
+
+use crate::server::HostSettings;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every default of the edge host, once.
+pub mod defaults {
+    pub const MANIFEST: &str = "spin.toml";
+    pub const LISTEN: &str = "127.0.0.1:3000";
+    pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+    pub const OUTBOUND_CONNECT_TIMEOUT_MS: u64 = 1_000;
+    pub const OUTBOUND_FIRST_BYTE_TIMEOUT_MS: u64 = 5_000;
+    pub const KV_MIB: u64 = 256;
+    pub const MAX_INSTANCES: u32 = 1_000;
+    pub const MAX_REQUEST_BODY: u64 = 1024 * 1024;
+    pub const REUSE_INSTANCES: u32 = 1;
+    pub const WARM_INSTANCES: usize = 64;
+}
+
+/// Serve flashgate's edge component from a Spin manifest.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct HostArgs {
+    /// The Spin manifest.
+    #[arg(long, short = 'f', env = "FLASHGATE_EDGE_MANIFEST", default_value = defaults::MANIFEST)]
+    pub manifest: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "FLASHGATE_EDGE_LISTEN", default_value = defaults::LISTEN)]
+    pub listen: SocketAddr,
+    /// Set an application variable (`name=value`); beats `SPIN_VARIABLE_*`.
+    #[arg(long = "variable", value_parser = parse_variable)]
+    pub variables: Vec<(String, String)>,
+    /// Whole-request deadline in milliseconds.
+    #[arg(long, env = "FLASHGATE_EDGE_REQUEST_TIMEOUT_MS", default_value_t = defaults::REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
+    /// Memory bound of each key-value store, in MiB.
+    #[arg(long, env = "FLASHGATE_EDGE_KV_MIB", default_value_t = defaults::KV_MIB)]
+    pub kv_mib: u64,
+    /// Requests one instance may serve before it is dropped; 1 is a fresh instance per
+    /// request, as `spin up` does. Only for components that keep nothing of one request for
+    /// the next in their own memory (flashgate's edge component keeps none).
+    #[arg(long, env = "FLASHGATE_EDGE_REUSE_INSTANCES", default_value_t = defaults::REUSE_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub reuse_instances: u32,
+    /// Idle instances kept warm per component when instances are reused.
+    #[arg(long, env = "FLASHGATE_EDGE_WARM_INSTANCES", default_value_t = defaults::WARM_INSTANCES)]
+    pub warm_instances: usize,
+}
+
+fn parse_variable(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not name=value"))
+}
+
+impl HostArgs {
+    /// The settings these arguments ask for.
+    pub fn into_settings(self) -> HostSettings {
+        let mut settings = HostSettings::new(self.manifest, self.listen);
+        settings.variables = self.variables.into_iter().collect();
+        settings.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        settings.kv_capacity_bytes = self.kv_mib * 1024 * 1024;
+        settings.reuse_instances = self.reuse_instances;
+        settings.warm_instances = self.warm_instances;
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_flags_defaults_are_the_settings_defaults() {
+        let parsed = HostArgs::try_parse_from(["flashgate-edge"]).unwrap().into_settings();
+        let new = HostSettings::new(defaults::MANIFEST.into(), defaults::LISTEN.parse().unwrap());
+        assert_eq!(parsed.manifest, new.manifest);
+        assert_eq!(parsed.listen, new.listen);
+        assert_eq!(parsed.request_timeout, new.request_timeout);
+        assert_eq!(parsed.kv_capacity_bytes, new.kv_capacity_bytes);
+        assert_eq!(parsed.reuse_instances, new.reuse_instances);
+        assert_eq!(parsed.warm_instances, new.warm_instances);
+        assert!(parsed.variables.is_empty());
+    }
+
+    #[test]
+    fn flags_set_what_they_name_and_bad_values_name_the_flag() {
+        let s = HostArgs::try_parse_from([
+            "flashgate-edge",
+            "--variable",
+            "origin_host=127.0.0.1:9",
+            "--reuse-instances",
+            "100",
+            "--kv-mib",
+            "8",
+        ])
+        .unwrap()
+        .into_settings();
+        assert_eq!(s.variables.get("origin_host").map(String::as_str), Some("127.0.0.1:9"));
+        assert_eq!((s.reuse_instances, s.kv_capacity_bytes), (100, 8 * 1024 * 1024));
+        let zero = HostArgs::try_parse_from(["flashgate-edge", "--reuse-instances", "0"]);
+        assert!(zero.unwrap_err().to_string().contains("--reuse-instances"));
+        let bad = HostArgs::try_parse_from(["flashgate-edge", "--variable", "novalue"]);
+        assert!(bad.unwrap_err().to_string().contains("not name=value"));
+    }
+}
