@@ -186,13 +186,12 @@ async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state()
     let http = reqwest::Client::new();
     let url = t.origin.url(&format!("/admin/products/{product}/rebuild"));
 
-    let live: Value =
-        http.post(&url).bearer_auth(t.id.admin()).send().await.unwrap().json().await.unwrap();
+    let path = format!("/admin/products/{product}/rebuild");
+    let live = admin_post(&t, &path).await;
     assert_eq!(live["status"], "already-live");
 
     flush(&t).await;
-    let rebuilt: Value =
-        http.post(&url).bearer_auth(t.id.admin()).send().await.unwrap().json().await.unwrap();
+    let rebuilt = admin_post(&t, &path).await;
     assert_eq!(
         (rebuilt["status"].as_str(), rebuilt["restoredSlots"].as_i64()),
         (Some("rebuilt"), Some(1))
@@ -203,15 +202,7 @@ async fn operators_rebuild_on_demand_and_a_rebuild_never_overwrites_live_state()
         201,
         "no 503 after a rebuild"
     );
-    let all: Value = http
-        .post(t.origin.url("/admin/rebuild"))
-        .bearer_auth(t.id.admin())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = admin_post(&t, "/admin/rebuild").await;
     assert_eq!((all["rebuilt"].as_i64(), all["alreadyLive"].as_i64()), (Some(1), Some(1)));
     let counts = t.redis.counts(other).await.unwrap();
     assert_eq!((counts.total, counts.remaining), (7, 7));

@@ -62,10 +62,6 @@ impl Grants {
         }
     }
 
-    pub fn lease_size(&self) -> i64 {
-        self.lease_size
-    }
-
     /// Decides one acquisition (`acquire.lua`), extending the lease first when it is used up.
     pub async fn acquire(&self, args: &AcquireArgs) -> ApiResult<Acquisition> {
         // A used-up lease means the background extension fell behind the sale: each round
@@ -80,7 +76,7 @@ impl Grants {
                     }
                     return Ok(acquisition);
                 }
-                Attempt::LeaseUsedUp { granted, remaining } => {
+                Attempt::LeaseUsedUp { .. } => {
                     let size = self.lease_size.saturating_mul(1 << round.min(16));
                     let mut failed_at = self.stripe(args.product_id).lock().await;
                     if failed_at.is_some_and(|t| t.elapsed() < FAIL_FAST) {
@@ -89,8 +85,7 @@ impl Grants {
                             detail: "the grant lease cannot be extended right now".into(),
                         });
                     }
-                    let extended = self.extend_locked(args.product_id, granted, remaining, size);
-                    let extended = extended.await;
+                    let extended = self.extend_locked(args.product_id, size).await;
                     *failed_at = extended.is_err().then(Instant::now);
                     extended?;
                 }
@@ -102,20 +97,17 @@ impl Grants {
         )))
     }
 
-    /// Raises the product's lease to cover `min(size, remaining)` grants past `granted`:
-    /// PostgreSQL first (durable), then Redis. A no-op when another extension already covers
-    /// that, or when Redis does not know the product. The caller holds the product's stripe.
-    async fn extend_locked(
-        &self,
-        product_id: Uuid,
-        granted: i64,
-        remaining: i64,
-        size: i64,
-    ) -> ApiResult<()> {
-        let target = granted + remaining.clamp(1, size.max(1));
-        match self.inventory.leased(product_id).await? {
-            Some(leased) if leased < target => {}
-            _ => return Ok(()),
+    /// Raises the product's lease to cover `min(size, remaining)` grants past those made so
+    /// far: PostgreSQL first (durable), then Redis. A no-op when the lease already covers
+    /// that, when nothing is left to sell, or when Redis does not know the product. The caller
+    /// holds the product's stripe.
+    async fn extend_locked(&self, product_id: Uuid, size: i64) -> ApiResult<()> {
+        let Some(state) = self.inventory.lease_state(product_id).await? else {
+            return Ok(());
+        };
+        let target = state.granted + state.remaining.min(size.max(1));
+        if state.remaining <= 0 || state.leased >= target {
+            return Ok(());
         }
         let leased: i64 = sqlx::query_scalar(
             "INSERT INTO grant_leases (product_id, leased) VALUES ($1, $2) \
@@ -140,14 +132,7 @@ impl Grants {
             let Ok(mut failed_at) = grants.stripe(product_id).try_lock() else {
                 return;
             };
-            let read = grants.inventory.grant_counts(product_id).await;
-            let result = match read {
-                Ok(Some((granted, remaining))) if remaining > 0 => {
-                    grants.extend_locked(product_id, granted, remaining, grants.lease_size).await
-                }
-                Ok(_) => Ok(()),
-                Err(e) => Err(e.into()),
-            };
+            let result = grants.extend_locked(product_id, grants.lease_size).await;
             *failed_at = result.is_err().then(Instant::now);
             if let Err(e) = result {
                 tracing::warn!(%product_id, error = %e, "grant lease not extended ahead of need");

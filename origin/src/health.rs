@@ -45,31 +45,22 @@ pub async fn check(State(state): State<AppState>) -> Response {
         Ok(Ok(_)) => "migrating",
         _ => "down",
     };
-    let checks = [
-        ("redis", Some(redis_status == "up")),
-        ("postgresql", Some(pg_status == "up")),
-        ("kafka", kafka),
-    ];
-    let components: serde_json::Map<String, serde_json::Value> = checks
+    let kafka_status = match kafka {
+        None => "not-configured",
+        Some(true) => "up",
+        Some(false) => "down",
+    };
+    let statuses = [("redis", redis_status), ("postgresql", pg_status), ("kafka", kafka_status)];
+    let components: serde_json::Map<String, serde_json::Value> =
+        statuses.iter().map(|(name, status)| (name.to_string(), json!(status))).collect();
+    // Every status but these two means the component cannot serve; the summary says why.
+    let down: Vec<String> = statuses
         .iter()
-        .map(|(name, up)| {
-            let s = match up {
-                _ if *name == "redis" => redis_status,
-                _ if *name == "postgresql" => pg_status,
-                Some(true) => "up",
-                Some(false) => "down",
-                None => "not-configured",
-            };
-            (name.to_string(), json!(s))
-        })
-        .collect();
-    let down: Vec<&str> = checks
-        .iter()
-        .filter(|(_, up)| *up == Some(false))
-        .map(|(name, _)| match *name {
-            "redis" if redis_status == "not-durable" => "redis (does not persist every write)",
-            "postgresql" if pg_status == "migrating" => "postgresql (schema not migrated yet)",
-            other => other,
+        .filter(|(_, status)| !matches!(*status, "up" | "not-configured"))
+        .map(|(name, status)| match *status {
+            "not-durable" => format!("{name} (does not persist every write)"),
+            "migrating" => format!("{name} (schema not migrated yet)"),
+            _ => name.to_string(),
         })
         .collect();
     if down.is_empty() {

@@ -138,6 +138,14 @@ pub struct LiveSlot {
     pub traceparent: String,
 }
 
+/// A product's grant counters, as a lease extension reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseState {
+    pub remaining: i64,
+    pub granted: i64,
+    pub leased: i64,
+}
+
 /// The counters a rebuild restores besides the slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RebuiltCounts {
@@ -293,26 +301,22 @@ impl Inventory {
         Attempt::parse(value)
     }
 
-    /// `(granted, remaining)` of a product (`None` when Redis does not know it).
-    pub async fn grant_counts(&self, product_id: Uuid) -> RedisResult<Option<(i64, i64)>> {
-        let (granted, remaining): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(ProductKeys::new(product_id).product())
-            .arg("granted")
-            .arg("remaining")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(remaining.map(|r| (granted.unwrap_or(0), r)))
-    }
-
-    /// The product's grant lease in Redis (`None` when Redis does not know the product).
-    pub async fn leased(&self, product_id: Uuid) -> RedisResult<Option<i64>> {
-        let (total, leased): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(ProductKeys::new(product_id).product())
-            .arg("total")
-            .arg("leased")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(total.map(|_| leased.unwrap_or(0)))
+    /// What a lease extension needs to know of a product, in one read (`None` when Redis
+    /// does not know it).
+    pub async fn lease_state(&self, product_id: Uuid) -> RedisResult<Option<LeaseState>> {
+        let (remaining, granted, leased): (Option<i64>, Option<i64>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(ProductKeys::new(product_id).product())
+                .arg("remaining")
+                .arg("granted")
+                .arg("leased")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        Ok(remaining.map(|remaining| LeaseState {
+            remaining,
+            granted: granted.unwrap_or(0),
+            leased: leased.unwrap_or(0),
+        }))
     }
 
     /// Raises the product's grant lease to `leased`, a count PostgreSQL already holds
