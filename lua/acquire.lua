@@ -28,8 +28,8 @@
 --                         inversions (stamped before the latest grant), for the checker
 -- ARGV[1] productId  ARGV[2] userId  ARGV[3] slotId  ARGV[4] eventId
 -- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
--- ARGV[9] remindBeforeMs  ARGV[10] eventId for a lazy expiry  ARGV[11] expired-slot TTL ms
--- ARGV[12] lease size (the most grants one lease extension covers)
+-- ARGV[9] remindBeforeMs  ARGV[10] expiryEventId (for a lazy expiry)  ARGV[11] expiredTtlMs
+-- ARGV[12] leaseSize (the most grants one lease extension covers)
 --
 -- Returns {'granted', remaining, expiresAtMs, leaseLow (0|1)} | {'holding', slotId}
 --       | {'sold_out'} | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}

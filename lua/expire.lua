@@ -14,8 +14,8 @@
 -- KEYS[1] product hash   KEYS[2] holders hash   KEYS[3] slot hash
 -- KEYS[4] expiry zset    KEYS[5] reminders zset KEYS[6] outbox stream
 -- KEYS[7] settling zset
--- ARGV[1] productId  ARGV[2] slotId  ARGV[3] eventId  ARGV[4] nowMs  ARGV[5] expired-slot TTL ms
--- ARGV[6] settle grace ms
+-- ARGV[1] productId  ARGV[2] slotId  ARGV[3] eventId  ARGV[4] nowMs  ARGV[5] expiredTtlMs
+-- ARGV[6] settleGraceMs
 --
 -- Returns {'expired'} | {'not_due', expiresAtMs} | {'skipped', status} | {'paying', paymentId}
 

@@ -5,7 +5,7 @@
 -- which would hide a lost product from its rebuild.
 --
 -- KEYS[1] product hash  fg:{<pid>}:product
--- ARGV[1] the leased count (already committed to `grant_leases`)
+-- ARGV[1] leased (the count already committed to `grant_leases`)
 -- Returns the product's lease after the call, or -1 if Redis does not know the product.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then

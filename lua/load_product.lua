@@ -4,7 +4,7 @@
 -- that only acquisitions, expiries and stock growth may change).
 --
 -- KEYS[1] product hash  fg:{<pid>}:product
--- ARGV[1] total stock  ARGV[2] startsAtMs  ARGV[3] endsAtMs ('' when open-ended)
+-- ARGV[1] total (stock)  ARGV[2] startsAtMs  ARGV[3] endsAtMs ('' when open-ended)
 -- Returns 1 if loaded, 0 if it was already there.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then

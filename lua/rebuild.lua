@@ -19,7 +19,7 @@
 -- KEYS[5] charges zset  KEYS[6] refunds zset
 -- ARGV[1] total  ARGV[2] startsAtMs  ARGV[3] endsAtMs ('' if open-ended)  ARGV[4] granted
 -- ARGV[5] nowMs  ARGV[6] remindBeforeMs  ARGV[7] productId
--- ARGV[8] the payments in progress, a JSON array of {paymentId, slotId, userId, status,
+-- ARGV[8] payments (those in progress), a JSON array of {paymentId, slotId, userId, status,
 --         method, amount, currency, idempotencyKey, createdMs, traceparent}
 -- ARGV[9] leased (the durable grant lease)  ARGV[10] inDoubt (units withheld)
 -- then 7 per live slot: slotId userId status expiresMs arrivalUs acquiredMs traceparent

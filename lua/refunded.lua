@@ -1,7 +1,7 @@
 -- refunded.lua: records that the gateway refunded a REFUND_REQUIRED payment, once.
 --
 -- KEYS[1] payment hash  KEYS[2] refunds zset  KEYS[3] outbox stream
--- ARGV[1] paymentId  ARGV[2] nowMs  ARGV[3] eventId  ARGV[4] settled-record TTL ms
+-- ARGV[1] paymentId  ARGV[2] nowMs  ARGV[3] eventId  ARGV[4] settledTtlMs
 --
 -- Returns 1 if recorded now, 0 if it was not awaiting a refund.
 

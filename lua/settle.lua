@@ -15,8 +15,9 @@
 -- KEYS[1] product hash  KEYS[2] holders hash  KEYS[3] slot hash  KEYS[4] expiry zset
 -- KEYS[5] reminders zset  KEYS[6] outbox stream  KEYS[7] payment hash  KEYS[8] refunds zset
 -- KEYS[9] charges zset  KEYS[10] settling zset
--- ARGV[1] paymentId  ARGV[2] 'succeeded' | 'failed'  ARGV[3] nowMs  ARGV[4] eventId
--- ARGV[5] eventId for a lazy expiry  ARGV[6] settled-record TTL ms  ARGV[7] failure reason
+-- ARGV[1] paymentId  ARGV[2] outcome ('succeeded' | 'failed')  ARGV[3] nowMs  ARGV[4] eventId
+-- ARGV[5] expiryEventId (for a lazy expiry)  ARGV[6] settledTtlMs
+-- ARGV[7] reason (the failure's, '' on success)
 --
 -- Returns {'completed'} | {'failed'} | {'refund_required'} | {'settled', status}
 --       | {'unknown'}

@@ -4,8 +4,8 @@
 -- start may change only while no slot was ever granted; the sale end may change freely.
 --
 -- KEYS[1] product hash  fg:{<pid>}:product
--- ARGV[1] stock growth (>= 0)  ARGV[2] new startsAtMs or '' (unchanged)
--- ARGV[3] new endsAtMs, '' (unchanged) or 'none' (open-ended)
+-- ARGV[1] growth (of the stock, >= 0)  ARGV[2] startsAtMs (new, or '' unchanged)
+-- ARGV[3] endsAtMs (new, '' unchanged or 'none' open-ended)
 --
 -- Returns {'ok', remaining, total} | {'unknown'} | {'starts_locked', granted}
 

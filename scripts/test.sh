@@ -11,6 +11,8 @@ scripts/build-edge.sh --platform all
 log "cargo fmt --check"
 cargo fmt --all -- --check
 (cd edge/component && cargo fmt -- --check)
+log "compile-checked SQL: .sqlx/ matches origin/src/pg/ and migrations/"
+scripts/sqlx-prepare.sh --check
 log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 (cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings)

@@ -1,6 +1,9 @@
 //! flashgate-cli: development identity (an Ed25519 issuer key pair published as a JWKS, the
 //! edge↔origin secret) and token minting. In production the identity provider holds the
-//! private key; these commands stand in for it locally and in tests.
+//! private key; these commands stand in for it locally and in tests. [`check`] is the
+//! invariant checker behind `flashgate check`, outside the server it checks.
+
+pub mod check;
 
 use anyhow::{Context, Result};
 use flashgate_core::token::{Jwk, Jwks, Role};

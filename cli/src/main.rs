@@ -1,10 +1,10 @@
 //! `flashgate`: development identity, token minting, and `check`, the invariant checker
-//! (its logic is `flashgate_origin::invariants`).
+//! (its logic is `flashgate_cli::check`).
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use flashgate_cli::check::Limits;
 use flashgate_cli::{DevIdentity, TokenSpec, mint};
-use flashgate_origin::invariants::Limits;
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -133,8 +133,8 @@ async fn check(
     database_url: &str,
     redis_url: &str,
     limits: Limits,
-) -> Result<flashgate_origin::invariants::Report> {
+) -> Result<flashgate_cli::check::Report> {
     let db = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(database_url).await?;
     let redis = redis::Client::open(redis_url)?.get_connection_manager().await?;
-    flashgate_origin::invariants::check_within(&db, &redis, limits).await
+    flashgate_cli::check::check_within(&db, &redis, limits).await
 }

@@ -11,14 +11,14 @@ use flashgate_core::signing::{self, EdgeSecret, EdgeStamp};
 use flashgate_core::token::{KeySet, TokenPolicy};
 use flashgate_edge_host::{EdgeHost, HostSettings};
 use flashgate_origin::clock::{Clock, ManualClock, SystemClock};
-use flashgate_origin::expiry::ExpiryWorker;
-use flashgate_origin::payments::gateway::SimulatedGateway;
-use flashgate_origin::payments::worker::PaymentsWorker;
-use flashgate_origin::persister::PgWriter;
-use flashgate_origin::relay::{Relay, Sink};
+use flashgate_origin::gateway::SimulatedGateway;
+use flashgate_origin::outbox::persister::PgWriter;
+use flashgate_origin::outbox::relay::{Relay, Sink};
 use flashgate_origin::settings::Settings;
 use flashgate_origin::startup::Application;
 use flashgate_origin::state::AppState;
+use flashgate_origin::workers::expiry::ExpiryWorker;
+use flashgate_origin::workers::payments::PaymentsWorker;
 use jwt_simple::prelude::Ed25519KeyPair;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -505,7 +505,7 @@ pub struct ProductCounts {
 
 impl RedisServer {
     pub async fn counts(&self, product: Uuid) -> Result<ProductCounts> {
-        use flashgate_origin::inventory::ProductKeys;
+        use flashgate_origin::store::keys::ProductKeys;
         let mut c = self.connection().await?;
         let k = ProductKeys::new(product);
         let (remaining, total, in_doubt): (i64, i64, Option<i64>) = redis::cmd("HMGET")
@@ -522,7 +522,7 @@ impl RedisServer {
 
     /// A slot's status in Redis (`None` once its record is gone).
     pub async fn slot_status(&self, product: Uuid, slot: Uuid) -> Result<Option<String>> {
-        use flashgate_origin::inventory::ProductKeys;
+        use flashgate_origin::store::keys::ProductKeys;
         let mut c = self.connection().await?;
         Ok(redis::cmd("HGET")
             .arg(ProductKeys::new(product).slot(slot))
@@ -535,7 +535,7 @@ impl RedisServer {
     /// `slot` that PostgreSQL refuses for good (a negative amount breaks a CHECK). Returns
     /// its event id.
     pub async fn add_poison_event(&self, product: Uuid, slot: Uuid, user: Uuid) -> Result<Uuid> {
-        use flashgate_origin::inventory::ProductKeys;
+        use flashgate_origin::store::keys::ProductKeys;
         let event_id = Uuid::now_v7();
         let mut c = self.connection().await?;
         let _: String = redis::cmd("XADD")
@@ -566,7 +566,7 @@ impl RedisServer {
 
     /// Event types in a product's outbox, in order.
     pub async fn outbox_types(&self, product: Uuid) -> Result<Vec<String>> {
-        use flashgate_origin::inventory::ProductKeys;
+        use flashgate_origin::store::keys::ProductKeys;
         let mut c = self.connection().await?;
         let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(ProductKeys::new(product).outbox())

@@ -1,7 +1,7 @@
 //! A buyer acquires a slot through the Wasm edge: the whole path, real parts only.
 
 use flashgate_e2e::{Stack, TestEdge, delay_proxy, now_us, problem};
-use flashgate_origin::inventory::ProductKeys;
+use flashgate_origin::store::keys::ProductKeys;
 use serde_json::Value;
 use std::time::Duration;
 use time::OffsetDateTime;

@@ -1,9 +1,9 @@
 //! Durable before `201` (invariant 3): the origin runs only on a Redis that fsyncs what it
 //! answers, and a Redis killed mid-storm comes back with every grant it answered.
 
+use flashgate_cli::check::{Report, check};
 use flashgate_e2e::{Identity, RedisServer, Stack, TestDatabase, TestEdge, TestOrigin, problem};
 use flashgate_origin::clock::SystemClock;
-use flashgate_origin::invariants::{Report, check};
 use flashgate_origin::state::AppState;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};

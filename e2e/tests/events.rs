@@ -1,13 +1,13 @@
 //! One event shape: what the Lua scripts emit (lua/lib.lua's `emit`), what the Rust decoder
-//! reads (origin/src/events.rs) and what the schemas under `events/` promise agree, for every
+//! reads (origin/src/outbox/events.rs) and what the schemas under `events/` promise agree, for every
 //! kind and every script that emits it, on the direct path (outbox → PostgreSQL). The Kafka
 //! path checks the wire against the same schemas (tests/kafka.rs).
 
 use flashgate_e2e::{DrivenOrigin, repo_root};
 use flashgate_origin::clock::Clock;
-use flashgate_origin::events::OutboxEvent;
-use flashgate_origin::inventory::ProductKeys;
-use flashgate_origin::payments::gateway::DECLINING_METHOD;
+use flashgate_origin::gateway::DECLINING_METHOD;
+use flashgate_origin::outbox::events::OutboxEvent;
+use flashgate_origin::store::keys::ProductKeys;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

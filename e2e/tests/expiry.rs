@@ -2,7 +2,7 @@
 //! controlled clock through the worker's single step.
 
 use flashgate_e2e::DrivenOrigin;
-use flashgate_origin::expiry::{ExpiryWorker, Sweep};
+use flashgate_origin::workers::expiry::{ExpiryWorker, Sweep};
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -2,9 +2,9 @@
 //! the origin loses to a later-stamped one without a fairness window — the checker counts
 //! that inversion — and wins with a window longer than the delay.
 
+use flashgate_cli::check::check;
 use flashgate_e2e::DrivenOrigin;
 use flashgate_origin::clock::Clock;
-use flashgate_origin::invariants::check;
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -1,8 +1,8 @@
 //! The invariant checker passes after a mixed run and names each kind of corruption.
 
+use flashgate_cli::check::{Report, check};
 use flashgate_e2e::DrivenOrigin;
-use flashgate_origin::invariants::{Report, check};
-use flashgate_origin::inventory::ProductKeys;
+use flashgate_origin::store::keys::ProductKeys;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -158,7 +158,7 @@ async fn an_event_parked_past_the_grace_is_reported_lost() {
     };
     park(1.0).await.unwrap();
     assert!(checked(&t).await.ok(), "a freshly parked event may still be applied");
-    park(flashgate_origin::invariants::PARKED_GRACE.as_secs_f64() + 60.0).await.unwrap();
+    park(flashgate_cli::check::PARKED_GRACE.as_secs_f64() + 60.0).await.unwrap();
     let report = checked(&t).await;
     assert_eq!(invariants(&report), [3]);
     assert_eq!(report.violations[0].product_id, product);

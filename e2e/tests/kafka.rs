@@ -3,10 +3,12 @@
 
 use flashgate_e2e::{DrivenOrigin, KafkaBroker, repo_root};
 use flashgate_origin::clock::Clock;
-use flashgate_origin::kafka::{EventProducer, KafkaPersister, KafkaSettings, PERSISTER_GROUP};
-use flashgate_origin::payments::gateway::DECLINING_METHOD;
-use flashgate_origin::persister::PgWriter;
-use flashgate_origin::relay::{Relay, Sink};
+use flashgate_origin::gateway::DECLINING_METHOD;
+use flashgate_origin::outbox::kafka::{
+    EventProducer, KafkaPersister, KafkaSettings, PERSISTER_GROUP,
+};
+use flashgate_origin::outbox::persister::PgWriter;
+use flashgate_origin::outbox::relay::{Relay, Sink};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -133,7 +135,7 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    reader.subscribe(&flashgate_origin::kafka::TOPICS).unwrap();
+    reader.subscribe(&flashgate_origin::outbox::kafka::TOPICS).unwrap();
     let mut per_topic = HashMap::<String, usize>::new();
     for _ in 0..total {
         let m =
@@ -161,7 +163,7 @@ async fn events_go_through_kafka_to_postgres_and_match_their_schemas() {
         assert_eq!(header("traceparent").as_deref(), event["traceparent"].as_str());
         *per_topic.entry(topic).or_default() += 1;
     }
-    for topic in flashgate_origin::kafka::TOPICS {
+    for topic in flashgate_origin::outbox::kafka::TOPICS {
         assert_eq!(per_topic.get(topic), expected.get(topic), "{topic}: {per_topic:?}");
     }
 
@@ -307,7 +309,7 @@ async fn with_a_broker_the_running_origin_persists_through_kafka_on_its_own() {
 
 #[tokio::test]
 async fn poison_and_unreadable_messages_go_to_the_dead_letter_topic_and_the_persister_moves_on() {
-    use flashgate_origin::kafka::DEAD_LETTER_TOPIC;
+    use flashgate_origin::outbox::kafka::DEAD_LETTER_TOPIC;
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let t = Sale::start().await;
     let product = t.origin.create_product(&t.id, 5).await.unwrap();

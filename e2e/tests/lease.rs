@@ -6,7 +6,7 @@ use flashgate_e2e::{
     Identity, RedisServer, TestDatabase, TestOrigin, forward_on, free_port, problem,
 };
 use flashgate_origin::clock::SystemClock;
-use flashgate_origin::inventory::ProductKeys;
+use flashgate_origin::store::keys::ProductKeys;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;

@@ -2,7 +2,7 @@
 //! PostgreSQL exactly once in effect, across relay crashes.
 
 use flashgate_e2e::DrivenOrigin;
-use flashgate_origin::inventory::ProductKeys;
+use flashgate_origin::store::keys::ProductKeys;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -117,7 +117,7 @@ async fn an_undeliverable_entry_goes_to_dead_letters_and_does_not_block_the_rest
 /// nothing left waiting.
 #[tokio::test]
 async fn events_applied_in_any_order_reach_the_same_state() {
-    use flashgate_origin::persister::PgWriter;
+    use flashgate_origin::outbox::persister::PgWriter;
     let t = DrivenOrigin::start().await.unwrap();
     let product = t.origin.create_product(&t.id, 3).await.unwrap();
     // A buyer whose slot expires and who buys again; a buyer who pays; one late payer.
@@ -179,8 +179,8 @@ async fn events_applied_in_any_order_reach_the_same_state() {
 
 #[tokio::test]
 async fn a_relay_retries_its_own_failed_delivery_at_once_not_after_the_claim_idle() {
-    use flashgate_origin::persister::PgWriter;
-    use flashgate_origin::relay::{Relay, Sink};
+    use flashgate_origin::outbox::persister::PgWriter;
+    use flashgate_origin::outbox::relay::{Relay, Sink};
     let t = DrivenOrigin::start().await.unwrap();
     let product = t.origin.create_product(&t.id, 5).await.unwrap();
     for _ in 0..3 {
@@ -211,7 +211,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_poison_event_is_dead_lettered_with_its_reason_and_the_rest_flows_on() {
-    use flashgate_origin::invariants::check;
+    use flashgate_cli::check::check;
     let t = DrivenOrigin::start().await.unwrap();
     let product = t.origin.create_product(&t.id, 5).await.unwrap();
     let (user, slot) = t.grant(product).await.unwrap();

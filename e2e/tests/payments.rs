@@ -3,7 +3,7 @@
 
 use flashgate_e2e::{DrivenOrigin, Stack, problem};
 use flashgate_origin::clock::Clock;
-use flashgate_origin::payments::gateway::{DECLINING_METHOD, SIGNATURE_HEADER, SimulatedGateway};
+use flashgate_origin::gateway::{DECLINING_METHOD, SIGNATURE_HEADER, SimulatedGateway};
 use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;
@@ -315,7 +315,7 @@ async fn a_forged_or_stale_webhook_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_charge_left_unsubmitted_by_a_dead_request_is_submitted_once_by_the_worker() {
-    use flashgate_origin::payments::store::{Creation, NewPayment};
+    use flashgate_origin::store::scripts::pay::{Creation, NewPayment};
     let t = DrivenOrigin::start().await.unwrap();
     let product = t.origin.create_product(&t.id, 1).await.unwrap();
     let (user, slot) = t.grant(product).await.unwrap();

@@ -3,8 +3,8 @@
 //! payments worker asks the processor and settles each, and the checker reports any that
 //! stays unfinished.
 
+use flashgate_cli::check::{Limits, check_within};
 use flashgate_e2e::{DrivenOrigin, TestOrigin};
-use flashgate_origin::invariants::{Limits, check_within};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +60,7 @@ async fn an_origin_killed_with_its_deliveries_loses_no_charge() {
     })
     .await
     .unwrap();
-    let worker = flashgate_origin::payments::worker::PaymentsWorker::new(
+    let worker = flashgate_origin::workers::payments::PaymentsWorker::new(
         next.state.inventory.clone(),
         next.state.payments.clone(),
         clock,

@@ -3,8 +3,8 @@
 //! 201 is sold again: the grant lease bounds the grants PostgreSQL never heard of, and the
 //! rebuild withholds as many units until an operator releases them.
 
+use flashgate_cli::check::Report;
 use flashgate_e2e::{DrivenOrigin, problem};
-use flashgate_origin::invariants::Report;
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
@@ -75,7 +75,7 @@ async fn a_flushed_product_answers_503_until_rebuilt_then_sells_on() {
 
 async fn check(t: &DrivenOrigin) -> Report {
     let state = &t.origin.state;
-    flashgate_origin::invariants::check(&state.db, &state.inventory.connection(), Duration::ZERO)
+    flashgate_cli::check::check(&state.db, &state.inventory.connection(), Duration::ZERO)
         .await
         .unwrap()
 }

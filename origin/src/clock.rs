@@ -1,8 +1,11 @@
 //! Time as an input: the origin reads it from a [`Clock`] so tests can drive it.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 pub trait Clock: Send + Sync + 'static {
     /// Microseconds since the Unix epoch.
@@ -58,9 +61,73 @@ pub fn rfc3339_ms(ms: i64) -> String {
     rfc3339_us(ms.saturating_mul(1000))
 }
 
+/// The longest pause between retries of a failing step.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The loop every background worker (the relay too) runs: one step per interval until
+/// cancelled. A step in progress always finishes; the caller bounds how long it waits for that. After a failed
+/// step the next waits twice as long as the last, at most [`MAX_BACKOFF`], so a worker
+/// neither hammers a dependency that is down nor lags more than a second once it is back.
+pub async fn every<F, Fut, E>(
+    name: &'static str,
+    interval: Duration,
+    cancel: CancellationToken,
+    mut step: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Debug,
+{
+    let mut backoff = Duration::ZERO;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(interval.max(backoff)) => {}
+        }
+        match step().await {
+            Ok(()) => backoff = Duration::ZERO,
+            Err(e) => {
+                // Never shorter than the interval; never longer than it or MAX_BACKOFF.
+                backoff = (backoff * 2).min(MAX_BACKOFF).max(interval);
+                tracing::warn!(worker = name, error = ?e, retry_in = ?backoff, "step failed");
+            }
+        }
+    }
+    tracing::info!(worker = name, "stopped");
+}
+
+/// µs since the epoch of a timestamp (PostgreSQL keeps µs).
+pub fn us_of(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+/// ms since the epoch of a timestamp.
+pub fn ms_of(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The timestamp `us` µs after the epoch.
+pub fn at_us(us: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The timestamp `ms` ms after the epoch.
+pub fn at_ms(ms: i64) -> OffsetDateTime {
+    at_us(ms.saturating_mul(1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn converts_both_ways() {
+        let t = at_us(1_764_806_400_123_456);
+        assert_eq!(us_of(t), 1_764_806_400_123_456);
+        assert_eq!(ms_of(t), 1_764_806_400_123);
+        assert_eq!(ms_of(at_ms(-5)), -5);
+    }
 
     #[test]
     fn formats_microseconds() {

@@ -47,7 +47,7 @@ pub enum ApiError {
     #[error("idempotency key reused with another body")]
     IdempotencyKeyReused,
     #[error("{0}")]
-    Webhook(#[from] crate::payments::gateway::WebhookError),
+    Webhook(#[from] crate::gateway::WebhookError),
     #[error("{component} unavailable")]
     Unavailable { component: &'static str, detail: String },
     #[error(transparent)]
@@ -132,10 +132,10 @@ impl ApiError {
             )
             .with("field", "Idempotency-Key"),
             Self::Webhook(e) => match e {
-                crate::payments::gateway::WebhookError::Signature(d) => {
+                crate::gateway::WebhookError::Signature(d) => {
                     Problem::new(401, "webhook-signature", "Webhook not authentic", d.clone())
                 }
-                crate::payments::gateway::WebhookError::Malformed(d) => {
+                crate::gateway::WebhookError::Malformed(d) => {
                     Problem::new(400, "webhook-malformed", "Webhook not understood", d.clone())
                 }
             },

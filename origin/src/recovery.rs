@@ -11,29 +11,17 @@
 //!
 //! What PostgreSQL cannot give back: grants whose outbox entries had not been relayed when
 //! Redis lost them. The origin runs only on a Redis that fsyncs every write before it
-//! answers (`crate::durability`), so this takes a lost AOF; each rebuild is recorded in
+//! answers (`crate::store::durability`), so this takes a lost AOF; each rebuild is recorded in
 //! `redis_losses` and reported by `flashgate check` as a possible loss of grants.
 
-use crate::admin_auth::Admin;
+use crate::clock::{ms_of, us_of};
 use crate::error::{ApiError, ApiResult};
-use crate::inventory::{LiveSlot, RebuiltCounts};
-use crate::products::{self, parse_id};
+use crate::pg;
 use crate::state::AppState;
-use crate::status::{PaymentStatus, SlotStatus};
-use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
+use crate::store::scripts::rebuild::{LiveSlot, RebuiltCounts};
 use serde::Serialize;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use uuid::Uuid;
-
-pub fn admin_router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/products/{id}/rebuild", post(rebuild_one))
-        .route("/admin/rebuild", post(rebuild_all))
-        .route("/admin/products/{id}/in-doubt/release", post(release_in_doubt))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "status")]
@@ -53,10 +41,6 @@ pub enum Rebuild {
     NotFound,
 }
 
-fn ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// A trace context continuing a stored trace id (the original span is not kept).
 fn restored_traceparent(trace_id: &str) -> String {
     format!("00-{trace_id:0>32}-{}-01", &Uuid::new_v4().simple().to_string()[..16])
@@ -64,112 +48,60 @@ fn restored_traceparent(trace_id: &str) -> String {
 
 /// Rebuilds one product's sale state from PostgreSQL, unless Redis already has it.
 pub async fn rebuild(state: &AppState, product_id: Uuid) -> ApiResult<Rebuild> {
-    let Some(product) = products::find(state, product_id).await? else {
+    let Some(product) = pg::products::find(&state.db, product_id).await? else {
         return Ok(Rebuild::NotFound);
     };
-    let rows: Vec<(
-        Uuid,
-        Uuid,
-        SlotStatus,
-        OffsetDateTime,
-        OffsetDateTime,
-        OffsetDateTime,
-        String,
-    )> = sqlx::query_as(
-        "SELECT slot_id, user_id, status, expires_at, arrival_at, acquired_at, trace_id \
-             FROM purchase_slots WHERE product_id = $1 AND status IN ('ACTIVE', 'COMPLETED')",
-    )
-    .bind(product_id)
-    .fetch_all(&state.db)
-    .await?;
-    let granted: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM purchase_slots WHERE product_id = $1")
-            .bind(product_id)
-            .fetch_one(&state.db)
-            .await?;
-    let leased: i64 = sqlx::query_scalar(
-        "SELECT coalesce((SELECT leased FROM grant_leases WHERE product_id = $1), 0)",
-    )
-    .bind(product_id)
-    .fetch_one(&state.db)
-    .await?;
-    let (counted, withheld): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(unseen_grants), 0)::bigint, \
-         coalesce(sum(in_doubt) FILTER (WHERE released_at IS NULL), 0)::bigint \
-         FROM redis_losses WHERE product_id = $1",
-    )
-    .bind(product_id)
-    .fetch_one(&state.db)
-    .await?;
-    let slots: Vec<LiveSlot> = rows
+    let slots: Vec<LiveSlot> = pg::slots::live(&state.db, product_id)
+        .await?
         .into_iter()
-        .map(|(slot_id, user_id, status, expires, arrival, acquired, trace_id)| LiveSlot {
-            slot_id,
-            user_id,
-            status,
-            expires_ms: ms(expires),
-            arrival_us: (arrival.unix_timestamp_nanos() / 1000) as i64,
-            acquired_ms: ms(acquired),
-            traceparent: restored_traceparent(&trace_id),
+        .map(|s| LiveSlot {
+            slot_id: s.slot_id,
+            user_id: s.user_id,
+            status: s.status,
+            expires_ms: ms_of(s.expires_at),
+            arrival_us: us_of(s.arrival_at),
+            acquired_ms: ms_of(s.acquired_at),
+            traceparent: restored_traceparent(&s.trace_id),
         })
         .collect();
+    let granted = pg::slots::granted(&state.db, product_id).await?;
+    let leased = pg::leases::leased(&state.db, product_id).await?;
+    let losses = pg::leases::losses(&state.db, product_id).await?;
     // Payments still in progress on live slots: the gateway will still report on them.
-    type PaymentRow =
-        (Uuid, Uuid, Uuid, PaymentStatus, String, i64, String, String, OffsetDateTime, String);
-    let payments: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT p.payment_id, p.slot_id, p.user_id, p.status, p.method, p.amount, \
-         p.currency::text, p.idempotency_key, p.created_at, p.trace_id FROM purchases p \
-         WHERE p.product_id = $1 AND p.status IN ('PENDING', 'REFUND_REQUIRED')",
-    )
-    .bind(product_id)
-    .fetch_all(&state.db)
-    .await?;
-    let payments: Vec<Value> = payments
+    let payments: Vec<Value> = pg::purchases::in_progress(&state.db, product_id)
+        .await?
         .into_iter()
-        .map(
-            |(
-                payment_id,
-                slot_id,
-                user_id,
-                status,
-                method,
-                amount,
-                currency,
-                key,
-                created,
-                trace,
-            )| {
-                json!({
-                    "paymentId": payment_id, "slotId": slot_id, "userId": user_id, "status": status,
-                    "method": method, "amount": amount.to_string(), "currency": currency,
-                "idempotencyKey": key,
-                    "createdMs": ms(created).to_string(), "traceparent": restored_traceparent(&trace),
-                })
-            },
-        )
+        .map(|p| {
+            json!({
+                "paymentId": p.payment_id, "slotId": p.slot_id, "userId": p.user_id,
+                "status": p.status, "method": p.method, "amount": p.amount.to_string(),
+                "currency": p.currency, "idempotencyKey": p.idempotency_key,
+                "createdMs": ms_of(p.created_at).to_string(),
+                "traceparent": restored_traceparent(&p.trace_id),
+            })
+        })
         .collect();
     let stock = i64::from(product.stock);
-    let accounting = account(stock, slots.len() as i64, granted, leased, counted, withheld);
+    let accounting =
+        account(stock, slots.len() as i64, granted, leased, losses.unseen, losses.withheld);
     // The loss is recorded in a transaction committed only if the rebuild ran: one that
     // found live state leaves no record behind.
     let mut tx = state.db.begin().await?;
-    sqlx::query(
-        "INSERT INTO redis_losses (product_id, restored_slots, unseen_grants, in_doubt) \
-         VALUES ($1, $2, $3, $4)",
+    pg::leases::record_loss(
+        &mut *tx,
+        product_id,
+        slots.len() as i64,
+        accounting.unseen,
+        accounting.withheld_now,
     )
-    .bind(product_id)
-    .bind(slots.len() as i64)
-    .bind(accounting.unseen)
-    .bind(accounting.withheld_now)
-    .execute(&mut *tx)
     .await?;
     let restored = state
         .inventory
         .rebuild_product(
             product_id,
             stock,
-            ms(product.sale_starts_at),
-            product.sale_ends_at.map(ms),
+            ms_of(product.sale_starts_at),
+            product.sale_ends_at.map(ms_of),
             accounting.counts,
             state.clock.now_ms(),
             &slots,
@@ -237,6 +169,15 @@ pub fn account(
     }
 }
 
+/// The product exists but Redis has no sale state for it: start a rebuild, answer 503.
+pub fn not_loaded(state: &AppState, product_id: Uuid) -> ApiError {
+    trigger(state, product_id);
+    ApiError::Unavailable {
+        component: "redis",
+        detail: format!("product {product_id} has no sale state in Redis"),
+    }
+}
+
 /// Starts a background rebuild of `product_id` unless one is already running.
 pub fn trigger(state: &AppState, product_id: Uuid) {
     if !state.rebuilds.lock().expect("rebuilds lock").insert(product_id) {
@@ -250,65 +191,6 @@ pub fn trigger(state: &AppState, product_id: Uuid) {
         }
         state.rebuilds.lock().expect("rebuilds lock").remove(&product_id);
     });
-}
-
-async fn rebuild_one(
-    State(state): State<AppState>,
-    _admin: Admin,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let product_id = parse_id(&id, "product")?;
-    match rebuild(&state, product_id).await? {
-        Rebuild::NotFound => Err(ApiError::NotFound(format!("no product {product_id}"))),
-        outcome => {
-            let mut body = serde_json::to_value(outcome).map_err(anyhow::Error::from)?;
-            body["productId"] = json!(product_id);
-            Ok(Json(body))
-        }
-    }
-}
-
-/// The operator's word that the buyers of grants lost with Redis are settled with: the units
-/// a rebuild withheld go back on sale. `flashgate check` keeps reporting the loss itself.
-async fn release_in_doubt(
-    State(state): State<AppState>,
-    _admin: Admin,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let product_id = parse_id(&id, "product")?;
-    if products::find(&state, product_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no product {product_id}")));
-    }
-    let Some(released) = state.inventory.release_in_doubt(product_id).await? else {
-        return Err(products::not_loaded(&state, product_id));
-    };
-    // Redis first: a retry after a failure here finds nothing left to release and still
-    // marks the record.
-    sqlx::query(
-        "UPDATE redis_losses SET released_at = now() \
-         WHERE product_id = $1 AND released_at IS NULL AND in_doubt > 0",
-    )
-    .bind(product_id)
-    .execute(&state.db)
-    .await?;
-    tracing::warn!(%product_id, released, "in-doubt units released back on sale by an operator");
-    Ok(Json(json!({ "productId": product_id, "released": released })))
-}
-
-async fn rebuild_all(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT product_id FROM products WHERE deleted_at IS NULL")
-            .fetch_all(&state.db)
-            .await?;
-    let (mut rebuilt, mut live) = (0, 0);
-    for id in ids {
-        match rebuild(&state, id).await? {
-            Rebuild::Rebuilt { .. } => rebuilt += 1,
-            Rebuild::AlreadyLive => live += 1,
-            Rebuild::NotFound => {}
-        }
-    }
-    Ok(Json(json!({ "rebuilt": rebuilt, "alreadyLive": live })))
 }
 
 #[cfg(test)]

@@ -2,75 +2,16 @@
 //! [`OriginArgs`] (flags and environment), parsed once. Every default has one home,
 //! [`defaults`]: `--help` shows it and [`Settings::new`] starts from it.
 
-use crate::inventory::Lifecycle;
-use crate::kafka::KafkaSettings;
-use crate::payments::gateway::SimulatedSettings;
+pub use crate::config::{Secret, defaults};
+use crate::gateway::SimulatedSettings;
+use crate::outbox::kafka::KafkaSettings;
+use crate::store::inventory::Lifecycle;
 use anyhow::Context;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Every default of the origin, once.
-pub mod defaults {
-    pub const LISTEN: &str = "127.0.0.1:8081";
-    pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flashgate";
-    pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
-    pub const JWT_ISSUER: &str = "flashgate-dev";
-    pub const JWT_AUDIENCE: &str = "flashgate";
-    pub const JWT_LEEWAY_SECS: u64 = 30;
-    pub const MAX_STAMP_SKEW_MS: u64 = 5_000;
-    pub const SLOT_HOLD_SECS: u64 = 30 * 60;
-    pub const REMIND_BEFORE_SECS: u64 = 5 * 60;
-    pub const EXPIRED_TTL_SECS: u64 = 24 * 3600;
-    pub const SETTLE_GRACE_SECS: u64 = 120;
-    pub const EXPIRY_INTERVAL_MS: u64 = 1_000;
-    pub const RELAY_INTERVAL_MS: u64 = 100;
-    pub const RELAY_CLAIM_IDLE_MS: u64 = 5_000;
-    pub const GATEWAY_SUCCESS_RATE: f64 = 0.95;
-    pub const GATEWAY_LATENCY_MS: u64 = 200;
-    pub const GATEWAY_TIMEOUT_SECS: u64 = 5;
-    pub const PAYMENT_RESUBMIT_AFTER_SECS: u64 = 10;
-    pub const PAYMENT_WORKER_INTERVAL_MS: u64 = 1_000;
-    pub const PAYMENT_RECONCILE_AFTER_SECS: u64 = 30;
-    pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
-    pub const FAIRNESS_WINDOW_MS: u64 = 0;
-    pub const GRANT_LEASE: i64 = 256;
-    pub const DRAIN_SECS: u64 = 10;
-    pub const REDIS_TIMEOUT_MS: u64 = 500;
-    pub const DATABASE_MAX_CONNECTIONS: u32 = 10;
-}
-
-/// A secret that never shows in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-
-    /// From hex, as configuration gives it (surrounding whitespace ignored).
-    pub fn from_hex(hex_text: &str) -> Result<Self, hex::FromHexError> {
-        hex::decode(hex_text.trim()).map(Self)
-    }
-
-    /// A fresh random secret of 32 bytes.
-    pub fn random() -> Self {
-        Self(rand::random::<[u8; 32]>().to_vec())
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -88,7 +29,7 @@ pub struct Settings {
     /// Hold time, reminder lead and expired-record TTL of slots.
     pub lifecycle: Lifecycle,
     /// How often the expiration worker sweeps; `None` runs no worker (tests drive
-    /// [`crate::expiry::ExpiryWorker::step`] themselves).
+    /// [`crate::workers::expiry::ExpiryWorker::step`] themselves).
     pub expiry_interval: Option<Duration>,
     /// How often the outbox relay steps; `None` runs no relay (tests drive it).
     pub relay_interval: Option<Duration>,
@@ -114,7 +55,7 @@ pub struct Settings {
     /// Hold each acquisition until its edge stamp is this old, then decide a product's
     /// acquisitions in stamp order (0: decide at once).
     pub fairness_window: Duration,
-    /// The most grants one extension of a product's grant lease covers ([`crate::grants`]):
+    /// The most grants one extension of a product's grant lease covers ([`crate::store::grants`]):
     /// larger waits on PostgreSQL less often, smaller withholds fewer units after Redis
     /// loses its data.
     pub grant_lease: i64,

@@ -1,26 +1,23 @@
 //! Wiring: settings → connections → router → a bound listener.
 
+use crate::MIGRATOR;
 use crate::clock::{Clock, SystemClock};
-use crate::durability::{DurabilityGuard, Persistence};
-use crate::error::ApiError;
-use crate::expiry::ExpiryWorker;
-use crate::inventory::Inventory;
-use crate::kafka::{EventProducer, KafkaPersister, KafkaSettings};
+use crate::gateway::{PaymentGateway, SimulatedGateway};
 use crate::metrics::Metrics;
-use crate::payments::gateway::{PaymentGateway, SimulatedGateway};
-use crate::payments::store::PaymentStore;
-use crate::payments::worker::PaymentsWorker;
-use crate::payments::{self, Payments};
-use crate::persister::PgWriter;
-use crate::relay::{Relay, Sink};
+use crate::outbox::kafka;
+use crate::outbox::kafka::{EventProducer, KafkaPersister, KafkaSettings};
+use crate::outbox::persister::PgWriter;
+use crate::outbox::relay::{Relay, Sink};
+use crate::payments::Payments;
 use crate::settings::Settings;
 use crate::state::{AppState, EdgeTrust, Shared};
-use crate::{MIGRATOR, edge_auth, health, kafka, metrics, products, recovery, slots, trace};
+use crate::store::durability::{DurabilityGuard, Persistence};
+use crate::store::inventory::Inventory;
+use crate::store::payments::PaymentStore;
+use crate::workers::expiry::ExpiryWorker;
+use crate::workers::payments::PaymentsWorker;
 use anyhow::Context;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::get;
 use flashgate_core::token::TokenVerifier;
 use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
@@ -181,13 +178,13 @@ impl Application {
             gateway_timeout: settings.payments.gateway_timeout,
             reconcile_after: settings.payments.reconcile_after,
         };
-        let grants = crate::grants::Grants::new(
+        let grants = crate::store::grants::Grants::new(
             inventory.clone(),
             db.clone(),
             settings.grant_lease,
             tasks.clone(),
         );
-        let fairness = crate::fairness::FairnessWindow::new(
+        let fairness = crate::store::fairness::FairnessWindow::new(
             settings.fairness_window,
             grants,
             clock.clone(),
@@ -219,7 +216,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         Ok(Self {
-            router: router(state.clone()),
+            router: crate::http::router(state.clone()),
             listener,
             state,
             expiry_interval: settings.expiry_interval,
@@ -333,26 +330,4 @@ impl Application {
         tracing::info!("stopped");
         served.context("serving")
     }
-}
-
-fn router(state: AppState) -> Router {
-    let buyer = Router::new()
-        .merge(slots::router())
-        .merge(products::buyer_router())
-        .merge(payments::router())
-        .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
-    Router::new()
-        .merge(buyer)
-        .merge(products::admin_router())
-        .merge(recovery::admin_router())
-        .merge(payments::webhook_router())
-        .route_layer(from_fn_with_state(state.clone(), health::require_schema))
-        .route("/health", get(health::check))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(from_fn_with_state(state.clone(), metrics::track))
-        .route("/metrics", get(metrics::endpoint))
-        .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(from_fn(trace::layer))
-        .with_state(state)
 }

@@ -1,10 +1,10 @@
 //! Application state shared by every handler.
 
 use crate::clock::Clock;
-use crate::inventory::Inventory;
-use crate::kafka::EventProducer;
 use crate::metrics::Metrics;
+use crate::outbox::kafka::EventProducer;
 use crate::payments::Payments;
+use crate::store::inventory::Inventory;
 use axum::extract::FromRef;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::TokenVerifier;
@@ -46,9 +46,9 @@ pub struct Shared {
     pub kafka: Option<EventProducer>,
     pub payments: Payments,
     /// Decides acquisitions in stamp order within the fairness window (a pass-through at 0).
-    pub fairness: crate::fairness::FairnessWindow,
-    /// Whether Redis keeps what it answered (see [`crate::durability`]).
-    pub durability: crate::durability::DurabilityGuard,
+    pub fairness: crate::store::fairness::FairnessWindow,
+    /// Whether Redis keeps what it answered (see [`crate::store::durability`]).
+    pub durability: crate::store::durability::DurabilityGuard,
     /// Every task the origin spawns besides the workers (rebuilds, fairness queues): drained
     /// at shutdown.
     pub tasks: tokio_util::task::TaskTracker,

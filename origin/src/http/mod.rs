@@ -1,0 +1,47 @@
+//! What answers a request: one module per resource with its `router()`, the edge and admin
+//! extractors, tracing, paging and `/health`. Handlers parse input into domain types,
+//! call `store`, `pg`, `payments` or `recovery`, and render; the one error they return is
+//! rendered once (`crate::error`).
+
+pub mod admin_auth;
+pub mod edge_auth;
+pub mod health;
+pub mod pagination;
+pub mod payments;
+pub mod products;
+pub mod recovery;
+pub mod slots;
+pub mod trace;
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::get;
+
+/// Every route: buyer routes behind the edge signature, admin routes (checked per
+/// handler), the processor's webhook, then `/health` and `/metrics`, which answer even while
+/// the schema is migrating.
+pub fn router(state: AppState) -> Router {
+    let buyer = Router::new()
+        .merge(slots::router())
+        .merge(products::buyer_router())
+        .merge(payments::router())
+        .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
+    Router::new()
+        .merge(buyer)
+        .merge(products::admin_router())
+        .merge(recovery::admin_router())
+        .merge(payments::webhook_router())
+        .route_layer(from_fn_with_state(state.clone(), health::require_schema))
+        .route("/health", get(health::check))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .route("/metrics", get(metrics::endpoint))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(from_fn(trace::layer))
+        .with_state(state)
+}

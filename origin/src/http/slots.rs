@@ -1,0 +1,258 @@
+//! Slots: acquisition (one Lua script call per request).
+
+use crate::clock::{at_ms, ms_of, rfc3339_ms, rfc3339_us, us_of};
+use crate::error::{ApiError, ApiResult};
+use crate::http::edge_auth::EdgeContext;
+use crate::http::pagination::{Page, PageRequest};
+use crate::http::products;
+use crate::http::trace::RequestTrace;
+use crate::metrics::AcquireLabels;
+use crate::pg;
+use crate::pg::slots::SlotRow;
+use crate::recovery;
+use crate::state::AppState;
+use crate::status::SlotStatus;
+use crate::store::scripts::acquire::{AcquireArgs, Acquisition};
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flashgate_core::shield::HEADER_REMAINING;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Buyer routes (mounted behind the edge signature).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/slots/acquire", post(acquire))
+        .route("/slots/my-slots", get(my_slots))
+        .route("/slots/{id}", get(read))
+        .route("/internal/availability", get(availability_all))
+}
+
+/// The body of `POST /slots/acquire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcquireRequest {
+    pub product_id: Uuid,
+}
+
+impl AcquireRequest {
+    pub fn parse(body: &[u8]) -> ApiResult<Self> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::validation("body", format!("is not valid JSON: {e}")))?;
+        let raw = v
+            .get("productId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::validation("productId", "is required and must be a string"))?;
+        let product_id = Uuid::try_parse(raw)
+            .map_err(|_| ApiError::validation("productId", "must be a UUID"))?;
+        Ok(Self { product_id })
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotView {
+    pub slot_id: Uuid,
+    pub product_id: Uuid,
+    pub user_id: Uuid,
+    pub status: SlotStatus,
+    pub arrival_at: String,
+    pub acquired_at: String,
+    pub expires_at: String,
+    pub remaining_seconds: i64,
+    pub trace_id: String,
+}
+
+async fn acquire(
+    State(state): State<AppState>,
+    edge: EdgeContext,
+    Extension(trace): Extension<RequestTrace>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let AcquireRequest { product_id } = AcquireRequest::parse(&body)?;
+    if let Err(why) = state.durability.check(&state.inventory).await? {
+        // A grant now could be lost and resold after a Redis restart: refuse it.
+        return Err(ApiError::Unavailable {
+            component: "redis",
+            detail: format!("Redis does not persist grants: {why}"),
+        });
+    }
+    let now_ms = state.clock.now_ms();
+    let slot_id = Uuid::now_v7();
+    let outcome = state
+        .fairness
+        .acquire(AcquireArgs {
+            product_id,
+            user_id: edge.user_id,
+            slot_id,
+            event_id: Uuid::now_v7(),
+            arrival_us: edge.arrival_us,
+            now_ms,
+            traceparent: edge.traceparent.clone(),
+        })
+        .await?;
+    state.metrics.acquisitions.get_or_create(&AcquireLabels { outcome: outcome.outcome() }).inc();
+    match outcome {
+        Acquisition::Granted { expires_ms, remaining } => {
+            // Lets `POST /payments` find the slot's product before PostgreSQL has the slot.
+            // Not fatal: the grant stands, and PostgreSQL answers once the relay ran.
+            if let Err(e) = state.payments.store.set_locator(slot_id, product_id).await {
+                tracing::warn!(%slot_id, error = %e, "slot locator not written");
+            }
+            let view = SlotView {
+                slot_id,
+                product_id,
+                user_id: edge.user_id,
+                status: SlotStatus::Active,
+                arrival_at: rfc3339_us(edge.arrival_us),
+                acquired_at: rfc3339_ms(now_ms),
+                expires_at: rfc3339_ms(expires_ms),
+                remaining_seconds: (expires_ms - now_ms).max(0) / 1000,
+                trace_id: trace.trace_id(),
+            };
+            tracing::info!(%slot_id, %product_id, user_id = %edge.user_id, "slot granted");
+            let headers = [
+                (header::LOCATION, format!("/slots/{slot_id}")),
+                // Lets the edge learn the product sold out without another request.
+                (HeaderName::from_static(HEADER_REMAINING), remaining.to_string()),
+            ];
+            Ok((StatusCode::CREATED, headers, Json(view)).into_response())
+        }
+        Acquisition::Holding { slot_id } => Err(ApiError::AlreadyHolding { slot_id }),
+        Acquisition::SoldOut => Err(ApiError::SoldOut { product_id }),
+        Acquisition::NotOnSale { starts_ms } => {
+            Err(ApiError::NotOnSale { sale_starts_at: rfc3339_ms(starts_ms), starts_ms })
+        }
+        Acquisition::Ended { ends_ms } => {
+            Err(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) })
+        }
+        Acquisition::Unknown => match pg::products::find(&state.db, product_id).await? {
+            // Known to PostgreSQL but not to Redis: its sale state must be rebuilt first.
+            Some(_) => Err(recovery::not_loaded(&state, product_id)),
+            None => Err(ApiError::NotFound(format!("no product {product_id}"))),
+        },
+    }
+}
+
+/// Every product Redis is selling, in one answer: what an edge asks, at a bounded rate, to
+/// re-check all the products it cannot sell at once, so its cost does not grow with the
+/// number of products it has seen.
+async fn availability_all(
+    State(state): State<AppState>,
+    _edge: EdgeContext,
+) -> ApiResult<Json<Value>> {
+    let products: Vec<Value> = state
+        .inventory
+        .availability_all()
+        .await?
+        .into_iter()
+        .map(|(id, remaining, starts_ms, ends_ms)| {
+            availability_json(id, remaining, starts_ms, ends_ms)
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "products": products })))
+}
+
+fn availability_json(
+    product_id: Uuid,
+    remaining: i64,
+    starts_ms: i64,
+    ends_ms: Option<i64>,
+) -> Value {
+    serde_json::json!({
+        "productId": product_id,
+        "remaining": remaining.max(0),
+        "saleStartsAtMs": starts_ms,
+        "saleStartsAt": rfc3339_ms(starts_ms),
+        "saleEndsAtMs": ends_ms,
+        "saleEndsAt": ends_ms.map(rfc3339_ms),
+    })
+}
+
+impl SlotView {
+    fn from_row(row: SlotRow, now_ms: i64) -> Self {
+        let expires_ms = ms_of(row.expires_at);
+        // As a buyer sees it: past its deadline, expired whether or not it was swept yet.
+        let status = row.status.at(expires_ms, now_ms);
+        Self {
+            slot_id: row.slot_id,
+            product_id: row.product_id,
+            user_id: row.user_id,
+            status,
+            arrival_at: rfc3339_us(us_of(row.arrival_at)),
+            acquired_at: rfc3339_us(us_of(row.acquired_at)),
+            expires_at: rfc3339_us(us_of(row.expires_at)),
+            remaining_seconds: if status == SlotStatus::Active {
+                (expires_ms - now_ms).max(0) / 1000
+            } else {
+                0
+            },
+            trace_id: row.trace_id,
+        }
+    }
+}
+
+async fn read(
+    State(state): State<AppState>,
+    edge: EdgeContext,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SlotView>> {
+    let slot_id = products::parse_id(&id, "slot")?;
+    let row = pg::slots::find(&state.db, slot_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no slot {slot_id}")))?;
+    if row.user_id != edge.user_id {
+        return Err(ApiError::Forbidden("this slot belongs to another buyer".into()));
+    }
+    Ok(Json(SlotView::from_row(row, state.clock.now_ms())))
+}
+
+async fn my_slots(
+    State(state): State<AppState>,
+    edge: EdgeContext,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Json<Page<SlotView>>> {
+    let paging = PageRequest::parse(&query)?;
+    let status = query
+        .get("status")
+        .map(|s| s.parse::<SlotStatus>())
+        .transpose()
+        .map_err(|_| ApiError::validation("status", "must be ACTIVE, COMPLETED or EXPIRED"))?;
+    let now_ms = state.clock.now_ms();
+    let page = (i64::from(paging.size), paging.offset() as i64);
+    let (rows, total) =
+        pg::slots::of_buyer(&state.db, edge.user_id, status, at_ms(now_ms), page).await?;
+    Ok(Json(Page {
+        items: rows.into_iter().map(|r| SlotView::from_row(r, now_ms)).collect(),
+        page: paging.page,
+        size: paging.size,
+        total: total as u64,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_names_bad_bodies() {
+        let id = Uuid::now_v7();
+        let ok = AcquireRequest::parse(format!(r#"{{"productId":"{id}"}}"#).as_bytes()).unwrap();
+        assert_eq!(ok.product_id, id);
+        for (body, field) in [
+            (&b"nope"[..], "body"),
+            (b"{}", "productId"),
+            (br#"{"productId":5}"#, "productId"),
+            (br#"{"productId":"abc"}"#, "productId"),
+        ] {
+            match AcquireRequest::parse(body).unwrap_err() {
+                ApiError::Validation { field: f, .. } => assert_eq!(f, field),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

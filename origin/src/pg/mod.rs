@@ -1,0 +1,21 @@
+//! PostgreSQL, the durable record: one module per table family, each statement written
+//! once and compile-checked against the migrations (`query!`, `query_as!`). The checked
+//! statements are kept in `.sqlx/` at the workspace root, so a build needs no database;
+//! `scripts/sqlx-prepare.sh` refreshes them after a statement or a migration changes, and
+//! `scripts/test.sh` fails when they are stale.
+//!
+//! Functions take any executor (a pool, a connection, a transaction), so callers decide
+//! what runs in one transaction; none of them decides anything.
+
+pub mod leases;
+pub mod outbox;
+pub mod products;
+pub mod purchases;
+pub mod slots;
+
+use sqlx::PgPool;
+
+/// One round trip: what `/health` reports for PostgreSQL.
+pub async fn ping(db: &PgPool) -> sqlx::Result<()> {
+    sqlx::query!("SELECT 1 AS one").fetch_one(db).await.map(drop)
+}

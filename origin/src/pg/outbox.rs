@@ -1,0 +1,134 @@
+//! The persister's own tables: `slot_audit_log` (every applied event, once: its id is what
+//! makes it applied), `persister_parked` (events waiting for another to apply first) and
+//! `dead_letters` (events that can never apply). Payloads are the events as JSON; this
+//! module does not look inside them.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::PgExecutor;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Whether the event was applied before.
+pub async fn applied(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM slot_audit_log WHERE event_id = $1) AS "seen!""#,
+        event_id,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// One applied event, as the audit log keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEntry<'a> {
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub slot_id: Uuid,
+    pub product_id: Uuid,
+    pub payment_id: Option<Uuid>,
+    pub from_status: Option<&'a str>,
+    pub to_status: Option<&'a str>,
+    pub trace_id: &'a str,
+    pub occurred_at: OffsetDateTime,
+}
+
+pub async fn log<T: Serialize + Sync>(
+    db: impl PgExecutor<'_>,
+    e: AuditEntry<'_>,
+    payload: &T,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO slot_audit_log (event_id, event_type, slot_id, product_id, from_status, \
+         to_status, trace_id, occurred_at, payload, payment_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        e.event_id,
+        e.event_type,
+        e.slot_id,
+        e.product_id,
+        e.from_status,
+        e.to_status,
+        e.trace_id,
+        e.occurred_at,
+        Json(payload) as _,
+        e.payment_id,
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Parks an event until the slot `waits_for` changes (once: a replay changes nothing).
+pub async fn park<T: Serialize + Sync>(
+    db: impl PgExecutor<'_>,
+    event_id: Uuid,
+    waits_for: Uuid,
+    payload: &T,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO persister_parked (event_id, waits_for, payload) VALUES ($1, $2, $3) \
+         ON CONFLICT (event_id) DO NOTHING",
+        event_id,
+        waits_for,
+        Json(payload) as _,
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Takes every event parked for `slot`.
+pub async fn unpark<T: DeserializeOwned + Send + Unpin + 'static>(
+    db: impl PgExecutor<'_>,
+    slot: Uuid,
+) -> sqlx::Result<Vec<T>> {
+    let rows = sqlx::query_scalar!(
+        r#"DELETE FROM persister_parked WHERE waits_for = $1 RETURNING payload AS "payload: Json<T>""#,
+        slot,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|p| p.0).collect())
+}
+
+/// Takes the event of type `event_type` parked for `slot`, if there is one.
+pub async fn take_parked<T: DeserializeOwned + Send + Unpin + 'static>(
+    db: impl PgExecutor<'_>,
+    slot: Uuid,
+    event_type: &str,
+) -> sqlx::Result<Option<T>> {
+    let row = sqlx::query_scalar!(
+        r#"DELETE FROM persister_parked WHERE event_id = (SELECT event_id FROM persister_parked
+           WHERE waits_for = $1 AND payload->>'type' = $2 LIMIT 1)
+           RETURNING payload AS "payload: Json<T>""#,
+        slot,
+        event_type,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|p| p.0))
+}
+
+/// Records an event that can never apply (or a payload that is not an event at all).
+pub async fn dead_letter(
+    db: impl PgExecutor<'_>,
+    event_id: Option<Uuid>,
+    product_id: Option<Uuid>,
+    source: &str,
+    payload: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO dead_letters (event_id, product_id, source, payload, reason) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+        event_id,
+        product_id,
+        source,
+        payload,
+        reason,
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}

@@ -1,0 +1,311 @@
+//! Redis: the authoritative, live state of every sale, changed only by the Lua scripts
+//! under `lua/` (see `lua/README.md` for the key layout).
+
+use crate::store::keys::{PRODUCT_INDEX, ProductKeys};
+use crate::store::scripts::acquire::{self, AcquireArgs, Attempt};
+use crate::store::scripts::delete_product::{self, ProductDeletion};
+use crate::store::scripts::expire::{self, Expiry};
+use crate::store::scripts::rebuild::{self, LiveSlot, RebuiltCounts};
+use crate::store::scripts::update_product::{self, ProductUpdate};
+use crate::store::scripts::{lease, load_product, release_in_doubt, remind};
+use redis::RedisResult;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Timing rules of the slot lifecycle, passed to the scripts.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// How long a granted slot is held for payment.
+    pub hold: Duration,
+    /// How long before its deadline a slot's `slot-expiring-soon` event is due.
+    pub remind_before: Duration,
+    /// How long an EXPIRED slot's record stays in Redis for reads.
+    pub expired_ttl: Duration,
+    /// How long past its deadline a slot with a payment in flight waits for that payment
+    /// to be settled (by webhook or reconciliation) before it expires anyway.
+    pub settle_grace: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        use crate::config::defaults;
+        Self {
+            hold: Duration::from_secs(defaults::SLOT_HOLD_SECS),
+            remind_before: Duration::from_secs(defaults::REMIND_BEFORE_SECS),
+            expired_ttl: Duration::from_secs(defaults::EXPIRED_TTL_SECS),
+            settle_grace: Duration::from_secs(defaults::SETTLE_GRACE_SECS),
+        }
+    }
+}
+
+/// A product's grant counters, as a lease extension reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseState {
+    pub remaining: i64,
+    pub granted: i64,
+    pub leased: i64,
+}
+
+/// Handle on Redis and the loaded scripts; cheap to clone.
+#[derive(Clone)]
+pub struct Inventory {
+    conn: ConnectionManager,
+    lifecycle: Lifecycle,
+}
+
+impl Inventory {
+    /// Connects lazily: the origin starts even while Redis is down, and answers 503 until it
+    /// is back. Every command has `timeout` as its deadline.
+    pub fn connect(url: &str, timeout: Duration, lifecycle: Lifecycle) -> RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { conn, lifecycle })
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+
+    pub async fn acquire(&self, a: &AcquireArgs, lease_size: i64) -> RedisResult<Attempt> {
+        acquire::Args { attempt: a, lifecycle: self.lifecycle, lease_size }.run(&self.conn).await
+    }
+
+    /// What a lease extension needs to know of a product, in one read (`None` when Redis
+    /// does not know it).
+    pub async fn lease_state(&self, product_id: Uuid) -> RedisResult<Option<LeaseState>> {
+        let (remaining, granted, leased): (Option<i64>, Option<i64>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(ProductKeys::new(product_id).product())
+                .arg("remaining")
+                .arg("granted")
+                .arg("leased")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        Ok(remaining.map(|remaining| LeaseState {
+            remaining,
+            granted: granted.unwrap_or(0),
+            leased: leased.unwrap_or(0),
+        }))
+    }
+
+    /// Raises the product's grant lease to `leased`, a count PostgreSQL already holds
+    /// (`lease.lua`); the lease after the call, `None` if Redis does not know the product.
+    pub async fn raise_lease(&self, product_id: Uuid, leased: i64) -> RedisResult<Option<i64>> {
+        lease::Args { product_id, leased }.run(&self.conn).await
+    }
+
+    /// Puts the units a rebuild withheld back on sale (`release_in_doubt.lua`); how many,
+    /// `None` if Redis does not know the product.
+    pub async fn release_in_doubt(&self, product_id: Uuid) -> RedisResult<Option<i64>> {
+        release_in_doubt::Args { product_id }.run(&self.conn).await
+    }
+
+    /// Puts a product's sale state in Redis unless it is already there, and indexes it for
+    /// the workers; `true` if loaded.
+    pub async fn load_product(
+        &self,
+        product_id: Uuid,
+        total: i64,
+        starts_ms: i64,
+        ends_ms: Option<i64>,
+    ) -> RedisResult<bool> {
+        // Indexed first: a product in the index without sale state is harmless to sweep.
+        redis::cmd("SADD")
+            .arg(PRODUCT_INDEX)
+            .arg(product_id.to_string())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await?;
+        load_product::Args { product_id, total, starts_ms, ends_ms }.run(&self.conn).await
+    }
+
+    /// Units still on sale, or `None` when Redis does not know the product.
+    pub async fn remaining(&self, product_id: Uuid) -> RedisResult<Option<i64>> {
+        redis::cmd("HGET")
+            .arg(ProductKeys::new(product_id).product())
+            .arg("remaining")
+            .query_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// Applies an operator's change: stock growth, and sale start/end (`None` = unchanged;
+    /// `Some(None)` for the end = open-ended).
+    pub async fn update_product(
+        &self,
+        product_id: Uuid,
+        growth: i64,
+        starts_ms: Option<i64>,
+        ends_ms: Option<Option<i64>>,
+    ) -> RedisResult<ProductUpdate> {
+        update_product::Args { product_id, growth, starts_ms, ends_ms }.run(&self.conn).await
+    }
+
+    /// Removes a product's sale state unless slots are ACTIVE; drops it from the index.
+    pub async fn delete_product(&self, product_id: Uuid) -> RedisResult<ProductDeletion> {
+        let decision = delete_product::Args { product_id }.run(&self.conn).await?;
+        if !matches!(decision, ProductDeletion::Active { .. }) {
+            redis::cmd("SREM")
+                .arg(PRODUCT_INDEX)
+                .arg(product_id.to_string())
+                .query_async::<i64>(&mut self.conn.clone())
+                .await?;
+        }
+        Ok(decision)
+    }
+
+    /// Restores a product's sale state (`rebuild.lua`) and re-indexes it; `None` if Redis
+    /// already had the product.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rebuild_product(
+        &self,
+        product_id: Uuid,
+        total: i64,
+        starts_ms: i64,
+        ends_ms: Option<i64>,
+        counts: RebuiltCounts,
+        now_ms: i64,
+        slots: &[LiveSlot],
+        payments_json: &str,
+    ) -> RedisResult<Option<i64>> {
+        redis::cmd("SADD")
+            .arg(PRODUCT_INDEX)
+            .arg(product_id.to_string())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await?;
+        rebuild::Args {
+            product_id,
+            total,
+            starts_ms,
+            ends_ms,
+            counts,
+            now_ms,
+            lifecycle: self.lifecycle,
+            slots,
+            payments_json,
+        }
+        .run(&self.conn)
+        .await
+    }
+
+    /// `(productId, remaining, startsAtMs, endsAtMs)` of every indexed product Redis has sale
+    /// state for, in two round trips.
+    pub async fn availability_all(&self) -> RedisResult<Vec<(Uuid, i64, i64, Option<i64>)>> {
+        let ids: Vec<String> =
+            redis::cmd("SMEMBERS").arg(PRODUCT_INDEX).query_async(&mut self.conn.clone()).await?;
+        let ids: Vec<Uuid> = ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for p in &ids {
+            pipe.cmd("HMGET")
+                .arg(ProductKeys::new(*p).product())
+                .arg("remaining")
+                .arg("startsAtMs")
+                .arg("endsAtMs");
+        }
+        let rows: Vec<(Option<i64>, Option<i64>, Option<String>)> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(ids
+            .into_iter()
+            .zip(rows)
+            .filter_map(|(id, (remaining, starts, ends))| {
+                Some((id, remaining?, starts?, ends.and_then(|e| e.parse().ok())))
+            })
+            .collect())
+    }
+
+    /// `remaining` of several products in one round trip (`None`: not in Redis).
+    pub async fn remaining_many(&self, products: &[Uuid]) -> RedisResult<Vec<Option<i64>>> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for p in products {
+            pipe.cmd("HGET").arg(ProductKeys::new(*p).product()).arg("remaining");
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Every product the workers must sweep.
+    pub async fn products(&self) -> RedisResult<Vec<Uuid>> {
+        let ids: Vec<String> =
+            redis::cmd("SMEMBERS").arg(PRODUCT_INDEX).query_async(&mut self.conn.clone()).await?;
+        Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+    }
+
+    /// Up to `limit` slots of `schedule` (expiry or reminders) due at `now_ms`.
+    async fn due(&self, schedule: String, now_ms: i64, limit: usize) -> RedisResult<Vec<Uuid>> {
+        due(&self.conn, schedule, now_ms, limit).await
+    }
+
+    pub async fn due_expiries(
+        &self,
+        product_id: Uuid,
+        now_ms: i64,
+        limit: usize,
+    ) -> RedisResult<Vec<Uuid>> {
+        self.due(ProductKeys::new(product_id).expiry(), now_ms, limit).await
+    }
+
+    pub async fn due_reminders(
+        &self,
+        product_id: Uuid,
+        now_ms: i64,
+        limit: usize,
+    ) -> RedisResult<Vec<Uuid>> {
+        self.due(ProductKeys::new(product_id).reminders(), now_ms, limit).await
+    }
+
+    /// Runs `expire.lua` for one slot.
+    pub async fn expire(
+        &self,
+        product_id: Uuid,
+        slot_id: Uuid,
+        now_ms: i64,
+    ) -> RedisResult<Expiry> {
+        expire::Args { product_id, slot_id, now_ms, lifecycle: self.lifecycle }
+            .run(&self.conn)
+            .await
+    }
+
+    /// Runs `remind.lua` for one slot; `true` if the event was emitted.
+    pub async fn remind(&self, product_id: Uuid, slot_id: Uuid, now_ms: i64) -> RedisResult<bool> {
+        remind::Args { product_id, slot_id, now_ms }.run(&self.conn).await
+    }
+
+    pub async fn ping(&self) -> RedisResult<()> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn.clone()).await.map(drop)
+    }
+
+    /// A connection for operators' tools and tests.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Up to `limit` ids of the sorted set `schedule` scored at or before `until` (the work
+/// queues: expiry, reminders, charges, refunds).
+pub(crate) async fn due(
+    conn: &ConnectionManager,
+    schedule: String,
+    until: i64,
+    limit: usize,
+) -> RedisResult<Vec<Uuid>> {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(schedule)
+        .arg("-inf")
+        .arg(until)
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+}

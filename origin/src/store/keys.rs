@@ -1,0 +1,90 @@
+//! Every Redis key's name. A product's keys all carry its hash tag (`fg:{<productId>}:…`),
+//! so every script touches one cluster slot; `lua/README.md` documents each key and its
+//! bound.
+
+use uuid::Uuid;
+
+/// The keys of one product; all carry the product's hash tag.
+#[derive(Debug, Clone)]
+pub struct ProductKeys {
+    tag: String,
+}
+
+impl ProductKeys {
+    pub fn new(product_id: Uuid) -> Self {
+        Self { tag: format!("fg:{{{product_id}}}") }
+    }
+    pub fn product(&self) -> String {
+        format!("{}:product", self.tag)
+    }
+    pub fn holders(&self) -> String {
+        format!("{}:holders", self.tag)
+    }
+    pub fn slot(&self, slot_id: Uuid) -> String {
+        format!("{}:slot:{slot_id}", self.tag)
+    }
+    pub fn expiry(&self) -> String {
+        format!("{}:expiry", self.tag)
+    }
+    pub fn reminders(&self) -> String {
+        format!("{}:reminders", self.tag)
+    }
+    pub fn outbox(&self) -> String {
+        format!("{}:outbox", self.tag)
+    }
+    pub fn payment(&self, payment_id: Uuid) -> String {
+        format!("{}:payment:{payment_id}", self.tag)
+    }
+    /// Payments whose charge submission is not yet confirmed by the gateway.
+    pub fn charges(&self) -> String {
+        format!("{}:charges", self.tag)
+    }
+    /// PENDING payments whose charge the processor has, scored by when to ask it for the
+    /// outcome if no webhook came (reconciliation).
+    pub fn settling(&self) -> String {
+        format!("{}:settling", self.tag)
+    }
+    /// Payments that succeeded too late and await their refund.
+    pub fn refunds(&self) -> String {
+        format!("{}:refunds", self.tag)
+    }
+    /// Sold-out refusals stamped before a granted request (possible fairness inversions).
+    pub fn refused(&self) -> String {
+        format!("{}:refused", self.tag)
+    }
+}
+
+/// Where a slot or payment id lives: `fg:loc:<id>` → its product id. Written by the origin
+/// right after the grant or the payment's creation (single-key commands, outside any
+/// script), with a TTL; when it is missing PostgreSQL answers.
+pub fn locator(id: Uuid) -> String {
+    format!("fg:loc:{id}")
+}
+
+/// The set of every product id with sale state in Redis: what the workers sweep.
+pub const PRODUCT_INDEX: &str = "fg:products";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_product_hash_tag() {
+        let p = Uuid::nil();
+        let k = ProductKeys::new(p);
+        for key in [
+            k.product(),
+            k.holders(),
+            k.slot(p),
+            k.expiry(),
+            k.reminders(),
+            k.outbox(),
+            k.payment(p),
+            k.charges(),
+            k.refunds(),
+            k.refused(),
+        ] {
+            assert!(key.starts_with("fg:{00000000-0000-0000-0000-000000000000}:"), "{key}");
+        }
+    }
+}

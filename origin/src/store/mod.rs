@@ -1,0 +1,13 @@
+//! What owns Redis: a product's sale state under one hash tag, changed only by the scripts
+//! under `lua/` ([`inventory`] for slots and products, [`payments`] for payments), read
+//! back through one reply reader ([`script`]). [`grants`] keeps Redis within its lease
+//! and [`fairness`] orders the acquisitions that reach it; [`durability`] refuses to run
+//! on a Redis that could forget what it answered.
+
+pub mod durability;
+pub mod fairness;
+pub mod grants;
+pub mod inventory;
+pub mod keys;
+pub mod payments;
+pub mod scripts;

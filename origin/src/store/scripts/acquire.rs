@@ -1,0 +1,169 @@
+//! `lua/acquire.lua`: the authoritative acquisition of one unit of one product.
+
+use super::{LuaScript, Reply, ms};
+use crate::store::inventory::Lifecycle;
+use crate::store::keys::ProductKeys;
+use redis::RedisResult;
+use redis::aio::ConnectionManager;
+use std::sync::LazyLock;
+use uuid::Uuid;
+
+static SCRIPT: LazyLock<LuaScript> = lua_script!("acquire");
+
+/// One acquisition attempt, as the edge stamped it.
+#[derive(Debug, Clone)]
+pub struct AcquireArgs {
+    pub product_id: Uuid,
+    pub user_id: Uuid,
+    pub slot_id: Uuid,
+    pub event_id: Uuid,
+    pub arrival_us: i64,
+    pub now_ms: i64,
+    pub traceparent: String,
+}
+
+/// The script's arguments: the attempt, the slot lifecycle and the lease's extension size.
+#[derive(Debug, Clone, Copy)]
+pub struct Args<'a> {
+    pub attempt: &'a AcquireArgs,
+    pub lifecycle: Lifecycle,
+    /// The most grants one lease extension covers (how low "low" is).
+    pub lease_size: i64,
+}
+
+/// What `acquire.lua` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquisition {
+    Granted { remaining: i64, expires_ms: i64 },
+    Holding { slot_id: Uuid },
+    SoldOut,
+    NotOnSale { starts_ms: i64 },
+    Ended { ends_ms: i64 },
+    Unknown,
+}
+
+impl Acquisition {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Granted { .. } => "granted",
+            Self::Holding { .. } => "holding",
+            Self::SoldOut => "sold_out",
+            Self::NotOnSale { .. } => "not_on_sale",
+            Self::Ended { .. } => "ended",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// What one run of `acquire.lua` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Decided. `lease_low`: the grant lease covers less than half an extension; extend it
+    /// in the background before it runs out.
+    Decided { acquisition: Acquisition, lease_low: bool },
+    /// Nothing decided: the grant lease is used up at `granted` grants. Extend it (durably,
+    /// in PostgreSQL first) and ask again.
+    LeaseUsedUp { granted: i64, remaining: i64 },
+}
+
+impl Attempt {
+    pub fn parse(reply: &Reply) -> RedisResult<Self> {
+        let decided = |acquisition| Self::Decided { acquisition, lease_low: false };
+        Ok(match reply.tag() {
+            "granted" => Self::Decided {
+                acquisition: Acquisition::Granted {
+                    remaining: reply.int(0)?,
+                    expires_ms: reply.int(1)?,
+                },
+                lease_low: reply.int(2)? == 1,
+            },
+            "holding" => decided(Acquisition::Holding { slot_id: reply.uuid(0)? }),
+            "sold_out" => decided(Acquisition::SoldOut),
+            "not_on_sale" => decided(Acquisition::NotOnSale { starts_ms: reply.int(0)? }),
+            "ended" => decided(Acquisition::Ended { ends_ms: reply.int(0)? }),
+            "unknown" => decided(Acquisition::Unknown),
+            "lease" => Self::LeaseUsedUp { granted: reply.int(0)?, remaining: reply.int(1)? },
+            _ => return Err(reply.unknown_outcome()),
+        })
+    }
+}
+
+impl Args<'_> {
+    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Attempt> {
+        let a = self.attempt;
+        let keys = ProductKeys::new(a.product_id);
+        let reply = SCRIPT
+            .call()
+            .slot_keys(&keys, a.slot_id)
+            .key("refused", keys.refused())
+            .arg("productId", a.product_id.to_string())
+            .arg("userId", a.user_id.to_string())
+            .arg("slotId", a.slot_id.to_string())
+            .arg("eventId", a.event_id.to_string())
+            .arg("arrivalUs", a.arrival_us)
+            .arg("nowMs", a.now_ms)
+            .arg("holdMs", ms(self.lifecycle.hold))
+            .arg("traceparent", &a.traceparent)
+            .arg("remindBeforeMs", ms(self.lifecycle.remind_before))
+            .arg("expiryEventId", Uuid::now_v7().to_string())
+            .arg("expiredTtlMs", ms(self.lifecycle.expired_ttl))
+            .arg("leaseSize", self.lease_size)
+            .reply(conn)
+            .await?;
+        Attempt::parse(&reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn parse(items: Vec<Value>) -> RedisResult<Attempt> {
+        Attempt::parse(&Reply::read("acquire.lua", Value::Array(items))?)
+    }
+
+    #[test]
+    fn parses_every_answer() {
+        let id = Uuid::now_v7();
+        let decided = |acquisition| Attempt::Decided { acquisition, lease_low: false };
+        let cases = [
+            (
+                vec![bulk("granted"), Value::Int(2), Value::Int(99), Value::Int(0)],
+                decided(Acquisition::Granted { remaining: 2, expires_ms: 99 }),
+            ),
+            (
+                vec![bulk("granted"), Value::Int(2), Value::Int(99), Value::Int(1)],
+                Attempt::Decided {
+                    acquisition: Acquisition::Granted { remaining: 2, expires_ms: 99 },
+                    lease_low: true,
+                },
+            ),
+            (
+                vec![bulk("holding"), bulk(&id.to_string())],
+                decided(Acquisition::Holding { slot_id: id }),
+            ),
+            (vec![bulk("sold_out")], decided(Acquisition::SoldOut)),
+            (
+                vec![bulk("not_on_sale"), bulk("5")],
+                decided(Acquisition::NotOnSale { starts_ms: 5 }),
+            ),
+            (vec![bulk("ended"), bulk("7")], decided(Acquisition::Ended { ends_ms: 7 })),
+            (vec![bulk("unknown")], decided(Acquisition::Unknown)),
+            (
+                vec![bulk("lease"), Value::Int(64), bulk("36")],
+                Attempt::LeaseUsedUp { granted: 64, remaining: 36 },
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse(value).unwrap(), expected);
+        }
+        assert!(parse(vec![bulk("what")]).is_err());
+        assert!(parse(vec![bulk("granted")]).is_err());
+        assert!(parse(vec![bulk("lease"), Value::Int(1)]).is_err());
+    }
+}
