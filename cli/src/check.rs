@@ -27,6 +27,7 @@
 //! Undelivered outbox entries are reported, not counted as violations: a running relay
 //! delivers them; the cross-store checks wait for a drained outbox.
 
+use flashgate_origin::pg::{self, leases::Losses};
 use flashgate_origin::status::{PaymentStatus, SlotStatus};
 use flashgate_origin::store::keys::ProductKeys;
 use redis::aio::ConnectionManager;
@@ -81,7 +82,6 @@ impl Report {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct SlotRow {
     slot_id: Uuid,
     user_id: Uuid,
@@ -123,11 +123,13 @@ pub async fn check_within(
 ) -> anyhow::Result<Report> {
     let fairness_skew = limits.fairness_skew;
     let mut report = Report::default();
-    let products: Vec<(Uuid, i32, bool)> =
-        sqlx::query_as("SELECT product_id, stock, deleted_at IS NOT NULL FROM products")
-            .fetch_all(db)
-            .await?;
-    for (product_id, stock, deleted) in products {
+    let products = sqlx::query!(
+        r#"SELECT product_id, stock, deleted_at IS NOT NULL AS "deleted!" FROM products"#
+    )
+    .fetch_all(db)
+    .await?;
+    for p in products {
+        let (product_id, stock, deleted) = (p.product_id, p.stock, p.deleted);
         report.products += 1;
         check_product(db, redis, product_id, i64::from(stock), deleted, &mut report).await?;
         let skew_us = fairness_skew.as_micros() as i64;
@@ -146,14 +148,17 @@ pub async fn check_within(
 /// was resold). A loss the lease proves complete (every grant it allowed is in PostgreSQL)
 /// lost nothing and is not a violation.
 async fn check_redis_losses(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
-    let losses: Vec<(Uuid, i64, String, i64, i64, Option<String>)> = sqlx::query_as(
-        "SELECT product_id, count(*), max(rebuilt_at)::text, sum(unseen_grants)::bigint, \
-         sum(in_doubt)::bigint, max(released_at)::text FROM redis_losses GROUP BY 1 \
-         HAVING sum(unseen_grants) > 0",
+    let losses = sqlx::query!(
+        r#"SELECT product_id, count(*) AS "count!", max(rebuilt_at)::text AS "last!",
+           sum(unseen_grants)::bigint AS "unseen!", sum(in_doubt)::bigint AS "withheld!",
+           max(released_at)::text AS released FROM redis_losses GROUP BY 1
+           HAVING sum(unseen_grants) > 0"#,
     )
     .fetch_all(db)
     .await?;
-    for (product_id, count, last, unseen, withheld, released) in losses {
+    for loss in losses {
+        let (product_id, count, last) = (loss.product_id, loss.count, loss.last);
+        let (unseen, withheld, released) = (loss.unseen, loss.withheld, loss.released);
         let units = match released {
             Some(at) => format!("{withheld} units were withheld from sale (released at {at})"),
             None => format!(
@@ -174,11 +179,12 @@ async fn check_redis_losses(db: &PgPool, report: &mut Report) -> anyhow::Result<
 }
 
 async fn check_dead_letters(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
-    let dead: Vec<(Option<Uuid>, i64, String)> =
-        sqlx::query_as("SELECT product_id, count(*), min(reason) FROM dead_letters GROUP BY 1")
+    let dead =
+        sqlx::query!(r#"SELECT product_id, count(*) AS "count!", min(reason) AS "reason!" FROM dead_letters GROUP BY 1"#)
             .fetch_all(db)
             .await?;
-    for (product_id, count, reason) in dead {
+    for d in dead {
+        let (product_id, count, reason) = (d.product_id, d.count, d.reason);
         report.violations.push(Violation {
             invariant: 3,
             product_id: product_id.unwrap_or_default(),
@@ -194,19 +200,22 @@ async fn check_payments_final(
     deadline: Duration,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let stuck: Vec<(Uuid, Uuid, PaymentStatus, bool)> = sqlx::query_as(
-        "SELECT p.product_id, p.payment_id, p.status, s.status = 'EXPIRED' \
-         FROM purchases p JOIN purchase_slots s USING (slot_id) \
-         WHERE (p.status IN ('PENDING', 'REFUND_REQUIRED') \
-                AND p.created_at < now() - make_interval(secs => $1)) \
-            OR (p.status = 'PENDING' AND s.status = 'EXPIRED' \
-                AND s.updated_at < now() - make_interval(secs => $2))",
+    let stuck = sqlx::query!(
+        r#"SELECT p.product_id, p.payment_id, p.status AS "status: PaymentStatus",
+           s.status = 'EXPIRED' AS "slot_expired!"
+           FROM purchases p JOIN purchase_slots s USING (slot_id)
+           WHERE (p.status IN ('PENDING', 'REFUND_REQUIRED')
+                  AND p.created_at < now() - make_interval(secs => $1))
+              OR (p.status = 'PENDING' AND s.status = 'EXPIRED'
+                  AND s.updated_at < now() - make_interval(secs => $2))"#,
+        deadline.as_secs_f64(),
+        PARKED_GRACE.as_secs_f64(),
     )
-    .bind(deadline.as_secs_f64())
-    .bind(PARKED_GRACE.as_secs_f64())
     .fetch_all(db)
     .await?;
-    for (product_id, payment_id, status, slot_expired) in stuck {
+    for p in stuck {
+        let (product_id, payment_id, status) = (p.product_id, p.payment_id, p.status);
+        let slot_expired = p.slot_expired;
         let detail = if slot_expired && status == PaymentStatus::Pending {
             format!("payment {payment_id} is PENDING on a slot that expired")
         } else {
@@ -227,14 +236,15 @@ pub const PARKED_GRACE: Duration = Duration::from_secs(60);
 /// Invariant 3 for the persister: an event parked longer than [`PARKED_GRACE`] waits for a
 /// slot PostgreSQL never received, so a transition Redis made is missing there.
 async fn check_parked(db: &PgPool, report: &mut Report) -> anyhow::Result<()> {
-    let parked: Vec<(Option<Uuid>, i64)> = sqlx::query_as(
-        "SELECT (payload->>'productId')::uuid, count(*) FROM persister_parked \
-         WHERE parked_at < now() - make_interval(secs => $1) GROUP BY 1",
+    let parked = sqlx::query!(
+        r#"SELECT (payload->>'productId')::uuid AS product_id, count(*) AS "count!"
+           FROM persister_parked WHERE parked_at < now() - make_interval(secs => $1) GROUP BY 1"#,
+        PARKED_GRACE.as_secs_f64(),
     )
-    .bind(PARKED_GRACE.as_secs_f64())
     .fetch_all(db)
     .await?;
-    for (product_id, count) in parked {
+    for p in parked {
+        let (product_id, count) = (p.product_id, p.count);
         report.violations.push(Violation {
             invariant: 3,
             product_id: product_id.unwrap_or_default(),
@@ -279,14 +289,7 @@ async fn check_product(
         .await?;
     let in_doubt = in_doubt.unwrap_or(0);
     // What losses of Redis accounted for: grants PostgreSQL will never hold, units withheld.
-    let (unseen, withheld): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(unseen_grants), 0)::bigint, \
-         coalesce(sum(in_doubt) FILTER (WHERE released_at IS NULL), 0)::bigint \
-         FROM redis_losses WHERE product_id = $1",
-    )
-    .bind(product_id)
-    .fetch_one(db)
-    .await?;
+    let Losses { unseen, withheld } = pg::leases::losses(db, product_id).await?;
     // (buyer, slot id) pairs.
     let holders: Vec<(String, String)> =
         redis::cmd("HGETALL").arg(keys.holders()).query_async(&mut conn).await?;
@@ -300,13 +303,14 @@ async fn check_product(
         );
     }
 
-    let slots: Vec<SlotRow> = sqlx::query_as(
-        "SELECT s.slot_id, s.user_id, s.status, \
-         (SELECT count(*) FROM purchases p WHERE p.slot_id = s.slot_id \
-          AND p.status = 'COMPLETED') AS completed_payments \
-         FROM purchase_slots s WHERE s.product_id = $1",
+    let slots = sqlx::query_as!(
+        SlotRow,
+        r#"SELECT s.slot_id, s.user_id, s.status AS "status: SlotStatus",
+           (SELECT count(*) FROM purchases p WHERE p.slot_id = s.slot_id
+            AND p.status = 'COMPLETED') AS "completed_payments!"
+           FROM purchase_slots s WHERE s.product_id = $1"#,
+        product_id,
     )
-    .bind(product_id)
     .fetch_all(db)
     .await?;
     let live_pg = slots.iter().filter(|s| s.status.is_live()).count() as i64;
@@ -459,14 +463,17 @@ async fn check_fairness(
     if refused.is_empty() {
         return Ok(());
     }
-    let grants: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT (extract(epoch FROM arrival_at) * 1000000)::bigint, \
-         (extract(epoch FROM acquired_at) * 1000)::bigint \
-         FROM purchase_slots WHERE product_id = $1",
+    let grants: Vec<(i64, i64)> = sqlx::query!(
+        r#"SELECT (extract(epoch FROM arrival_at) * 1000000)::bigint AS "stamp_us!",
+           (extract(epoch FROM acquired_at) * 1000)::bigint AS "granted_ms!"
+           FROM purchase_slots WHERE product_id = $1"#,
+        product_id,
     )
-    .bind(product_id)
     .fetch_all(db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|g| (g.stamp_us, g.granted_ms))
+    .collect();
     let inversions: u64 = refused
         .iter()
         .map(|&(stamp, refused_ms)| {
