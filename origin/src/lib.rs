@@ -3,8 +3,9 @@
 //! An axum service behind the edge. Buyer requests arrive signed by the edge
 //! ([`http::edge_auth`]); operators call admin endpoints with an admin JWT
 //! ([`http::admin_auth`]). Acquisition is one Redis Lua script per request
-//! ([`store::inventory`], scripts under `lua/`); products live in PostgreSQL ([`pg`]);
-//! payments are idempotent and settled by the gateway's webhook ([`http::payments`]). [`startup::Application`] wires it together
+//! ([`store::scripts::acquire`], scripts under `lua/`); every event reaches PostgreSQL through
+//! the [`outbox`]; products live in PostgreSQL ([`pg`]); payments are idempotent and settled
+//! by the gateway's webhook ([`http::payments`]). [`startup::Application`] wires it together
 //! and binds; the binary in `main.rs` only parses settings and waits for a signal.
 
 /// A script under `lua/` as a [`store::scripts::LuaScript`] (loaded after the library every
@@ -21,11 +22,11 @@ macro_rules! lua_script {
     };
 }
 
-// Layers, each using only those below it: `startup` wires everything; `http` answers
-// requests and `workers` sweep on a clock; `recovery` and `payments` are the steps both
-// need; `store` (Redis), `outbox` (events to PostgreSQL), `gateway` (the processor) and
-// `pg` (PostgreSQL) own one system each; `clock`, `error`, `metrics`, `status` and
-// `settings` are shared by all. ARCHITECTURE.md at the root walks through them.
+// Layers, each using only those below it: `startup` and `settings` wire everything; `http`
+// answers requests and `workers` sweep on a clock; `state` (what handlers hold), `recovery`
+// and `payments` (the steps both need) sit below them; `store` (Redis), `outbox` (events to
+// PostgreSQL), `gateway` (the processor) and `pg` (PostgreSQL) own one system each; `clock`,
+// `config`, `error`, `metrics` and `status` are shared by all. ARCHITECTURE.md at the root draws the map.
 pub mod clock;
 pub mod config;
 pub mod error;

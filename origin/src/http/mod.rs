@@ -20,6 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
+use uuid::Uuid;
 
 /// Every route: buyer routes behind the edge signature, admin routes (checked per
 /// handler), the processor's webhook, then `/health` and `/metrics`, which answer even while
@@ -44,4 +45,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(from_fn(trace::layer))
         .with_state(state)
+}
+
+/// An id from a path: not a UUID is a 404 naming what was asked for.
+pub fn parse_id(raw: &str, what: &str) -> crate::error::ApiResult<Uuid> {
+    Uuid::try_parse(raw)
+        .map_err(|_| ApiError::NotFound(format!("`{raw}` is not a {what} id (ids are UUIDs)")))
 }

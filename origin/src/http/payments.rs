@@ -24,7 +24,7 @@ use crate::clock::{ms_of, rfc3339_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::{ChargeRequest, GatewayError, Outcome};
 use crate::http::edge_auth::EdgeContext;
-use crate::http::products;
+use crate::http::parse_id;
 use crate::metrics::PaymentLabels;
 use crate::pg;
 use crate::recovery;
@@ -402,7 +402,7 @@ async fn read(
     edge: EdgeContext,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PaymentView>> {
-    let payment_id = products::parse_id(&id, "payment")?;
+    let payment_id = parse_id(&id, "payment")?;
     let record = load(&state, payment_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no payment {payment_id}")))?;
@@ -466,7 +466,7 @@ async fn webhook(
 }
 
 /// Refunds a payment that succeeded too late; on failure the payments worker retries.
-pub(crate) async fn refund(state: &AppState, product_id: Uuid, payment_id: Uuid) -> bool {
+async fn refund(state: &AppState, product_id: Uuid, payment_id: Uuid) -> bool {
     match state.payments.refund_one(product_id, payment_id, state.clock.now_ms()).await {
         Ok(done) => done,
         Err(e) => {

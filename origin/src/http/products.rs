@@ -5,6 +5,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::admin_auth::Admin;
 use crate::http::edge_auth::EdgeContext;
 use crate::http::pagination::{Page, PageRequest};
+use crate::http::parse_id;
 use crate::pg;
 use crate::pg::products::{Fields, ProductRow, Window};
 use crate::recovery;
@@ -186,11 +187,6 @@ pub(crate) async fn read_json(body: Body, limit: usize) -> ApiResult<Value> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::validation("body", format!("is not valid JSON: {e}")))
-}
-
-pub(crate) fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
-    Uuid::try_parse(raw)
-        .map_err(|_| ApiError::NotFound(format!("`{raw}` is not a {what} id (ids are UUIDs)")))
 }
 
 async fn create(State(state): State<AppState>, _admin: Admin, body: Body) -> ApiResult<Response> {

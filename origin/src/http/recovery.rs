@@ -3,7 +3,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::admin_auth::Admin;
-use crate::http::products::parse_id;
+use crate::http::parse_id;
 use crate::pg;
 use crate::recovery;
 use crate::state::AppState;

@@ -4,7 +4,7 @@ use crate::clock::{at_ms, ms_of, rfc3339_ms, rfc3339_us, us_of};
 use crate::error::{ApiError, ApiResult};
 use crate::http::edge_auth::EdgeContext;
 use crate::http::pagination::{Page, PageRequest};
-use crate::http::products;
+use crate::http::parse_id;
 use crate::http::trace::RequestTrace;
 use crate::metrics::AcquireLabels;
 use crate::pg;
@@ -201,7 +201,7 @@ async fn read(
     edge: EdgeContext,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SlotView>> {
-    let slot_id = products::parse_id(&id, "slot")?;
+    let slot_id = parse_id(&id, "slot")?;
     let row = pg::slots::find(&state.db, slot_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no slot {slot_id}")))?;

@@ -5,7 +5,8 @@
 //! `scripts/test.sh` fails when they are stale.
 //!
 //! Functions take any executor (a pool, a connection, a transaction), so callers decide
-//! what runs in one transaction; none of them decides anything.
+//! what runs in one transaction; none of them decides anything. Statements are literals
+//! (what the macros check), so two statements that return the same columns each list them.
 
 pub mod leases;
 pub mod outbox;
