@@ -30,6 +30,7 @@
 -- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
 -- ARGV[9] remindBeforeMs  ARGV[10] expiryEventId (for a lazy expiry)  ARGV[11] expiredTtlMs
 -- ARGV[12] leaseSize (the most grants one lease extension covers)
+-- ARGV[13] late (1: the stamp was older than the fairness window when the origin got it)
 --
 -- Returns {'granted', remaining, expiresAtMs, leaseLow (0|1)} | {'holding', slotId}
 --       | {'sold_out'} | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
@@ -67,7 +68,7 @@ if tonumber(product[1]) <= 0 then
   -- Refused although stamped before a request that was granted: a possible fairness
   -- inversion. Kept (at most 10,000 per product, for 7 days) for the invariant checker.
   if product[4] and tonumber(ARGV[5]) < tonumber(product[4]) then
-    redis.call('ZADD', KEYS[7], ARGV[5], ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[2])
+    redis.call('ZADD', KEYS[7], ARGV[5], ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[2] .. ':' .. ARGV[13])
     redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -10001)
     redis.call('PEXPIRE', KEYS[7], 604800000)
   end

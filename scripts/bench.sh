@@ -86,7 +86,10 @@ start_stack() {
   rcli flushall >/dev/null
   psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db_name WITH (FORCE)"
   psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db_name"
-  FLASHGATE_ORIGIN_LISTEN=$origin_addr FLASHGATE_FAIRNESS_WINDOW_MS=$window RUST_LOG=warn \
+  # `auto`: the origin's default, the adaptive window; a number fixes it.
+  local fixed=()
+  [ "$window" = auto ] || fixed=(FLASHGATE_FAIRNESS_WINDOW_MS="$window")
+  env "${fixed[@]}" FLASHGATE_ORIGIN_LISTEN=$origin_addr RUST_LOG=warn \
     "$bin/flashgate-origin" >>"$out/origin.log" 2>&1 & stack_pids+=($!)
   local upstream=$origin_addr
   if [ "$jitter" -gt 0 ]; then
@@ -171,7 +174,7 @@ raw() {
     "fg:{$p}:expiry" "fg:{$p}:reminders" "fg:{$p}:outbox" "fg:{$p}:refused" \
     "$p" "u__rand_int__" "__rand_int__" "e__rand_int__" "$(( $(date +%s) * 1000000 ))" \
     "$(( $(date +%s) * 1000 ))" 1800000 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" \
-    300000 "e__rand_int__" 86400000 64 \
+    300000 "e__rand_int__" 86400000 64 0 \
     | tail -n1 | awk -F'","' -v label="$label" -v c="$conns" '{
         gsub(/"/, ""); split($0, f, ",");
         printf "{\"label\":\"%s\",\"target\":\"redis\",\"report\":{\"connections\":%s,\"rps\":%s,\"p50_ms\":%s,\"p99_ms\":%s,\"max_ms\":%s}}\n", label, c, f[2], f[5], f[7], f[8] }' \
@@ -180,7 +183,7 @@ raw() {
 }
 
 log "stack: origin $origin_addr, edge $edge_addr, redis $redis_port, database $db_name"
-start_stack 0 0
+start_stack auto 0
 
 # 1. Raw Redis capacity for acquire.lua, grant and sold-out paths.
 raw redis-grant 100000000
@@ -293,12 +296,14 @@ else
   log "k6 is not installed; skipping the k6 scenarios"
 fi
 
-# 7. Fairness: W = 0, 5, 20 ms with 0–20 ms of edge→origin jitter. 400 units, 1,600 buyers
+# 7. Fairness: W = 0, 5, 20 ms and the default (adaptive) with 0–20 ms of edge→origin jitter. 400 units, 1,600 buyers
 #    at 400 req/s (below the edge's capacity for first-time buyers, so the delay between the
 #    edge's stamp and the origin is the injected jitter, not queueing); inversions counted
 #    with no skew allowed, and the check run allowing 50 ms (the injected jitter plus the
 #    edge's own time) as skew. Each run starts a fresh stack, warmed on a sold-out product.
-for w in 0 5 20; do
+seed=40
+for w in 0 5 20 auto; do
+  seed=$((seed + 1))
   start_stack "$w" 20
   warm=$(product 1)
   prime --target $origin_addr --auth edge --products "$warm" --buyers 1 --buyer-seed 50 \
@@ -307,7 +312,9 @@ for w in 0 5 20; do
     --connections 8 --duration 1 --warmup 0
   f=$(product 400)
   load --label "fairness-w$w" --target $edge_addr --auth token --products "$f" --buyers 1600 \
-    --buyer-seed $((40 + w)) --connections 64 --duration 4 --warmup 0 --rate 400
+    --buyer-seed $seed --connections 64 --duration 4 --warmup 0 --rate 400
+  curl -fsS "http://$origin_addr/metrics" | grep '^flashgate_fairness_window_ms ' \
+    >"$out/window-w$w.txt" || true
   "$bin/flashgate" check --skew-ms 0 >"$out/inversions-w$w.txt" 2>&1 || true
   check "fairness-w$w" 50
 done

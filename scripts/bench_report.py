@@ -156,26 +156,37 @@ def main():
       "connection per forwarded request). An inversion is a pair of a buyer refused `sold-out` "
       "and a granted buyer whose edge stamp is later. The checker's pass allows 50 ms of skew.")
     w("")
-    w("| W | req/s | p50 ms | p99 ms | inversions (no skew allowed) | check allowing 50 ms skew |")
-    w("|---|---|---|---|---|---|")
+    w("| W | req/s | p50 ms | p99 ms | inversions within the window (no skew allowed) | "
+      "of late requests | check allowing 50 ms skew |")
+    w("|---|---|---|---|---|---|---|")
     checks = {}
     for line in open(args.checks):
         parts = line.rstrip("\n").split("\t")
         if len(parts) >= 3:
             checks[parts[0]] = (parts[1], parts[2])
-    for wms in (0, 5, 20):
+    for wms in ("0", "5", "20", "auto"):
         k = f"fairness-w{wms}"
         if k not in rep:
             continue
         r = rep[k]
-        inv = "?"
+        inv = late = "?"
         try:
             text = open(os.path.join(args.inversions, f"inversions-w{wms}.txt")).read()
             m = re.search(r"(\d+) fairness inversions", text)
             inv = m.group(1) if m else "?"
+            m = re.search(r"and (\d+) of late requests", text)
+            late = m.group(1) if m else "—"
         except OSError:
             pass
-        w(f"| {wms} ms | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {inv} | "
+        label = f"{wms} ms"
+        if wms == "auto":
+            label = "adaptive (default)"
+            try:
+                chosen = open(os.path.join(args.inversions, "window-wauto.txt")).read().split()
+                label += f", {float(chosen[-1]):.1f} ms at the end"
+            except (OSError, ValueError, IndexError):
+                pass
+        w(f"| {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {inv} | {late} | "
           f"{checks.get(k, ('?', ''))[0]} |")
     w("")
     w("## Invariant checks")

@@ -20,7 +20,10 @@
 //!    a payment before its slot may expire).
 //!
 //! 6. fairness: a sold-out refusal stamped before a grant that was decided before it is an
-//!    inversion, when the grant's stamp is later by more than the stated skew. `acquire.lua`
+//!    inversion, when the grant's stamp is later by more than the stated skew. An inversion
+//!    whose refused request reached the origin within the fairness window is a violation;
+//!    one whose request arrived later than the window (the origin marks it late) is the
+//!    network's and only reported. `acquire.lua`
 //!    keeps the refusals that can be inversions (stamped before the latest grant) in
 //!    `fg:{p}:refused`; the grants come from PostgreSQL.
 //!
@@ -60,8 +63,16 @@ pub struct Report {
     /// Outbox entries not yet relayed, summed over products (cross-store checks of a
     /// product with entries left are skipped).
     pub undelivered: u64,
-    /// Fairness inversions beyond the skew (each also a violation of invariant 6).
+    /// Fairness inversions beyond the skew whose refused request reached the origin within
+    /// the fairness window: the window's defect (each also a violation of invariant 6).
     pub inversions: u64,
+    /// Inversions beyond the skew whose refused request reached the origin later than the
+    /// window (its stamp already older than W): the network's, reported, not a violation.
+    pub late_inversions: u64,
+    /// The largest distance between the stamps of an inversion's two requests, µs: within
+    /// the window, and late.
+    pub max_inversion_gap_us: i64,
+    pub max_late_inversion_gap_us: i64,
     pub violations: Vec<Violation>,
 }
 
@@ -453,11 +464,14 @@ async fn check_fairness(
         .arg(-1)
         .query_async(&mut redis.clone())
         .await?;
-    let refused: Vec<(i64, i64)> = refused
+    // `<stamp µs>:<refused at ms>:<user>:<late 0|1>` (no late flag: recorded before there
+    // was one, counted as within the window).
+    let refused: Vec<(i64, i64, bool)> = refused
         .iter()
         .filter_map(|m| {
             let mut parts = m.split(':');
-            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            let (stamp, at) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+            Some((stamp, at, parts.nth(1) == Some("1")))
         })
         .collect();
     if refused.is_empty() {
@@ -474,24 +488,33 @@ async fn check_fairness(
     .into_iter()
     .map(|g| (g.stamp_us, g.granted_ms))
     .collect();
-    let inversions: u64 = refused
-        .iter()
-        .map(|&(stamp, refused_ms)| {
-            grants
-                .iter()
-                .filter(|&&(g_stamp, g_ms)| g_ms <= refused_ms && g_stamp > stamp + skew_us)
-                .count() as u64
-        })
-        .sum();
+    let (mut inversions, mut gap_us) = (0, 0);
+    for &(stamp, refused_ms, late) in &refused {
+        for &(g_stamp, g_ms) in &grants {
+            if g_ms <= refused_ms && g_stamp > stamp + skew_us {
+                if late {
+                    report.late_inversions += 1;
+                    report.max_late_inversion_gap_us =
+                        report.max_late_inversion_gap_us.max(g_stamp - stamp);
+                } else {
+                    inversions += 1;
+                    gap_us = gap_us.max(g_stamp - stamp);
+                }
+            }
+        }
+    }
     if inversions > 0 {
         report.inversions += inversions;
+        report.max_inversion_gap_us = report.max_inversion_gap_us.max(gap_us);
         report.violations.push(Violation {
             invariant: 6,
             product_id,
             detail: format!(
-                "{inversions} fairness inversions beyond {} ms among {} refusals",
+                "{inversions} fairness inversions beyond {} ms within the fairness window among \
+                 {} refusals (stamps up to {:.1} ms apart)",
                 skew_us / 1000,
-                refused.len()
+                refused.len(),
+                gap_us as f64 / 1000.0
             ),
         });
     }

@@ -113,13 +113,17 @@ fn main() -> Result<()> {
             let [i1, i2, i3, _, i5, i6] = report.counts();
             println!(
                 "checked {} products, {} slots in PostgreSQL, {} holders in Redis, {} outbox \
-                 entries undelivered; {} fairness inversions beyond {skew_ms} ms; violations: \
-                 invariant 1: {i1}, 2: {i2}, 3: {i3}, 5: {i5}, 6: {i6}",
+                 entries undelivered; {} fairness inversions beyond {skew_ms} ms within the \
+                 window (stamps up to {:.1} ms apart) and {} of late requests (up to {:.1} ms); \
+                 violations: invariant 1: {i1}, 2: {i2}, 3: {i3}, 5: {i5}, 6: {i6}",
                 report.products,
                 report.slots_in_postgres,
                 report.holders_in_redis,
                 report.undelivered,
-                report.inversions
+                report.inversions,
+                report.max_inversion_gap_us as f64 / 1000.0,
+                report.late_inversions,
+                report.max_late_inversion_gap_us as f64 / 1000.0,
             );
             if !report.ok() {
                 std::process::exit(1);

@@ -7,7 +7,8 @@
 //! - [`problem`]: RFC 9457 problem details, the one error shape of every answer;
 //! - [`routes`]: the buyer API the edge forwards;
 //! - [`shield`]: the edge's storm shield: availability hints, dedup, token buckets;
-//! - [`edge_config`]: the edge's variables, parsed and checked once for component and host.
+//! - [`edge_config`]: the edge's variables, parsed and checked once for component and host;
+//! - [`fairness`]: the adaptive fairness window the origin holds acquisitions for.
 //!
 //! Nothing here does I/O, reads a clock or draws randomness: callers pass those in, so all
 //! of it is unit-tested natively and behaves identically inside the component. The one
@@ -15,6 +16,7 @@
 //! they should stop.
 
 pub mod edge_config;
+pub mod fairness;
 pub mod kv;
 pub mod problem;
 pub mod routes;

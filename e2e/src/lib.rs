@@ -374,6 +374,16 @@ impl TestOrigin {
             .sum::<f64>() as u64)
     }
 
+    /// The sum of every sample of the metric `name` (`flashgate_…`, with or without labels).
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// Requests the origin has answered on one route (its axum path, e.g. `/slots/acquire`).
     pub async fn route_count(&self, route: &str) -> Result<u64> {
         let text = reqwest::get(self.url("/metrics")).await?.text().await?;

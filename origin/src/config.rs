@@ -26,7 +26,8 @@ pub mod defaults {
     pub const PAYMENT_WORKER_INTERVAL_MS: u64 = 1_000;
     pub const PAYMENT_RECONCILE_AFTER_SECS: u64 = 30;
     pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
-    pub const FAIRNESS_WINDOW_MS: u64 = 0;
+    /// The adaptive fairness window's bound (a fixed window is set explicitly instead).
+    pub const FAIRNESS_MAX_WINDOW_MS: u64 = 250;
     pub const GRANT_LEASE: i64 = 256;
     pub const DRAIN_SECS: u64 = 10;
     pub const REDIS_TIMEOUT_MS: u64 = 500;

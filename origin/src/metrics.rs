@@ -7,8 +7,10 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -33,6 +35,12 @@ pub struct DeadLetterLabels {
     pub source: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EdgeLabels {
+    /// The edge's id, as it signs requests.
+    pub edge: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
@@ -40,6 +48,12 @@ pub struct Metrics {
     pub acquisitions: Family<AcquireLabels, Counter>,
     pub payments: Family<PaymentLabels, Counter>,
     pub dead_letters: Family<DeadLetterLabels, Counter>,
+    /// The fairness window in force (`crate::store::fairness`).
+    pub fairness_window_ms: Gauge<f64, AtomicU64>,
+    /// Acquisitions held for the fairness window.
+    pub fairness_held: Counter,
+    /// Acquisitions whose stamp was older than the window on arrival, per edge.
+    pub fairness_late: Family<EdgeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,7 +85,34 @@ impl Default for Metrics {
             "Payment requests and settlements by what happened",
             payments.clone(),
         );
-        Self { registry: Arc::new(registry), http_requests, acquisitions, payments, dead_letters }
+        let fairness_window_ms = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "fairness_window_ms",
+            "How long acquisitions are held so that they are decided in edge-stamp order",
+            fairness_window_ms.clone(),
+        );
+        let fairness_held = Counter::default();
+        registry.register(
+            "fairness_held",
+            "Acquisitions held for the fairness window (a product nobody could overtake on is not)",
+            fairness_held.clone(),
+        );
+        let fairness_late = Family::<EdgeLabels, Counter>::default();
+        registry.register(
+            "fairness_late",
+            "Acquisitions whose edge stamp was older than the fairness window on arrival",
+            fairness_late.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            http_requests,
+            acquisitions,
+            payments,
+            dead_letters,
+            fairness_window_ms,
+            fairness_held,
+            fairness_late,
+        }
     }
 }
 

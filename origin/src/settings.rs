@@ -5,8 +5,10 @@
 pub use crate::config::{Secret, defaults};
 use crate::gateway::SimulatedSettings;
 use crate::outbox::kafka::KafkaSettings;
+use crate::store::fairness::Fairness;
 use crate::store::inventory::Lifecycle;
 use anyhow::Context;
+use flashgate_core::fairness::WindowPolicy;
 use flashgate_core::signing::EdgeSecret;
 use flashgate_core::token::{KeySet, TokenPolicy};
 use std::net::SocketAddr;
@@ -52,9 +54,9 @@ pub struct Settings {
     /// Apply `migrations/` at start-up.
     pub migrate: bool,
     pub payments: PaymentSettings,
-    /// Hold each acquisition until its edge stamp is this old, then decide a product's
-    /// acquisitions in stamp order (0: decide at once).
-    pub fairness_window: Duration,
+    /// How long each acquisition is held so that a product's acquisitions are decided in
+    /// edge-stamp order: adaptive by default, or fixed ([`crate::store::fairness`]).
+    pub fairness: Fairness,
     /// The most grants one extension of a product's grant lease covers ([`crate::store::grants`]):
     /// larger waits on PostgreSQL less often, smaller withholds fewer units after Redis
     /// loses its data.
@@ -123,7 +125,10 @@ impl Settings {
             redis_timeout: Duration::from_millis(defaults::REDIS_TIMEOUT_MS),
             database_max_connections: defaults::DATABASE_MAX_CONNECTIONS,
             migrate: true,
-            fairness_window: Duration::from_millis(defaults::FAIRNESS_WINDOW_MS),
+            fairness: Fairness::Adaptive(WindowPolicy {
+                max_us: defaults::FAIRNESS_MAX_WINDOW_MS as i64 * 1000,
+                ..WindowPolicy::default()
+            }),
             grant_lease: defaults::GRANT_LEASE,
         }
     }
@@ -203,10 +208,13 @@ pub struct OriginArgs {
     /// How long an Idempotency-Key is remembered.
     #[arg(long, env = "FLASHGATE_IDEMPOTENCY_TTL_SECS", default_value_t = defaults::IDEMPOTENCY_TTL_SECS)]
     pub idempotency_ttl_secs: u64,
-    /// Fairness window W: decide a product's acquisitions in edge-stamp order once the stamp
-    /// is this old (0: at once).
-    #[arg(long, env = "FLASHGATE_FAIRNESS_WINDOW_MS", default_value_t = defaults::FAIRNESS_WINDOW_MS)]
-    pub fairness_window_ms: u64,
+    /// A fixed fairness window W: decide a product's acquisitions in edge-stamp order once
+    /// the stamp is this old (0: at once). Unset (the default), W adapts to the edges' delays.
+    #[arg(long, env = "FLASHGATE_FAIRNESS_WINDOW_MS")]
+    pub fairness_window_ms: Option<u64>,
+    /// The longest adaptive fairness window.
+    #[arg(long, env = "FLASHGATE_FAIRNESS_MAX_WINDOW_MS", default_value_t = defaults::FAIRNESS_MAX_WINDOW_MS)]
+    pub fairness_max_window_ms: u64,
     /// The most grants one extension of a product's grant lease covers: after Redis loses
     /// its data, at most this many units (plus the grants not yet relayed) are withheld
     /// as in doubt instead of resold.
@@ -280,7 +288,13 @@ impl OriginArgs {
             simulated.webhook_secret = secret;
         }
         settings.payments.idempotency_ttl = Duration::from_secs(self.idempotency_ttl_secs.max(1));
-        settings.fairness_window = Duration::from_millis(self.fairness_window_ms);
+        settings.fairness = match self.fairness_window_ms {
+            Some(ms) => Fairness::Fixed(Duration::from_millis(ms)),
+            None => Fairness::Adaptive(WindowPolicy {
+                max_us: self.fairness_max_window_ms as i64 * 1000,
+                ..WindowPolicy::default()
+            }),
+        };
         settings.grant_lease = self.grant_lease;
         Ok(settings)
     }
@@ -345,7 +359,7 @@ mod tests {
         assert_eq!(parsed.relay_interval, new.relay_interval);
         assert_eq!(parsed.relay_claim_idle, new.relay_claim_idle);
         assert_eq!(parsed.drain_limit, new.drain_limit);
-        assert_eq!(parsed.fairness_window, new.fairness_window);
+        assert_eq!(parsed.fairness, new.fairness);
         assert_eq!(parsed.grant_lease, new.grant_lease);
         assert_eq!(parsed.payments.reconcile_after, new.payments.reconcile_after);
         assert_eq!(parsed.payments.idempotency_ttl, new.payments.idempotency_ttl);
@@ -378,6 +392,18 @@ mod tests {
         assert_eq!(s.grant_lease, 8);
         assert!(s.kafka.is_some() && s.allow_volatile_redis);
         assert_eq!(s.payments.simulated.webhook_secret.expose(), [0xab, 0xcd]);
+    }
+
+    #[test]
+    fn the_fairness_window_adapts_unless_fixed() {
+        let (_jwks, args) = parse(&["--fairness-max-window-ms", "80"]);
+        match args.unwrap().into_settings().unwrap().fairness {
+            Fairness::Adaptive(policy) => assert_eq!(policy.max_us, 80_000),
+            fixed => panic!("{fixed:?}"),
+        }
+        let (_jwks, args) = parse(&["--fairness-window-ms", "0"]);
+        let fixed = args.unwrap().into_settings().unwrap().fairness;
+        assert_eq!(fixed, Fairness::Fixed(Duration::ZERO));
     }
 
     #[test]

@@ -184,10 +184,12 @@ impl Application {
             settings.grant_lease,
             tasks.clone(),
         );
+        let metrics = Metrics::default();
         let fairness = crate::store::fairness::FairnessWindow::new(
-            settings.fairness_window,
+            settings.fairness,
             grants,
             clock.clone(),
+            metrics.clone(),
             tasks.clone(),
         );
         let state = AppState::new(Shared {
@@ -195,7 +197,7 @@ impl Application {
             payments,
             db,
             inventory,
-            metrics: Metrics::default(),
+            metrics,
             edge: EdgeTrust {
                 secret: settings.edge_secret.clone(),
                 max_skew: settings.max_stamp_skew,

@@ -85,15 +85,19 @@ async fn acquire(
     let slot_id = Uuid::now_v7();
     let outcome = state
         .fairness
-        .acquire(AcquireArgs {
-            product_id,
-            user_id: edge.user_id,
-            slot_id,
-            event_id: Uuid::now_v7(),
-            arrival_us: edge.arrival_us,
-            now_ms,
-            traceparent: edge.traceparent.clone(),
-        })
+        .acquire(
+            AcquireArgs {
+                product_id,
+                user_id: edge.user_id,
+                slot_id,
+                event_id: Uuid::now_v7(),
+                arrival_us: edge.arrival_us,
+                now_ms,
+                traceparent: edge.traceparent.clone(),
+                late: false,
+            },
+            &edge.edge_id,
+        )
         .await?;
     state.metrics.acquisitions.get_or_create(&AcquireLabels { outcome: outcome.outcome() }).inc();
     match outcome {

@@ -1,26 +1,52 @@
-//! The fairness window (invariant 6): with a window W > 0, an acquisition waits until its
-//! edge stamp is W old, and the acquisitions of a product are then decided in stamp order.
-//! A request that travelled up to W longer from its edge than a later-stamped one still
-//! goes first; what arrives later than W is decided at once (and may be an inversion, which
-//! `flashgate check` counts).
+//! The fairness window (invariant 6): an acquisition waits until its edge stamp is W old,
+//! and the acquisitions of a product are then decided in stamp order. A request that
+//! travelled up to W longer from its edge than a later-stamped one still goes first.
 //!
-//! One task per product (started on its first acquisition) holds the waiting requests in a
-//! heap ordered by stamp and runs `acquire.lua` (under the grant lease, [`crate::store::grants`])
-//! for each due one in turn. With W = 0 (the
-//! default) requests go straight to Redis and none of this runs.
+//! W is adaptive by default ([`Fairness::Adaptive`]): every acquisition's stamp age on
+//! arrival (its edge-to-origin delay) feeds a per-edge quantile
+//! ([`flashgate_core::fairness::DelayTracker`]), and W is the largest edge's high quantile,
+//! bounded. An operator can fix W instead ([`Fairness::Fixed`]; 0 turns the window off).
+//!
+//! A request whose stamp is already older than W when it arrives is late: it is decided at
+//! once (ahead of every held request, its stamp being the oldest), counted per edge in
+//! `/metrics`, and marked late for `flashgate check`, which tells its inversions (network)
+//! apart from inversions within the window (a defect).
+//!
+//! Off the hot path when nobody could be overtaken: a product with no held requests whose
+//! last known stock is more than twice what could arrive within W is decided at once (every
+//! request stamped earlier and still on its way will find a unit too). Otherwise one task
+//! per product holds the waiting requests in a heap ordered by stamp and runs
+//! `acquire.lua` (under the grant lease, [`crate::store::grants`]) for each due one in turn.
 
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::{EdgeLabels, Metrics};
 use crate::store::grants::Grants;
 use crate::store::scripts::acquire::{AcquireArgs, Acquisition};
+use flashgate_core::fairness::{DelayTracker, WindowPolicy};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering as Atomic};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
+
+/// How long acquisitions are held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fairness {
+    /// Always this long (0: no window, decide at once).
+    Fixed(Duration),
+    /// As long as the edges' delays call for (see the module docs), within the policy.
+    Adaptive(WindowPolicy),
+}
+
+/// The window is recomputed from the delays at most this often.
+const RECOMPUTE_US: i64 = 50_000;
+/// The arrival rate of a product is counted over buckets this long.
+const RATE_BUCKET_US: i64 = 100_000;
 
 struct Waiting {
     args: AcquireArgs,
@@ -52,63 +78,225 @@ impl Ord for Waiting {
     }
 }
 
+/// Arrivals of one product, in two buckets of [`RATE_BUCKET_US`].
+#[derive(Debug, Default)]
+struct Arrivals {
+    started_us: i64,
+    current: u64,
+    previous: u64,
+}
+
+impl Arrivals {
+    fn count(&mut self, now_us: i64) {
+        let elapsed = now_us - self.started_us;
+        if elapsed >= 2 * RATE_BUCKET_US {
+            (self.previous, self.current, self.started_us) = (0, 0, now_us);
+        } else if elapsed >= RATE_BUCKET_US {
+            (self.previous, self.current, self.started_us) = (self.current, 0, now_us);
+        }
+        self.current += 1;
+    }
+
+    /// How many arrivals `window_us` holds at the recent rate.
+    fn within(&self, window_us: i64, now_us: i64) -> i64 {
+        let span = RATE_BUCKET_US + (now_us - self.started_us).clamp(1, RATE_BUCKET_US);
+        let arrivals = (self.previous + self.current) as i64 * window_us;
+        (arrivals + span - 1) / span
+    }
+}
+
+/// What the window knows of one product.
+struct Product {
+    queue: mpsc::UnboundedSender<Waiting>,
+    /// Requests in the queue, not decided yet.
+    held: Arc<AtomicUsize>,
+    /// Units left at the last decision (-1: not known yet).
+    remaining: Arc<AtomicI64>,
+    arrivals: Mutex<Arrivals>,
+}
+
+impl Product {
+    /// Whether a request could overtake one stamped earlier that is still on its way: some
+    /// are held already, or the stock is not known, or it is not sold out but fewer than
+    /// twice what could arrive within the window are left. Sold out, nobody can (every
+    /// request is refused in any order).
+    fn contended(&self, window_us: i64, now_us: i64) -> bool {
+        if self.held.load(Atomic::Relaxed) > 0 {
+            return true;
+        }
+        match self.remaining.load(Atomic::Relaxed) {
+            i64::MIN..=-1 => true,
+            0 => false,
+            left => {
+                let arrivals = self.arrivals.lock().expect("arrivals lock");
+                left <= 2 * arrivals.within(window_us, now_us) + 1
+            }
+        }
+    }
+}
+
 /// Decides acquisitions in stamp order within the window; cheap to clone.
 #[derive(Clone)]
 pub struct FairnessWindow {
-    window: Duration,
+    mode: Fairness,
+    delays: Arc<Mutex<DelayTracker>>,
+    /// The window in force, µs, and when it was computed.
+    window_us: Arc<AtomicI64>,
+    computed_us: Arc<AtomicI64>,
+    logged_us: Arc<AtomicI64>,
     grants: Grants,
     clock: Arc<dyn Clock>,
-    queues: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Waiting>>>>,
-    seq: Arc<std::sync::atomic::AtomicU64>,
+    metrics: Metrics,
+    products: Arc<Mutex<HashMap<Uuid, Arc<Product>>>>,
+    seq: Arc<AtomicU64>,
     tasks: TaskTracker,
 }
 
 impl FairnessWindow {
     /// `tasks` tracks the per-product queues, so shutdown can wait for them.
     pub fn new(
-        window: Duration,
+        mode: Fairness,
         grants: Grants,
         clock: Arc<dyn Clock>,
+        metrics: Metrics,
         tasks: TaskTracker,
     ) -> Self {
-        Self { window, grants, clock, queues: Arc::default(), seq: Arc::default(), tasks }
+        let (policy, fixed_us) = match mode {
+            Fairness::Fixed(w) => (WindowPolicy::default(), w.as_micros() as i64),
+            Fairness::Adaptive(policy) => (policy, 0),
+        };
+        metrics.fairness_window_ms.set(fixed_us as f64 / 1000.0);
+        Self {
+            mode,
+            delays: Arc::new(Mutex::new(DelayTracker::new(policy))),
+            window_us: Arc::new(AtomicI64::new(fixed_us)),
+            computed_us: Arc::new(AtomicI64::new(i64::MIN)),
+            logged_us: Arc::new(AtomicI64::new(fixed_us)),
+            grants,
+            clock,
+            metrics,
+            products: Arc::default(),
+            seq: Arc::default(),
+            tasks,
+        }
+    }
+
+    /// The window in force now.
+    pub fn window(&self) -> Duration {
+        Duration::from_micros(self.window_us.load(Atomic::Relaxed).max(0) as u64)
     }
 
     /// Shutdown: each queue decides what it holds, then its task ends. Acquisitions after
     /// this start a new queue (the server stopped accepting before this is called).
     pub fn close(&self) {
-        self.queues.lock().expect("fairness queues lock").clear();
+        self.products.lock().expect("fairness products lock").clear();
     }
 
-    /// Decides one acquisition, after the window when there is one.
-    pub async fn acquire(&self, args: AcquireArgs) -> ApiResult<Acquisition> {
-        if self.window.is_zero() {
+    /// Learns `edge`'s delay from this request and returns the window in force.
+    fn learn(&self, edge: &str, age_us: i64, now_us: i64) -> i64 {
+        if let Fairness::Fixed(w) = self.mode {
+            return w.as_micros() as i64;
+        }
+        let mut delays = self.delays.lock().expect("fairness delays lock");
+        delays.record(edge, age_us, now_us);
+        if now_us.saturating_sub(self.computed_us.load(Atomic::Relaxed)) < RECOMPUTE_US {
+            return self.window_us.load(Atomic::Relaxed);
+        }
+        let window = delays.window_us(now_us);
+        drop(delays);
+        self.computed_us.store(now_us, Atomic::Relaxed);
+        self.window_us.store(window, Atomic::Relaxed);
+        self.metrics.fairness_window_ms.set(window as f64 / 1000.0);
+        // Logged when it moved by a quarter or more since it was last logged.
+        let logged = self.logged_us.load(Atomic::Relaxed);
+        if (window - logged).abs() * 4 > logged.max(1_000)
+            && self
+                .logged_us
+                .compare_exchange(logged, window, Atomic::Relaxed, Atomic::Relaxed)
+                .is_ok()
+        {
+            tracing::info!(window_ms = window as f64 / 1000.0, "fairness window changed");
+        }
+        window
+    }
+
+    /// Decides one acquisition stamped by `edge`, after the window when there is one.
+    pub async fn acquire(&self, mut args: AcquireArgs, edge: &str) -> ApiResult<Acquisition> {
+        let now_us = self.clock.now_us();
+        let age_us = now_us - args.arrival_us;
+        let window_us = self.learn(edge, age_us, now_us);
+        if window_us <= 0 {
             return self.grants.acquire(&args).await;
         }
-        // Due when the stamp is W old by the origin's clock (measured now, waited in real time).
-        let age_us = self.clock.now_us() - args.arrival_us;
-        let wait = (self.window.as_micros() as i64 - age_us).max(0) as u64;
+        if age_us > window_us {
+            args.late = true;
+            self.metrics.fairness_late.get_or_create(&EdgeLabels { edge: edge.to_owned() }).inc();
+        }
+        let product = self.product(args.product_id);
+        product.arrivals.lock().expect("arrivals lock").count(now_us);
+        if !product.contended(window_us, now_us) {
+            let decided = self.grants.acquire(&args).await;
+            learn_remaining(&product.remaining, &decided);
+            return self.forget_unknown(args.product_id, decided);
+        }
+        // Due when the stamp is W old by the origin's clock (measured now, waited in real
+        // time); a stamp from an edge whose clock is ahead waits W, not longer.
+        let wait = (window_us - age_us.max(0)).max(0) as u64;
         let (reply, answer) = oneshot::channel();
+        let waiting_product = args.product_id;
         let waiting = Waiting {
             due: Instant::now() + Duration::from_micros(wait),
-            seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            seq: self.seq.fetch_add(1, Atomic::Relaxed),
             args,
             reply,
         };
-        self.queue(waiting.args.product_id).send(waiting).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        product.held.fetch_add(1, Atomic::Relaxed);
+        self.metrics.fairness_held.inc();
+        product.queue.send(waiting).map_err(|_| closed())?;
+        let decided = answer.await.map_err(|_| closed())?;
+        self.forget_unknown(waiting_product, decided)
     }
 
-    fn queue(&self, product: Uuid) -> mpsc::UnboundedSender<Waiting> {
-        let mut queues = self.queues.lock().expect("fairness queues lock");
-        queues
-            .entry(product)
+    /// A product Redis does not know leaves no state here (ids are the buyer's input).
+    fn forget_unknown(&self, id: Uuid, decided: ApiResult<Acquisition>) -> ApiResult<Acquisition> {
+        if matches!(decided, Ok(Acquisition::Unknown)) {
+            let mut products = self.products.lock().expect("fairness products lock");
+            if products.get(&id).is_some_and(|p| p.held.load(Atomic::Relaxed) == 0) {
+                products.remove(&id);
+            }
+        }
+        decided
+    }
+
+    fn product(&self, id: Uuid) -> Arc<Product> {
+        let mut products = self.products.lock().expect("fairness products lock");
+        products
+            .entry(id)
             .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                self.tasks.spawn(decide_in_order(rx, self.grants.clone()));
-                tx
+                let (queue, rx) = mpsc::unbounded_channel();
+                let product = Product {
+                    queue,
+                    held: Arc::default(),
+                    remaining: Arc::new(AtomicI64::new(-1)),
+                    arrivals: Mutex::default(),
+                };
+                let decider = Decider {
+                    grants: self.grants.clone(),
+                    held: product.held.clone(),
+                    remaining: product.remaining.clone(),
+                };
+                self.tasks.spawn(decider.run(rx));
+                Arc::new(product)
             })
             .clone()
+    }
+}
+
+fn learn_remaining(remaining: &AtomicI64, decided: &ApiResult<Acquisition>) {
+    match decided {
+        Ok(Acquisition::Granted { remaining: r, .. }) => remaining.store(*r, Atomic::Relaxed),
+        Ok(Acquisition::SoldOut) => remaining.store(0, Atomic::Relaxed),
+        _ => {}
     }
 }
 
@@ -120,26 +308,77 @@ fn closed() -> ApiError {
     }
 }
 
-/// Holds a product's waiting acquisitions and decides each due one, earliest stamp first.
-async fn decide_in_order(mut incoming: mpsc::UnboundedReceiver<Waiting>, grants: Grants) {
-    let mut heap: BinaryHeap<Reverse<Waiting>> = BinaryHeap::new();
-    loop {
-        let next_due = heap.peek().map(|Reverse(w)| w.due);
-        tokio::select! {
-            received = incoming.recv() => match received {
-                Some(w) => heap.push(Reverse(w)),
-                None if heap.is_empty() => return,
-                None => {}
-            },
-            () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)),
-                if next_due.is_some() => {
-                let now = Instant::now();
-                while heap.peek().is_some_and(|Reverse(w)| w.due <= now) {
-                    let Some(Reverse(w)) = heap.pop() else { break };
-                    let decided = grants.acquire(&w.args).await;
-                    let _ = w.reply.send(decided);
+/// One product's queue: decides each due acquisition, earliest stamp first.
+struct Decider {
+    grants: Grants,
+    held: Arc<AtomicUsize>,
+    remaining: Arc<AtomicI64>,
+}
+
+impl Decider {
+    /// Decides `due` (in stamp order): one after another while the units left could run
+    /// out among them; otherwise all at once (every one of them finds a unit, so their
+    /// order cannot matter, and Redis runs them back to back).
+    async fn decide(&self, due: Vec<Waiting>) {
+        let plenty = self.remaining.load(Atomic::Relaxed) > 2 * due.len() as i64;
+        let decided: Vec<ApiResult<Acquisition>> = if plenty {
+            futures::future::join_all(due.iter().map(|w| self.grants.acquire(&w.args))).await
+        } else {
+            let mut decided = Vec::with_capacity(due.len());
+            for w in &due {
+                let one = self.grants.acquire(&w.args).await;
+                learn_remaining(&self.remaining, &one);
+                decided.push(one);
+            }
+            decided
+        };
+        for (w, decided) in due.into_iter().zip(decided) {
+            learn_remaining(&self.remaining, &decided);
+            self.held.fetch_sub(1, Atomic::Relaxed);
+            let _ = w.reply.send(decided);
+        }
+    }
+
+    async fn run(self, mut incoming: mpsc::UnboundedReceiver<Waiting>) {
+        let mut heap: BinaryHeap<Reverse<Waiting>> = BinaryHeap::new();
+        loop {
+            let next_due = heap.peek().map(|Reverse(w)| w.due);
+            tokio::select! {
+                received = incoming.recv() => match received {
+                    Some(w) => heap.push(Reverse(w)),
+                    None if heap.is_empty() => return,
+                    None => {}
+                },
+                () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)),
+                    if next_due.is_some() => {
+                    let now = Instant::now();
+                    let mut due = Vec::new();
+                    while heap.peek().is_some_and(|Reverse(w)| w.due <= now) {
+                        let Some(Reverse(w)) = heap.pop() else { break };
+                        due.push(w);
+                    }
+                    self.decide(due).await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_scale_the_recent_rate_to_the_window() {
+        let mut a = Arrivals::default();
+        // 100 arrivals in the first 100 ms bucket, 100 in the next: 1 per ms.
+        for i in 0..200 {
+            a.count(i * 1_000);
+        }
+        let expected = a.within(20_000, 200_000);
+        assert!((15..=25).contains(&expected), "{expected}");
+        // A quiet second forgets them.
+        a.count(1_500_000);
+        assert_eq!(a.within(20_000, 1_500_000), 1);
     }
 }

@@ -20,6 +20,9 @@ pub struct AcquireArgs {
     pub arrival_us: i64,
     pub now_ms: i64,
     pub traceparent: String,
+    /// The stamp was older than the fairness window when the request arrived: a refusal
+    /// is recorded as late (network), not as a defect of the window.
+    pub late: bool,
 }
 
 /// The script's arguments: the attempt, the slot lifecycle and the lease's extension size.
@@ -108,6 +111,7 @@ impl Args<'_> {
             .arg("expiryEventId", Uuid::now_v7().to_string())
             .arg("expiredTtlMs", ms(self.lifecycle.expired_ttl))
             .arg("leaseSize", self.lease_size)
+            .arg("late", u8::from(a.late))
             .reply(conn)
             .await?;
         Attempt::parse(&reply)
