@@ -12,9 +12,9 @@
 //! `/metrics`, and marked late for `flashgate check`, which tells its inversions (network)
 //! apart from inversions within the window (a defect).
 //!
-//! Off the hot path when nobody could be overtaken: a product with no held requests whose
-//! last known stock is more than twice what could arrive within W is decided at once (every
-//! request stamped earlier and still on its way will find a unit too). Otherwise one task
+//! Off the hot path when nobody could be overtaken: a product sold out, or whose last known
+//! stock is more than twice what is held and what could arrive within W, is decided at once
+//! (every request stamped earlier, held or still on its way, will find a unit too). Otherwise one task
 //! per product holds the waiting requests in a heap ordered by stamp and runs
 //! `acquire.lua` (under the grant lease, [`crate::store::grants`]) for each due one in turn.
 
@@ -116,20 +116,20 @@ struct Product {
 }
 
 impl Product {
-    /// Whether a request could overtake one stamped earlier that is still on its way: some
-    /// are held already, or the stock is not known, or it is not sold out but fewer than
-    /// twice what could arrive within the window are left. Sold out, nobody can (every
-    /// request is refused in any order).
+    /// Whether a request could overtake one stamped earlier (held here or still on its
+    /// way) and take a unit it would have had: the stock is not known yet, or it is not sold
+    /// out but fewer units are left than twice what is held and what could arrive within the
+    /// window. Sold out, nobody can (every request is refused in any order); with stock to
+    /// spare, nobody can either, whatever is held.
     fn contended(&self, window_us: i64, now_us: i64) -> bool {
-        if self.held.load(Atomic::Relaxed) > 0 {
-            return true;
-        }
         match self.remaining.load(Atomic::Relaxed) {
             i64::MIN..=-1 => true,
             0 => false,
             left => {
-                let arrivals = self.arrivals.lock().expect("arrivals lock");
-                left <= 2 * arrivals.within(window_us, now_us) + 1
+                let held = self.held.load(Atomic::Relaxed) as i64;
+                let arriving =
+                    self.arrivals.lock().expect("arrivals lock").within(window_us, now_us);
+                left <= 2 * (held + arriving) + 1
             }
         }
     }
