@@ -19,6 +19,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -80,52 +81,79 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The relay's idempotent producer.
+/// The relay's idempotent producer. An idempotent producer that the broker fences (after a
+/// broker pause, say) is dead for good in librdkafka (a fatal error): the relay's next
+/// publish then replaces it with a new one, so delivery resumes instead of failing until
+/// the origin restarts. Nothing is lost meanwhile: undelivered events stay in the outbox.
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: FutureProducer,
-    timeout: Duration,
+    producer: Arc<RwLock<FutureProducer>>,
+    settings: KafkaSettings,
 }
 
 impl EventProducer {
     pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
-        let producer = settings
+        let producer = Self::create(settings)?;
+        Ok(Self { producer: Arc::new(RwLock::new(producer)), settings: settings.clone() })
+    }
+
+    fn create(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+        settings
             .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", settings.delivery_timeout.as_millis().to_string())
             .create()
-            .context("creating the Kafka producer")?;
-        Ok(Self { producer, timeout: settings.delivery_timeout })
+            .context("creating the Kafka producer")
     }
 
-    /// Publishes every event and returns once the broker has acknowledged all of them.
-    pub async fn publish(&self, events: &[OutboxEvent]) -> anyhow::Result<()> {
-        let sends = events.iter().map(|event| async move {
-            let payload = serde_json::to_vec(event)?;
-            let key = event.product_id.to_string();
-            let event_id = event.event_id.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "eventId", value: Some(event_id.as_str()) })
-                .insert(Header { key: "traceparent", value: Some(event.traceparent.as_str()) });
-            let record =
-                FutureRecord::to(event.kind.topic()).key(&key).payload(&payload).headers(headers);
-            self.producer
-                .send(record, Timeout::After(self.timeout))
-                .await
-                .map(drop)
-                .map_err(|(e, _)| anyhow::Error::new(e).context(format!("publishing {event_id}")))
-        });
-        for result in futures::future::join_all(sends).await {
-            result?;
+    fn current(&self) -> FutureProducer {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// Replaces the producer if it has died of a fatal error.
+    fn renew_if_dead(&self) -> anyhow::Result<()> {
+        let mut producer = self.producer.write().expect("producer lock");
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::warn!(%code, reason, "the Kafka producer died of a fatal error; replacing it");
+            *producer = Self::create(&self.settings)?;
         }
         Ok(())
     }
 
+    /// Publishes every event and returns once the broker has acknowledged all of them.
+    pub async fn publish(&self, events: &[OutboxEvent]) -> anyhow::Result<()> {
+        let producer = self.current();
+        let timeout = self.settings.delivery_timeout;
+        let sends = events.iter().map(|event| {
+            let producer = &producer;
+            async move {
+                let payload = serde_json::to_vec(event)?;
+                let key = event.product_id.to_string();
+                let event_id = event.event_id.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "eventId", value: Some(event_id.as_str()) })
+                    .insert(Header { key: "traceparent", value: Some(event.traceparent.as_str()) });
+                let record = FutureRecord::to(event.kind.topic())
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers);
+                producer.send(record, Timeout::After(timeout)).await.map(drop).map_err(|(e, _)| {
+                    anyhow::Error::new(e).context(format!("publishing {event_id}"))
+                })
+            }
+        });
+        let results = futures::future::join_all(sends).await;
+        if results.iter().any(Result::is_err) {
+            self.renew_if_dead()?;
+        }
+        results.into_iter().collect()
+    }
+
     /// Whether the broker answers (for `/health`).
     pub async fn ping(&self) -> bool {
-        let producer = self.producer.clone();
+        let producer = self.current();
         tokio::task::spawn_blocking(move || {
             producer.client().fetch_metadata(None, Timeout::After(Duration::from_secs(1))).is_ok()
         })
