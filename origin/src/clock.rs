@@ -65,9 +65,10 @@ pub fn rfc3339_ms(ms: i64) -> String {
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The loop every background worker (the relay too) runs: one step per interval until
-/// cancelled. A step in progress always finishes; the caller bounds how long it waits for that. After a failed
-/// step the next waits twice as long as the last, at most [`MAX_BACKOFF`], so a worker
-/// neither hammers a dependency that is down nor lags more than a second once it is back.
+/// cancelled. A step in progress always finishes; the caller bounds how long it waits for
+/// that. After a failed step the next waits twice as long as the last, at most
+/// [`MAX_BACKOFF`], so a worker neither hammers a dependency that is down nor lags more than
+/// a second once it is back.
 pub async fn every<F, Fut, E>(
     name: &'static str,
     interval: Duration,

@@ -14,9 +14,10 @@
 //!
 //! Off the hot path when nobody could be overtaken: a product sold out, or whose last known
 //! stock is more than twice what is held and what could arrive within W, is decided at once
-//! (every request stamped earlier, held or still on its way, will find a unit too). Otherwise one task
-//! per product holds the waiting requests in a heap ordered by stamp and runs
-//! `acquire.lua` (under the grant lease, [`crate::store::grants`]) for each due one in turn.
+//! (every request stamped earlier, held or still on its way, will find a unit too).
+//! Otherwise one task per product holds the waiting requests in a heap ordered by stamp and
+//! runs `acquire.lua` (under the grant lease, [`crate::store::grants`]) for each due one in
+//! turn.
 
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
