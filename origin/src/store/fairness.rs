@@ -121,16 +121,17 @@ impl Product {
     /// way) and take a unit it would have had: the stock is not known yet, or it is not sold
     /// out but fewer units are left than twice what is held and what could arrive within the
     /// window. Sold out, nobody can (every request is refused in any order); with stock to
-    /// spare, nobody can either, whatever is held.
-    fn contended(&self, window_us: i64, now_us: i64) -> bool {
+    /// spare, nobody can either, whatever is held. Counts this request's arrival too (one
+    /// lock for both).
+    fn arrive_contended(&self, window_us: i64, now_us: i64) -> bool {
+        let mut arrivals = self.arrivals.lock().expect("arrivals lock");
+        arrivals.count(now_us);
         match self.remaining.load(Atomic::Relaxed) {
             i64::MIN..=-1 => true,
             0 => false,
             left => {
                 let held = self.held.load(Atomic::Relaxed) as i64;
-                let arriving =
-                    self.arrivals.lock().expect("arrivals lock").within(window_us, now_us);
-                left <= 2 * (held + arriving) + 1
+                left <= 2 * (held + arrivals.within(window_us, now_us)) + 1
             }
         }
     }
@@ -234,8 +235,7 @@ impl FairnessWindow {
             self.metrics.fairness_late.get_or_create(&EdgeLabels { edge: edge.to_owned() }).inc();
         }
         let product = self.product(args.product_id);
-        product.arrivals.lock().expect("arrivals lock").count(now_us);
-        if !product.contended(window_us, now_us) {
+        if !product.arrive_contended(window_us, now_us) {
             let decided = self.grants.acquire(&args).await;
             learn_remaining(&product.remaining, &decided);
             return self.forget_unknown(args.product_id, decided);
