@@ -2,7 +2,7 @@
 //! that speaks both sides of flashgate (bearer tokens for the edge, the signed edge envelope
 //! for the origin) and reports throughput and latency percentiles; a bare hyper server that
 //! answers fixed bytes, the baseline the edge is measured against; and a proxy that delays
-//! each edge→origin connection by a random amount, for the fairness rows.
+//! each edge→origin request by a random amount, for the fairness rows (and the tests).
 //!
 //! The load generator runs on one thread and keeps one keep-alive connection per simulated
 //! client. Closed loop (`rate` unset) measures capacity; open loop (`rate` set) measures

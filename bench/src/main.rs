@@ -131,6 +131,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         upstream: SocketAddr,
+        /// Each request is held for a uniform random time in [min-ms, max-ms].
+        #[arg(long, default_value_t = 0)]
+        min_ms: u64,
         #[arg(long)]
         max_ms: u64,
     },
@@ -283,11 +286,14 @@ fn main() -> Result<()> {
                 flashgate_bench::bare::serve(listener, answer).await
             })?;
         }
-        Command::JitterProxy { listen, upstream, max_ms } => {
+        Command::JitterProxy { listen, upstream, min_ms, max_ms } => {
+            let delay = flashgate_bench::proxy::Delay {
+                min: Duration::from_millis(min_ms),
+                max: Duration::from_millis(max_ms.max(min_ms)),
+            };
             tokio::runtime::Runtime::new()?.block_on(async {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
-                flashgate_bench::proxy::serve(listener, upstream, Duration::from_millis(max_ms))
-                    .await
+                flashgate_bench::proxy::serve(listener, upstream, delay).await
             })?;
         }
     }

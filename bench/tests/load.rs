@@ -2,6 +2,7 @@
 //! reports is what was sent and answered.
 
 use flashgate_bench::load::{self, Captured, RunSpec};
+use flashgate_bench::proxy::Delay;
 use flashgate_bench::workload::{self, Auth, Workload};
 use flashgate_core::signing::EdgeSecret;
 use std::net::SocketAddr;
@@ -76,13 +77,16 @@ async fn max_requests_stops_the_run() {
 }
 
 #[tokio::test]
-async fn the_jitter_proxy_forwards_every_request() {
+async fn the_jitter_proxy_delays_every_request_on_a_kept_alive_connection() {
     let target = bare().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
-    tokio::spawn(flashgate_bench::proxy::serve(listener, target, Duration::from_millis(5)));
+    let delay = Delay { min: Duration::from_millis(20), max: Duration::from_millis(30) };
+    tokio::spawn(flashgate_bench::proxy::serve(listener, target, delay));
     let mut spec = spec(proxy, None);
     spec.max_requests = Some(20);
     let (report, _) = load::run(&spec, workload()).await.unwrap();
     assert_eq!((report.requests, report.statuses[&409], report.errors), (20, 20, 0));
+    // Each request, not just each connection's first, waited its draw.
+    assert!(report.p50_ms >= 19.0 && report.max_ms < 1000.0, "{report:?}");
 }

@@ -50,6 +50,11 @@ pub struct EdgeConfig {
     pub in_flight_us: u64,
     /// How long an `already-holding` answer is replayed from the store.
     pub holding_us: u64,
+    /// Whether the host stamps arrivals ([`crate::arrival`]): only flashgate's host does.
+    pub host_stamps: bool,
+    /// The longest an admitted request may wait inside the edge before it is forwarded
+    /// (`max_edge_wait_ms`; 0: no bound).
+    pub max_wait_us: u64,
 }
 
 /// Reads variables through `get` (`Err`: the platform could not read it).
@@ -148,6 +153,12 @@ impl EdgeConfig {
             address_limit: r.limit("rate_address", "100", "200")?,
             in_flight_us: 10_000_000,
             holding_us: 5_000_000,
+            // Unreadable (every platform but flashgate's host) means no.
+            host_stamps: (r.get)(crate::arrival::HOST_STAMPS_KEY)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.trim() == "true"),
+            max_wait_us: (r.number("max_edge_wait_ms", "250")? * 1000.0) as u64,
         })
     }
 }
@@ -180,11 +191,31 @@ mod tests {
         assert_eq!(c.origin_url, "http://127.0.0.1:8081");
         assert_eq!(c.refresh_every_us, 250_000);
         assert_eq!(c.user_limit.map(|l| l.burst), Some(10));
+        assert_eq!(c.max_wait_us, 250_000);
+        assert!(!c.host_stamps);
+    }
+
+    #[test]
+    fn only_a_host_that_answers_the_reserved_key_stamps_arrivals() {
+        let mut pairs = valid();
+        pairs.push((crate::arrival::HOST_STAMPS_KEY, "true"));
+        assert!(parse(&pairs).unwrap().host_stamps);
+        // Spin refuses the key's name: an error reading it is a no, not a failure.
+        let map: HashMap<&str, &str> = valid().into_iter().collect();
+        let spin = EdgeConfig::parse(|k| {
+            if k.contains(':') {
+                Err("invalid variable name".into())
+            } else {
+                Ok(map.get(k).map(|v| (*v).to_owned()))
+            }
+        })
+        .unwrap();
+        assert!(!spin.host_stamps);
     }
 
     #[test]
     fn each_missing_or_malformed_variable_is_named() {
-        let cases: [(&str, Option<&str>); 7] = [
+        let cases: [(&str, Option<&str>); 8] = [
             ("origin_url", None),
             ("origin_url", Some("127.0.0.1:8081")),
             ("edge_secret", None),
@@ -192,6 +223,7 @@ mod tests {
             ("jwt_jwks", Some("{not json")),
             ("jwt_leeway_secs", Some("soon")),
             ("rate_user_per_sec", Some("-1")),
+            ("max_edge_wait_ms", Some("a while")),
         ];
         for (variable, value) in cases {
             let mut pairs: Vec<(&str, &str)> =

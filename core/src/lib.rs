@@ -1,6 +1,7 @@
 //! flashgate-core: the pure decision logic shared by the edge component (wasm32-wasip2) and
 //! the origin (native).
 //!
+//! - [`arrival`]: the edge's arrival stamp (the host's, when it is trusted) and its wait bound;
 //! - [`signing`]: the edge→origin HMAC envelope (headers, canonical message, freshness);
 //! - [`trace`]: W3C trace context (`traceparent`) parsing and propagation;
 //! - [`token`]: JWT verification against a JWKS, with flashgate's claim rules;
@@ -15,6 +16,7 @@
 //! exception, behind the `native` feature, is [`signal`]: how the native processes learn
 //! they should stop.
 
+pub mod arrival;
 pub mod edge_config;
 pub mod fairness;
 pub mod kv;

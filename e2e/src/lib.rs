@@ -6,6 +6,7 @@
 //! mocked. Tracing output appears only when `TEST_LOG` is set.
 
 use anyhow::{Context, Result, bail};
+pub use flashgate_bench::proxy::Delay;
 use flashgate_cli::{DevIdentity, TokenSpec};
 use flashgate_core::signing::{self, EdgeSecret, EdgeStamp};
 use flashgate_core::token::{KeySet, TokenPolicy};
@@ -683,21 +684,17 @@ impl Drop for TestEdge {
     }
 }
 
-/// A TCP proxy that holds each new connection for `delay` before connecting it onwards: an
-/// edge→origin network delay.
+/// An HTTP proxy that holds each request for `delay` before passing it on to `target`: an
+/// edge→origin network delay (`flashgate_bench::proxy`).
 pub async fn delay_proxy(target: SocketAddr, delay: Duration) -> Result<SocketAddr> {
+    jitter_proxy(target, Delay::fixed(delay)).await
+}
+
+/// As [`delay_proxy`], each request held for its own random time in `delay`'s range.
+pub async fn jitter_proxy(target: SocketAddr, delay: Delay) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
+    tokio::spawn(flashgate_bench::proxy::serve(listener, target, delay));
     Ok(addr)
 }
 

@@ -15,6 +15,7 @@ const COMPONENT_CONFIG: &[&str] = &[
     "jwt_allow_hs256",
     "edge_id",
     "availability_refresh_ms",
+    "max_edge_wait_ms",
     "rate_user_per_sec",
     "rate_user_burst",
     "rate_address_per_sec",

@@ -8,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -41,6 +42,22 @@ pub struct EdgeLabels {
     pub edge: String,
 }
 
+/// Where the time between an edge's stamp and the origin's decision went.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DelayLabels {
+    pub edge: String,
+    /// `edge` (stamp → forwarded, as the edge reports it), `origin` (stamp → the origin's
+    /// handler) or `decided` (stamp → decision, the fairness hold included).
+    pub leg: &'static str,
+}
+
+type DelayHistograms = Family<DelayLabels, Histogram, fn() -> Histogram>;
+
+fn delay_histogram() -> Histogram {
+    // 0.25 ms to about 4 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
@@ -54,6 +71,8 @@ pub struct Metrics {
     pub fairness_held: Counter,
     /// Acquisitions whose stamp was older than the window on arrival, per edge.
     pub fairness_late: Family<EdgeLabels, Counter>,
+    /// Stamp-to-decision delays of acquisitions by edge and leg.
+    pub stamp_delay: DelayHistograms,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +122,13 @@ impl Default for Metrics {
             "Acquisitions whose edge stamp was older than the fairness window on arrival",
             fairness_late.clone(),
         );
+        let stamp_delay = DelayHistograms::new_with_constructor(delay_histogram);
+        registry.register(
+            "stamp_delay_seconds",
+            "Time from an acquisition's edge stamp to the edge forwarding it (leg=edge), to \
+             the origin receiving it (leg=origin) and to its decision (leg=decided)",
+            stamp_delay.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             http_requests,
@@ -112,11 +138,24 @@ impl Default for Metrics {
             fairness_window_ms,
             fairness_held,
             fairness_late,
+            stamp_delay,
         }
     }
 }
 
 impl Metrics {
+    /// Records where one acquisition's stamp-to-decision time went (µs; `edge_us` as the
+    /// edge reported it, if it did).
+    pub fn stamp_delays(&self, edge: &str, edge_us: Option<i64>, origin_us: i64, decided_us: i64) {
+        let legs = [("edge", edge_us), ("origin", Some(origin_us)), ("decided", Some(decided_us))];
+        for (leg, us) in legs {
+            if let Some(us) = us {
+                let labels = DelayLabels { edge: edge.to_owned(), leg };
+                self.stamp_delay.get_or_create(&labels).observe(us.max(0) as f64 / 1e6);
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -4,6 +4,7 @@
 
 use crate::config::{self, EdgeConfig};
 use crate::platform::Store;
+use flashgate_core::arrival;
 use flashgate_core::kv::KeyValue;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
 use flashgate_core::routes::{self, BuyerRoute, MAX_BUYER_BODY};
@@ -21,12 +22,13 @@ const HOP_BY_HOP: [&str; 6] =
     ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"];
 
 pub async fn handle(req: Request) -> Response {
-    // The arrival stamp is taken before anything else: fairness is judged by it.
-    let arrival_us = now_us();
+    // The clock is read before anything else: fairness is judged by the arrival stamp
+    // (the host's, when it stamps, see `flashgate_core::arrival`).
+    let first_us = now_us();
     let incoming = req.header(signing::HEADER_TRACEPARENT).and_then(|v| v.as_str());
-    let trace = TraceContext::continue_or_start(incoming, random24(arrival_us));
+    let trace = TraceContext::continue_or_start(incoming, random24(first_us));
     let trace_id = trace.trace_id_hex();
-    let mut response = match admit_and_forward(&req, arrival_us, &trace).await {
+    let mut response = match admit_and_forward(&req, first_us, &trace).await {
         Ok(response) => response,
         Err(refusal) => {
             problem_response(refusal.problem.with_trace_id(trace_id.clone()), refusal.headers)
@@ -50,7 +52,7 @@ impl From<Problem> for Refusal {
 
 async fn admit_and_forward(
     req: &Request,
-    arrival_us: u64,
+    first_us: u64,
     trace: &TraceContext,
 ) -> Result<Response, Refusal> {
     let method = method_str(req.method());
@@ -66,13 +68,15 @@ async fn admit_and_forward(
             Problem::not_found(format!("no route for {}", req.path()))
         }
     })?;
-    let config = config::current(arrival_us).map_err(|e| {
+    let config = config::current(first_us).map_err(|e| {
         // A platform that started the component without checking its variables: say which
         // one is wrong, as a retryable 503 (an operator fixes it; nothing is lost).
         eprintln!("flashgate-edge: configuration error: {e}");
         Problem::unavailable(format!("the edge is misconfigured: {e}"), 1)
             .with("variable", e.variable.clone())
     })?;
+    let host_accepted = req.header(arrival::HEADER_HOST_ACCEPTED).and_then(|v| v.as_str());
+    let arrival_us = arrival::stamp(host_accepted, config.host_stamps, first_us);
     let store = Store::open();
     let shield = Shield::new(&store, config.shield_timings());
     // Platforms that do not report the client's address (wasmCloud's HTTP provider) get no
@@ -255,6 +259,13 @@ async fn forward(
             builder.header(name, value);
         }
     }
+    // An admitted request that waited too long here is shed, not forwarded (see
+    // `flashgate_core::arrival::overdue`).
+    let now = now_us();
+    if arrival::overdue(arrival_us, now, config.max_wait_us) {
+        return Err(Problem::unavailable("the edge is overloaded; try again shortly", 1));
+    }
+    builder.header(arrival::HEADER_EDGE_ELAPSED, now.saturating_sub(arrival_us).to_string());
     let outbound = builder.body(req.body().to_vec()).build();
     spin_sdk::http::send(outbound).await.map_err(|e| {
         eprintln!("flashgate-edge: origin unreachable: {e}");

@@ -133,6 +133,10 @@ impl atomics::HostCas for RequestState {
 
 impl config::Host for RequestState {
     fn get(&mut self, key: String) -> Result<Option<String>, config::Error> {
+        // This host stamps every request it accepts (`flashgate_core::arrival`).
+        if key == flashgate_core::arrival::HOST_STAMPS_KEY {
+            return Ok(Some("true".to_owned()));
+        }
         Ok(self.component.variables.get(&key).cloned())
     }
 

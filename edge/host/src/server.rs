@@ -12,6 +12,7 @@ use crate::manifest::{ComponentSpec, Manifest};
 use crate::state::{Outbound, RequestState};
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use flashgate_core::arrival::HEADER_HOST_ACCEPTED;
 use flashgate_core::edge_config::EdgeConfig;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
 use flashgate_core::signing::{HEADER_TRACE_ID, HEADER_TRACEPARENT};
@@ -206,11 +207,11 @@ impl EdgeHost {
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("component `{id}` is not a wasi:http proxy"))?;
             tracing::info!(component = %id, elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
-            let outbound = Outbound {
-                rules: spec.allowed_outbound.clone().into(),
-                connect_timeout: settings.outbound_connect_timeout,
-                first_byte_timeout: settings.outbound_first_byte_timeout,
-            };
+            let outbound = Outbound::new(
+                spec.allowed_outbound.clone().into(),
+                settings.outbound_connect_timeout,
+                settings.outbound_first_byte_timeout,
+            );
             let warm = Arc::new(WarmPool::new(settings.reuse_instances, settings.warm_instances));
             let served_one = Served { pre, spec: Arc::new(spec.clone()), outbound, warm };
             served.insert(id.clone(), Arc::new(served_one));
@@ -319,6 +320,12 @@ async fn handle(
     peer: SocketAddr,
     mut req: hyper::Request<Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
+    // The arrival stamp the component takes (`flashgate_core::arrival`): before the request
+    // waits for an instance. Whatever a client sent under this name is replaced.
+    let accepted_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    req.headers_mut().insert(HEADER_HOST_ACCEPTED, http::HeaderValue::from(accepted_us));
     let Some(spec) = shared.manifest.route(req.uri().path()) else {
         return host_problem(&req, Problem::not_found("no route for this path"));
     };

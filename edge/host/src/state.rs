@@ -4,8 +4,12 @@
 use crate::kv::KvStores;
 use crate::manifest::{ComponentSpec, OutboundRule};
 use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
+use tower_http::timeout::{TimeoutBody, TimeoutError};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -49,12 +53,24 @@ impl WasiHttpView for RequestState {
 
 /// Outbound HTTP policy: only the component's `allowed_outbound_hosts`, with the host's
 /// default timeouts where the guest sets none, so no request can hang a handler.
+///
+/// Plain-HTTP requests (the origin, in flashgate's deployments) go through one pooled
+/// keep-alive client per component: a forwarded request reuses an idle connection instead
+/// of paying a TCP handshake, and its time to the origin stops depending on how many
+/// connections are being opened at that moment. HTTPS requests take wasmtime's default
+/// path (a new TLS connection each).
 #[derive(Clone)]
 pub struct Outbound {
     pub(crate) rules: Arc<[OutboundRule]>,
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
+    pub(crate) pool: Client<HttpConnector, WasiBody>,
 }
+
+/// Idle connections kept per origin; enough for the concurrency one host serves.
+const MAX_IDLE_PER_HOST: usize = 1024;
+/// An idle pooled connection is closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type SendFuture = Box<
     dyn Future<
@@ -66,6 +82,21 @@ type SendFuture = Box<
 >;
 
 impl Outbound {
+    pub fn new(
+        rules: Arc<[OutboundRule]>,
+        connect_timeout: Duration,
+        first_byte: Duration,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let pool = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            .build(connector);
+        Self { rules, connect_timeout, first_byte_timeout: first_byte, pool }
+    }
+
     fn allows(&self, uri: &http::Uri) -> bool {
         let scheme = uri.scheme_str().unwrap_or("http");
         let Some(host) = uri.host() else { return false };
@@ -91,13 +122,57 @@ impl WasiHttpHooks for Outbound {
             first_byte_timeout: options.first_byte_timeout.or(Some(self.first_byte_timeout)),
             between_bytes_timeout: options.between_bytes_timeout.or(Some(self.first_byte_timeout)),
         };
+        if request.uri().scheme_str() == Some("https") {
+            return Box::new(async move {
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+                Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+            });
+        }
+        let pool = self.pool.clone();
         Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            // The pool connects (bounded by the connector's timeout) and sends: the head must
+            // be back within both timeouts.
+            let head_within = options.connect_timeout.unwrap_or_default()
+                + options.first_byte_timeout.unwrap_or_default();
+            let between = options.between_bytes_timeout.unwrap_or_default();
+            let response = tokio::time::timeout(head_within, pool.request(request))
+                .await
+                .map_err(|_| HttpError::ConnectionReadTimeout)?
+                .map_err(pooled_error)?;
+            let response = response
+                .map(|body| TimeoutBody::new(between, body).map_err(body_error).boxed_unsync());
+            // The pool drives the connection itself.
+            Ok((response, Box::new(async { Ok(()) }) as IoFuture))
         })
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+fn pooled_error(e: hyper_util::client::legacy::Error) -> HttpError {
+    if e.is_connect() {
+        return HttpError::ConnectionRefused;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<hyper::Error>().is_some() {
+            break;
+        }
+        source = cause.source();
+    }
+    HttpError::InternalError(Some(match source {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }))
+}
+
+fn body_error(e: Box<dyn std::error::Error + Send + Sync>) -> HttpError {
+    if e.is::<TimeoutError>() {
+        return HttpError::ConnectionReadTimeout;
+    }
+    match e.downcast::<hyper::Error>() {
+        Ok(e) => HttpError::from(*e),
+        Err(e) => HttpError::InternalError(Some(e.to_string())),
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use flashgate_core::arrival;
 use flashgate_core::signing::{self, EdgeStamp, SignatureError};
 use uuid::Uuid;
 
@@ -21,6 +22,9 @@ pub struct EdgeContext {
     pub arrival_us: i64,
     pub traceparent: String,
     pub edge_id: String,
+    /// How long the edge held the request before forwarding it, as it reports it
+    /// (unsigned: it only feeds `/metrics`).
+    pub edge_elapsed_us: Option<i64>,
 }
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -76,6 +80,10 @@ async fn verify(trust: &EdgeTrust, req: Request) -> Result<Request, ApiError> {
         arrival_us: arrival_us as i64,
         traceparent: traceparent.to_owned(),
         edge_id: edge_id.to_owned(),
+        edge_elapsed_us: parts
+            .headers
+            .get(arrival::HEADER_EDGE_ELAPSED)
+            .and_then(|v| v.to_str().ok()?.parse::<i64>().ok()),
     };
     parts.extensions.insert(ctx);
     Ok(Request::from_parts(parts, Body::from(body)))

@@ -81,7 +81,8 @@ async fn acquire(
             detail: format!("Redis does not persist grants: {why}"),
         });
     }
-    let now_ms = state.clock.now_ms();
+    let received_us = state.clock.now_us();
+    let now_ms = received_us.div_euclid(1000);
     let slot_id = Uuid::now_v7();
     let outcome = state
         .fairness
@@ -99,6 +100,12 @@ async fn acquire(
             &edge.edge_id,
         )
         .await?;
+    state.metrics.stamp_delays(
+        &edge.edge_id,
+        edge.edge_elapsed_us,
+        received_us - edge.arrival_us,
+        state.clock.now_us() - edge.arrival_us,
+    );
     state.metrics.acquisitions.get_or_create(&AcquireLabels { outcome: outcome.outcome() }).inc();
     match outcome {
         Acquisition::Granted { expires_ms, remaining } => {
