@@ -15,11 +15,50 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def parse_metrics(path):
+    """Prometheus text samples as {(name, ((label, value), ...)): value}; {} if absent."""
+    samples = {}
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return samples
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+        if not m:
+            continue
+        labels = tuple(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        try:
+            samples[(m.group(1), labels)] = float(m.group(3))
+        except ValueError:
+            pass
+    return samples
+
+
+def histogram_summary(metrics, edge, leg):
+    """`mean / p99` in ms of one stamp-delay histogram series ("—" when empty)."""
+    name = "flashgate_stamp_delay_seconds"
+    key = (("edge", edge), ("leg", leg))
+    count = metrics.get((f"{name}_count", key), 0)
+    if not count:
+        return "—"
+    mean = metrics.get((f"{name}_sum", key), 0) / count * 1000
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (n, labels), v in metrics.items()
+        if n == f"{name}_bucket" and tuple(kv for kv in labels if kv[0] != "le") == key
+    )
+    p99 = next((le for le, v in buckets if v >= 0.99 * count), float("inf"))
+    return f"{mean:.1f} / {p99 * 1000:.1f}"
+
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("--results", required=True)
     a.add_argument("--checks", required=True)
-    a.add_argument("--inversions", required=True, help="directory of inversions-w*.txt")
+    a.add_argument("--fairness", required=True,
+                   help="directory of the fairness runs' inversions-, metrics- and grants- files")
     a.add_argument("--out", required=True)
     a.add_argument("--build-secs", type=int, required=True)
     a.add_argument("--total-secs", type=int, required=True)
@@ -149,45 +188,79 @@ def main():
       "loop, iterations per second; a full-flow iteration makes four requests); their "
       "answers column says whether the script's thresholds held.")
     w("")
-    w("## Fairness window")
+    w("## Fairness at capacity")
     w("")
-    w("400 units, 1,600 first-time buyers at 400 req/s through the edge, each edge→origin "
-      "connection delayed by a random 0–20 ms (a jitter proxy; the edge host opens one origin "
-      "connection per forwarded request). An inversion is a pair of a buyer refused `sold-out` "
-      "and a granted buyer whose edge stamp is later. The checker's pass allows 50 ms of skew.")
+    w("Two edge hosts, A 0–20 ms and B 30–60 ms from the origin (an HTTP proxy holds each "
+      "forwarded request for its own random delay), the load split evenly between them, "
+      "first-time buyers, open loop at the full path's measured capacity (1×) and twice it "
+      "(2×), a product with about a second of capacity in stock. An inversion is a pair of a "
+      "buyer refused `sold-out` and a granted buyer whose edge stamp is later, counted with no "
+      "skew allowed; *late* ones involve a request whose stamp was already older than the "
+      "window when it reached the origin (the network's, counted apart). The grants' p50 / p99 "
+      "is their stamp's age when the origin received them (PostgreSQL's `acquired_at - "
+      "arrival_at`: `acquired_at` is the origin's receive time, before any hold); the time "
+      "to the decision, hold included, is the `decided` leg below.")
     w("")
-    w("| W | req/s | p50 ms | p99 ms | inversions within the window (no skew allowed) | "
-      "of late requests | check allowing 50 ms skew |")
-    w("|---|---|---|---|---|---|---|")
+    w("| load | W | window at the end | grants | inversions / 1,000 grants: within window "
+      "| late | grants' stamp→origin p50 / p99 ms | late requests A / B | answers (A + B) | check |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     checks = {}
     for line in open(args.checks):
         parts = line.rstrip("\n").split("\t")
         if len(parts) >= 3:
             checks[parts[0]] = (parts[1], parts[2])
-    for wms in ("0", "5", "20", "auto"):
-        k = f"fairness-w{wms}"
-        if k not in rep:
-            continue
-        r = rep[k]
-        inv = late = "?"
-        try:
-            text = open(os.path.join(args.inversions, f"inversions-w{wms}.txt")).read()
-            m = re.search(r"(\d+) fairness inversions", text)
-            inv = m.group(1) if m else "?"
-            m = re.search(r"and (\d+) of late requests", text)
-            late = m.group(1) if m else "—"
-        except OSError:
-            pass
-        label = f"{wms} ms"
-        if wms == "auto":
-            label = "adaptive (default)"
+    legs = []
+    for x in ("1", "2"):
+        for wms in ("0", "auto"):
+            name = f"fairness-w{wms}-x{x}"
+            if f"{name}-a" not in rep:
+                continue
+            inv = late = None
             try:
-                chosen = open(os.path.join(args.inversions, "window-wauto.txt")).read().split()
-                label += f", {float(chosen[-1]):.1f} ms at the end"
-            except (OSError, ValueError, IndexError):
+                text = open(os.path.join(args.fairness, f"inversions-{name}.txt")).read()
+                m = re.search(r"(\d+) fairness inversions", text)
+                inv = int(m.group(1)) if m else None
+                m = re.search(r"and (\d+) of late requests", text)
+                late = int(m.group(1)) if m else None
+            except OSError:
                 pass
-        w(f"| {label} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {inv} | {late} | "
-          f"{checks.get(k, ('?', ''))[0]} |")
+            grants, p50, p99 = 0, float("nan"), float("nan")
+            try:
+                g = open(os.path.join(args.fairness, f"grants-{name}.txt")).read().strip()
+                c, a50, a99 = g.split("|")
+                grants, p50, p99 = int(c), float(a50) * 1000, float(a99) * 1000
+            except (OSError, ValueError):
+                pass
+            metrics = parse_metrics(os.path.join(args.fairness, f"metrics-{name}.txt"))
+            window = metrics.get(("flashgate_fairness_window_ms", ()), float("nan"))
+            late_a = metrics.get(("flashgate_fairness_late_total", (("edge", "edge-a"),)), 0)
+            late_b = metrics.get(("flashgate_fairness_late_total", (("edge", "edge-b"),)), 0)
+            per_k = lambda n: f"{1000 * n / grants:.2f} ({n})" if grants and n is not None else "?"  # noqa: E731
+            answers = {}
+            for side in ("a", "b"):
+                for st, n in rep[f"{name}-{side}"].get("statuses", {}).items():
+                    answers[st] = answers.get(st, 0) + n
+            ans = ", ".join(f"{st}: {n}" for st, n in sorted(answers.items()))
+            rate = (rep[f"{name}-a"].get("rate") or 0) + (rep[f"{name}-b"].get("rate") or 0)
+            label = "adaptive (default)" if wms == "auto" else f"{wms} ms"
+            w(f"| {x}× ({rate:.0f}/s) | {label} | {window:.1f} ms | {grants} | {per_k(inv)} | "
+              f"{per_k(late)} | {p50:.1f} / {p99:.1f} | {late_a:.0f} / {late_b:.0f} | {ans} | "
+              f"{checks.get(name, ('?', ''))[0]} |")
+            for edge in ("edge-a", "edge-b"):
+                row = [f"{x}×", label, edge]
+                for leg in ("edge", "origin", "decided"):
+                    row.append(histogram_summary(metrics, edge, leg))
+                legs.append(row)
+    w("")
+    w("Where the stamp-to-decision time goes, per edge (`flashgate_stamp_delay_seconds`: mean "
+      "/ p99 bucket bound, ms): `edge` is the stamp to the edge forwarding (host queue, "
+      "instance, token check), `origin` the stamp to the origin's handler (plus the injected "
+      "network delay), `decided` the stamp to the decision (plus the fairness hold).")
+    w("")
+    w("| load | W | edge | edge | origin | decided |")
+    w("|---|---|---|---|---|---|")
+    for row in legs:
+        w("| " + " | ".join(row) + " |")
     w("")
     w("## Invariant checks")
     w("")

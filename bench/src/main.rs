@@ -271,8 +271,9 @@ fn main() -> Result<()> {
             let line = json!({ "label": label, "target": target.to_string(), "buyers": buyers, "report": report });
             match out {
                 Some(path) => {
+                    // One write of the whole line: runs in parallel share the file.
                     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                    writeln!(f, "{line}")?;
+                    f.write_all(format!("{line}\n").as_bytes())?;
                 }
                 None => println!("{line}"),
             }

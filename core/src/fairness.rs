@@ -11,7 +11,7 @@
 //!
 //! Pure: the caller passes the time in, so it is unit-tested natively.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Histogram buckets: bucket `i` holds delays up to `FIRST_BOUND_US × RATIO^i` (0.25 ms,
 /// 0.31 ms, … about 9 s); one more holds everything beyond.
@@ -170,6 +170,47 @@ impl DelayTracker {
     }
 }
 
+/// The windows in force lately. A request is late when its stamp's age on arrival exceeds
+/// the smallest window in force at any time since its stamp: a request stamped after it may
+/// have been decided under that window before it arrived. Judged against the window in
+/// force on arrival alone, a window that grew meanwhile would count such a loss as the
+/// window's fault rather than the network's.
+#[derive(Debug, Clone, Default)]
+pub struct WindowHistory {
+    /// `(from_us, window_us)`, oldest first; each in force until the next one's `from_us`.
+    changes: VecDeque<(i64, i64)>,
+}
+
+impl WindowHistory {
+    /// A history that starts with `window_us` in force.
+    pub fn new(window_us: i64) -> Self {
+        Self { changes: VecDeque::from([(i64::MIN, window_us)]) }
+    }
+
+    /// `window_us` is in force from `now_us`. Changes older than `horizon_us` are forgotten
+    /// (a request older than the longest window is late whatever the window was).
+    pub fn set(&mut self, now_us: i64, window_us: i64, horizon_us: i64) {
+        if self.changes.back().is_none_or(|&(_, w)| w != window_us) {
+            self.changes.push_back((now_us, window_us));
+        }
+        while self.changes.len() > 1 && self.changes[1].0 <= now_us.saturating_sub(horizon_us) {
+            self.changes.pop_front();
+        }
+    }
+
+    /// The smallest window in force at any time from `since_us` on (0 with no history).
+    pub fn min_since(&self, since_us: i64) -> i64 {
+        let mut min = None::<i64>;
+        for (i, &(_, window)) in self.changes.iter().enumerate() {
+            let until = self.changes.get(i + 1).map_or(i64::MAX, |&(from, _)| from);
+            if until > since_us {
+                min = Some(min.map_or(window, |m| m.min(window)));
+            }
+        }
+        min.unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +309,25 @@ mod tests {
         t.record("newcomer", 70 * MS, 25 * MS);
         assert_eq!(t.edges(), 1);
         assert!(t.window_us(25 * MS) >= 70 * MS);
+    }
+
+    #[test]
+    fn lateness_is_judged_against_the_smallest_window_since_the_stamp() {
+        let mut h = WindowHistory::new(0);
+        h.set(100 * MS, 20 * MS, 250 * MS);
+        h.set(200 * MS, 60 * MS, 250 * MS);
+        // Stamped while 20 ms was in force: 20 ms is what a later stamp may have been
+        // decided under, though 60 ms is in force now.
+        assert_eq!(h.min_since(150 * MS), 20 * MS);
+        assert_eq!(h.min_since(210 * MS), 60 * MS);
+        // Before the first change, the window was 0: anything is late.
+        assert_eq!(h.min_since(50 * MS), 0);
+        // A shrink counts from when it happened.
+        h.set(300 * MS, 10 * MS, 250 * MS);
+        assert_eq!(h.min_since(210 * MS), 10 * MS);
+        // Setting the same window again records nothing new; old changes are forgotten.
+        h.set(600 * MS, 10 * MS, 250 * MS);
+        assert_eq!(h.changes.len(), 1);
+        assert_eq!(h.min_since(0), 10 * MS);
     }
 }

@@ -7,13 +7,16 @@
 //! ([`flashgate_core::fairness::DelayTracker`]), and W is the largest edge's high quantile,
 //! bounded. An operator can fix W instead ([`Fairness::Fixed`]; 0 turns the window off).
 //!
-//! A request whose stamp is already older than W when it arrives is late: it is decided at
-//! once (ahead of every held request, its stamp being the oldest), counted per edge in
+//! A request whose stamp is already older than W when it arrives — than the smallest W in
+//! force since its stamp, since a later-stamped request may have been decided under that one
+//! ([`WindowHistory`]) — is late: it is decided at once (ahead of every held request, its
+//! stamp being the oldest), counted per edge in
 //! `/metrics`, and marked late for `flashgate check`, which tells its inversions (network)
 //! apart from inversions within the window (a defect).
 //!
 //! Off the hot path when nobody could be overtaken: a product sold out, or whose last known
-//! stock is more than twice what is held and what could arrive within W, is decided at once
+//! stock is more than twice what is held, what is being decided and what could arrive within
+//! W at the busiest rate of the last third of a second, is decided at once
 //! (every request stamped earlier, held or still on its way, will find a unit too).
 //! Otherwise one task per product holds the waiting requests in a heap ordered by stamp and
 //! runs `acquire.lua` (under the grant lease, [`crate::store::grants`]) for each due one in
@@ -24,7 +27,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::{EdgeLabels, Metrics};
 use crate::store::grants::Grants;
 use crate::store::scripts::acquire::{AcquireArgs, Acquisition};
-use flashgate_core::fairness::{DelayTracker, WindowPolicy};
+use flashgate_core::fairness::{DelayTracker, WindowHistory, WindowPolicy};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering as Atomic};
@@ -46,8 +49,12 @@ pub enum Fairness {
 
 /// The window is recomputed from the delays at most this often.
 const RECOMPUTE_US: i64 = 50_000;
-/// The arrival rate of a product is counted over buckets this long.
-const RATE_BUCKET_US: i64 = 100_000;
+/// A product's arrivals are counted in buckets this long...
+const RATE_BUCKET_US: i64 = 10_000;
+/// ...over this many of the latest buckets, and the busiest one sets the rate (arrivals come
+/// in bursts when a machine on the way stalls, and a burst is what could take the units
+/// an earlier-stamped request still on its way should have).
+const RATE_BUCKETS: usize = 32;
 
 struct Waiting {
     args: AcquireArgs,
@@ -79,30 +86,34 @@ impl Ord for Waiting {
     }
 }
 
-/// Arrivals of one product, in two buckets of [`RATE_BUCKET_US`].
+/// Arrivals of one product, in the latest [`RATE_BUCKETS`] buckets of [`RATE_BUCKET_US`].
 #[derive(Debug, Default)]
 struct Arrivals {
-    started_us: i64,
-    current: u64,
-    previous: u64,
+    /// The bucket `counts[bucket % RATE_BUCKETS]` counts (`bucket` = time / bucket length).
+    latest: i64,
+    counts: [u32; RATE_BUCKETS],
 }
 
 impl Arrivals {
     fn count(&mut self, now_us: i64) {
-        let elapsed = now_us - self.started_us;
-        if elapsed >= 2 * RATE_BUCKET_US {
-            (self.previous, self.current, self.started_us) = (0, 0, now_us);
-        } else if elapsed >= RATE_BUCKET_US {
-            (self.previous, self.current, self.started_us) = (self.current, 0, now_us);
+        let bucket = now_us.div_euclid(RATE_BUCKET_US);
+        if bucket > self.latest {
+            // Buckets skipped since the last arrival are empty.
+            let skipped = (bucket - self.latest).min(RATE_BUCKETS as i64);
+            for b in 0..skipped {
+                self.counts[(bucket - b).rem_euclid(RATE_BUCKETS as i64) as usize] = 0;
+            }
+            self.latest = bucket;
         }
-        self.current += 1;
+        let slot = self.latest.rem_euclid(RATE_BUCKETS as i64) as usize;
+        self.counts[slot] = self.counts[slot].saturating_add(1);
     }
 
-    /// How many arrivals `window_us` holds at the recent rate.
+    /// How many arrivals `window_us` could hold at the busiest recent rate.
     fn within(&self, window_us: i64, now_us: i64) -> i64 {
-        let span = RATE_BUCKET_US + (now_us - self.started_us).clamp(1, RATE_BUCKET_US);
-        let arrivals = (self.previous + self.current) as i64 * window_us;
-        (arrivals + span - 1) / span
+        let quiet = now_us.div_euclid(RATE_BUCKET_US) - self.latest >= RATE_BUCKETS as i64;
+        let peak = if quiet { 0 } else { self.counts.iter().copied().max().unwrap_or(0) as i64 };
+        (peak * window_us + RATE_BUCKET_US - 1) / RATE_BUCKET_US
     }
 }
 
@@ -111,6 +122,8 @@ struct Product {
     queue: mpsc::UnboundedSender<Waiting>,
     /// Requests in the queue, not decided yet.
     held: Arc<AtomicUsize>,
+    /// Requests being decided at once, outside the queue.
+    deciding: AtomicI64,
     /// Units left at the last decision (-1: not known yet).
     remaining: Arc<AtomicI64>,
     arrivals: Mutex<Arrivals>,
@@ -131,17 +144,24 @@ impl Product {
             0 => false,
             left => {
                 let held = self.held.load(Atomic::Relaxed) as i64;
-                left <= 2 * (held + arrivals.within(window_us, now_us)) + 1
+                let deciding = self.deciding.load(Atomic::Relaxed);
+                left <= 2 * (held + deciding + arrivals.within(window_us, now_us)) + 1
             }
         }
     }
+}
+
+/// What the adaptive window learned: the edges' delays and the windows lately in force.
+struct Learned {
+    delays: DelayTracker,
+    history: WindowHistory,
 }
 
 /// Decides acquisitions in stamp order within the window; cheap to clone.
 #[derive(Clone)]
 pub struct FairnessWindow {
     mode: Fairness,
-    delays: Arc<Mutex<DelayTracker>>,
+    learned: Arc<Mutex<Learned>>,
     /// The window in force, µs, and when it was computed.
     window_us: Arc<AtomicI64>,
     computed_us: Arc<AtomicI64>,
@@ -170,7 +190,10 @@ impl FairnessWindow {
         metrics.fairness_window_ms.set(fixed_us as f64 / 1000.0);
         Self {
             mode,
-            delays: Arc::new(Mutex::new(DelayTracker::new(policy))),
+            learned: Arc::new(Mutex::new(Learned {
+                delays: DelayTracker::new(policy),
+                history: WindowHistory::new(fixed_us),
+            })),
             window_us: Arc::new(AtomicI64::new(fixed_us)),
             computed_us: Arc::new(AtomicI64::new(i64::MIN)),
             logged_us: Arc::new(AtomicI64::new(fixed_us)),
@@ -194,18 +217,24 @@ impl FairnessWindow {
         self.products.lock().expect("fairness products lock").clear();
     }
 
-    /// Learns `edge`'s delay from this request and returns the window in force.
-    fn learn(&self, edge: &str, age_us: i64, now_us: i64) -> i64 {
+    /// Learns `edge`'s delay from a request stamped at `stamp_us` and returns the window in
+    /// force and the smallest one in force since the stamp (see [`WindowHistory`]).
+    fn learn(&self, edge: &str, stamp_us: i64, now_us: i64) -> (i64, i64) {
         if let Fairness::Fixed(w) = self.mode {
-            return w.as_micros() as i64;
+            let w = w.as_micros() as i64;
+            return (w, w);
         }
-        let mut delays = self.delays.lock().expect("fairness delays lock");
-        delays.record(edge, age_us, now_us);
+        let mut learned = self.learned.lock().expect("fairness delays lock");
+        learned.delays.record(edge, now_us - stamp_us, now_us);
         if now_us.saturating_sub(self.computed_us.load(Atomic::Relaxed)) < RECOMPUTE_US {
-            return self.window_us.load(Atomic::Relaxed);
+            let window = self.window_us.load(Atomic::Relaxed);
+            return (window, learned.history.min_since(stamp_us));
         }
-        let window = delays.window_us(now_us);
-        drop(delays);
+        let window = learned.delays.window_us(now_us);
+        let horizon = learned.delays.policy().max_us;
+        learned.history.set(now_us, window, horizon);
+        let least = learned.history.min_since(stamp_us);
+        drop(learned);
         self.computed_us.store(now_us, Atomic::Relaxed);
         self.window_us.store(window, Atomic::Relaxed);
         self.metrics.fairness_window_ms.set(window as f64 / 1000.0);
@@ -219,24 +248,26 @@ impl FairnessWindow {
         {
             tracing::info!(window_ms = window as f64 / 1000.0, "fairness window changed");
         }
-        window
+        (window, least)
     }
 
     /// Decides one acquisition stamped by `edge`, after the window when there is one.
     pub async fn acquire(&self, mut args: AcquireArgs, edge: &str) -> ApiResult<Acquisition> {
         let now_us = self.clock.now_us();
         let age_us = now_us - args.arrival_us;
-        let window_us = self.learn(edge, age_us, now_us);
+        let (window_us, least_us) = self.learn(edge, args.arrival_us, now_us);
         if window_us <= 0 {
             return self.grants.acquire(&args).await;
         }
-        if age_us > window_us {
+        if age_us > least_us {
             args.late = true;
             self.metrics.fairness_late.get_or_create(&EdgeLabels { edge: edge.to_owned() }).inc();
         }
         let product = self.product(args.product_id);
         if !product.arrive_contended(window_us, now_us) {
+            product.deciding.fetch_add(1, Atomic::Relaxed);
             let decided = self.grants.acquire(&args).await;
+            product.deciding.fetch_sub(1, Atomic::Relaxed);
             learn_remaining(&product.remaining, &decided);
             return self.forget_unknown(args.product_id, decided);
         }
@@ -278,6 +309,7 @@ impl FairnessWindow {
                 let product = Product {
                     queue,
                     held: Arc::default(),
+                    deciding: AtomicI64::default(),
                     remaining: Arc::new(AtomicI64::new(-1)),
                     arrivals: Mutex::default(),
                 };
@@ -352,6 +384,12 @@ impl Decider {
                 },
                 () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)),
                     if next_due.is_some() => {
+                    // Everything sent so far joins the heap first: a request stamped earlier
+                    // than a due one may be waiting in the channel (it queues there while a
+                    // batch is being decided), and it goes first.
+                    while let Ok(w) = incoming.try_recv() {
+                        heap.push(Reverse(w));
+                    }
                     let now = Instant::now();
                     let mut due = Vec::new();
                     while heap.peek().is_some_and(|Reverse(w)| w.due <= now) {
@@ -370,16 +408,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn arrivals_scale_the_recent_rate_to_the_window() {
+    fn arrivals_scale_the_busiest_recent_rate_to_the_window() {
         let mut a = Arrivals::default();
-        // 100 arrivals in the first 100 ms bucket, 100 in the next: 1 per ms.
+        // 1 per ms for 200 ms: 10 per 10 ms bucket, 20 in a 20 ms window.
         for i in 0..200 {
             a.count(i * 1_000);
         }
-        let expected = a.within(20_000, 200_000);
-        assert!((15..=25).contains(&expected), "{expected}");
-        // A quiet second forgets them.
-        a.count(1_500_000);
-        assert_eq!(a.within(20_000, 1_500_000), 1);
+        assert_eq!(a.within(20_000, 200_000), 20);
+        // A burst of 50 within one bucket sets the rate: 100 in the same window.
+        for _ in 0..50 {
+            a.count(205_000);
+        }
+        assert_eq!(a.within(20_000, 205_000), 100);
+        // The burst is forgotten once its bucket is older than the buckets kept.
+        a.count(205_000 + RATE_BUCKETS as i64 * RATE_BUCKET_US);
+        assert_eq!(a.within(20_000, 205_000 + RATE_BUCKETS as i64 * RATE_BUCKET_US), 2);
+        // After a quiet spell, nothing is expected.
+        assert_eq!(a.within(20_000, 10_000_000), 0);
     }
 }
