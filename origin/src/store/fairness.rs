@@ -384,18 +384,7 @@ impl Decider {
                 },
                 () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)),
                     if next_due.is_some() => {
-                    // Everything sent so far joins the heap first: a request stamped earlier
-                    // than a due one may be waiting in the channel (it queues there while a
-                    // batch is being decided), and it goes first.
-                    while let Ok(w) = incoming.try_recv() {
-                        heap.push(Reverse(w));
-                    }
-                    let now = Instant::now();
-                    let mut due = Vec::new();
-                    while heap.peek().is_some_and(|Reverse(w)| w.due <= now) {
-                        let Some(Reverse(w)) = heap.pop() else { break };
-                        due.push(w);
-                    }
+                    let due = take_due(&mut heap, &mut incoming, Instant::now());
                     self.decide(due).await;
                 }
             }
@@ -403,9 +392,60 @@ impl Decider {
     }
 }
 
+/// The requests due at `now`, earliest stamp first: taken from the top of the heap while
+/// the top is due, so none goes before an earlier-stamped one that is not. Everything sent
+/// so far joins the heap first: a request stamped earlier than a due one may still be in the
+/// channel (requests queue there while a batch is being decided), and it goes first.
+fn take_due(
+    heap: &mut BinaryHeap<Reverse<Waiting>>,
+    incoming: &mut mpsc::UnboundedReceiver<Waiting>,
+    now: Instant,
+) -> Vec<Waiting> {
+    while let Ok(w) = incoming.try_recv() {
+        heap.push(Reverse(w));
+    }
+    let mut due = Vec::new();
+    while heap.peek().is_some_and(|Reverse(w)| w.due <= now) {
+        let Some(Reverse(w)) = heap.pop() else { break };
+        due.push(w);
+    }
+    due
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn waiting(stamp_us: i64, due: Instant, seq: u64) -> Waiting {
+        let args = AcquireArgs {
+            product_id: Uuid::nil(),
+            user_id: Uuid::new_v4(),
+            slot_id: Uuid::new_v4(),
+            event_id: Uuid::new_v4(),
+            arrival_us: stamp_us,
+            now_ms: 0,
+            traceparent: String::new(),
+            late: false,
+        };
+        Waiting { args, due, seq, reply: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn an_earlier_stamp_still_in_the_channel_goes_before_a_due_later_one() {
+        let now = Instant::now();
+        let mut heap = BinaryHeap::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Held and due: stamped at 2 ms.
+        heap.push(Reverse(waiting(2_000, now, 0)));
+        // Sent while a batch was being decided, not in the heap yet: stamped at 1 ms, due
+        // later (it arrived later, within the window).
+        tx.send(waiting(1_000, now + Duration::from_millis(5), 1)).unwrap();
+        assert!(take_due(&mut heap, &mut rx, now).is_empty(), "the later stamp must wait");
+        let later = now + Duration::from_millis(5);
+        let order: Vec<i64> =
+            take_due(&mut heap, &mut rx, later).iter().map(|w| w.args.arrival_us).collect();
+        assert_eq!(order, [1_000, 2_000]);
+    }
 
     #[test]
     fn arrivals_scale_the_busiest_recent_rate_to_the_window() {
