@@ -154,14 +154,8 @@ fn pooled_error(e: hyper_util::client::legacy::Error) -> HttpError {
     if e.is_connect() {
         return HttpError::ConnectionRefused;
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        if cause.downcast_ref::<hyper::Error>().is_some() {
-            break;
-        }
-        source = cause.source();
-    }
-    HttpError::InternalError(Some(match source {
+    // The pool's error says what it was doing; its source (hyper's) says what went wrong.
+    HttpError::InternalError(Some(match std::error::Error::source(&e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
     }))
