@@ -151,6 +151,22 @@ impl Product {
     }
 }
 
+/// One request being decided at once, counted in its product's `deciding` while it lives.
+struct Deciding<'a>(&'a AtomicI64);
+
+impl<'a> Deciding<'a> {
+    fn count(deciding: &'a AtomicI64) -> Self {
+        deciding.fetch_add(1, Atomic::Relaxed);
+        Self(deciding)
+    }
+}
+
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Atomic::Relaxed);
+    }
+}
+
 /// What the adaptive window learned: the edges' delays and the windows lately in force.
 struct Learned {
     delays: DelayTracker,
@@ -265,9 +281,11 @@ impl FairnessWindow {
         }
         let product = self.product(args.product_id);
         if !product.arrive_contended(window_us, now_us) {
-            product.deciding.fetch_add(1, Atomic::Relaxed);
-            let decided = self.grants.acquire(&args).await;
-            product.deciding.fetch_sub(1, Atomic::Relaxed);
+            let decided = {
+                // Counted until decided, or until the request is dropped (its client left).
+                let _deciding = Deciding::count(&product.deciding);
+                self.grants.acquire(&args).await
+            };
             learn_remaining(&product.remaining, &decided);
             return self.forget_unknown(args.product_id, decided);
         }
