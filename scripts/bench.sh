@@ -321,7 +321,7 @@ fi
 #    The product has a second of capacity in stock, so it sells out during the storm.
 #    Recorded per run: `flashgate check` with no skew allowed (inversions within the window
 #    and of late requests), the window in force, each edge's late count and stamp-delay
-#    legs (/metrics), and each grant's stamp-to-decision time (PostgreSQL).
+#    legs (/metrics), and each grant's stamp age when the origin received it (PostgreSQL).
 stock=$(python3 -c "print(max(100, round($capacity)))")
 seed=40
 for load_x in 1 2; do
