@@ -27,9 +27,11 @@ const VERSION: &str = "v1";
 /// Shortest accepted secret: 32 bytes, the HMAC-SHA256 block-size recommendation.
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// The shared edge↔origin secret. Debug output never shows it.
+/// The shared edge↔origin secret, kept as the HMAC state already keyed with it: signing or
+/// checking a request clones that state (two SHA-256 compressions of key setup saved per
+/// request). Debug output never shows it.
 #[derive(Clone)]
-pub struct EdgeSecret(Vec<u8>);
+pub struct EdgeSecret(Hmac<Sha256>);
 
 impl fmt::Debug for EdgeSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,12 +58,12 @@ impl EdgeSecret {
         if bytes.len() < MIN_SECRET_LEN {
             return Err(SecretError::TooShort);
         }
-        Ok(Self(bytes))
+        // HMAC accepts keys of any length.
+        Ok(Self(Hmac::<Sha256>::new_from_slice(&bytes).expect("HMAC takes keys of any length")))
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length.
-        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+        self.0.clone()
     }
 }
 
@@ -99,25 +101,28 @@ fn canonical_mac(
     stamp: &EdgeStamp<'_>,
     body: &[u8],
 ) -> Hmac<Sha256> {
-    let body_hash = Sha256::digest(body);
     let mut mac = secret.mac();
+    // Formatted on the stack: the canonical form costs no allocation.
+    let mut arrival = itoa::Buffer::new();
+    let arrival = arrival.format(stamp.arrival_us).as_bytes();
+    let mut body_hex = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(body), &mut body_hex)
+        .expect("a SHA-256 digest is 32 bytes, 64 hex digits");
     // Every field is length-prefixed, so no choice of values can make two different
     // requests share a canonical form.
-    let arrival = stamp.arrival_us.to_string();
-    let body_hex = hex::encode(body_hash);
     for field in [
-        VERSION,
-        method,
-        path_and_query,
-        stamp.user_id,
-        &arrival,
-        stamp.traceparent,
-        stamp.edge_id,
-        stamp.idempotency_key,
+        VERSION.as_bytes(),
+        method.as_bytes(),
+        path_and_query.as_bytes(),
+        stamp.user_id.as_bytes(),
+        arrival,
+        stamp.traceparent.as_bytes(),
+        stamp.edge_id.as_bytes(),
+        stamp.idempotency_key.as_bytes(),
         &body_hex,
     ] {
         mac.update(&(field.len() as u64).to_be_bytes());
-        mac.update(field.as_bytes());
+        mac.update(field);
     }
     mac
 }
@@ -167,7 +172,8 @@ pub fn verify(
         .strip_prefix(VERSION)
         .and_then(|rest| rest.strip_prefix('='))
         .ok_or(SignatureError::Malformed)?;
-    let tag = hex::decode(hex_tag).map_err(|_| SignatureError::Malformed)?;
+    let mut tag = [0u8; 32];
+    hex::decode_to_slice(hex_tag, &mut tag).map_err(|_| SignatureError::Malformed)?;
     canonical_mac(secret, method, path_and_query, stamp, body)
         .verify_slice(&tag)
         .map_err(|_| SignatureError::Mismatch)
@@ -199,6 +205,34 @@ mod tests {
             idempotency_key: "",
         }
     }
+
+    #[test]
+    fn the_canonical_form_is_stable() {
+        // Pinned: edges and origins of different builds must agree on every byte signed.
+        let sig = sign(&secret(), "POST", "/slots/acquire", &stamp(), b"{}");
+        assert_eq!(sig, PINNED);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&[0xab; 32]).unwrap();
+        let arrival = stamp().arrival_us.to_string();
+        let body = hex::encode(Sha256::digest(b"{}"));
+        let st = stamp();
+        for f in [
+            "v1",
+            "POST",
+            "/slots/acquire",
+            st.user_id,
+            &arrival,
+            st.traceparent,
+            st.edge_id,
+            "",
+            &body,
+        ] {
+            mac.update(&(f.len() as u64).to_be_bytes());
+            mac.update(f.as_bytes());
+        }
+        assert_eq!(sig, format!("v1={}", hex::encode(mac.finalize().into_bytes())));
+    }
+
+    const PINNED: &str = "v1=4333f44c30ccda7ddd3ebc1eea2e7e0c85570e3a3fba897c02f75b3af9962fea";
 
     #[test]
     fn a_signature_verifies() {

@@ -33,6 +33,7 @@ use anyhow::{Context, bail};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use sqlx::{PgConnection, PgPool};
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -179,33 +180,127 @@ impl PgWriter {
 
     /// Applies a batch; returns how many events were applied (parked ones count once they
     /// are applied, in this batch or a later one).
+    ///
+    /// The common case costs a few statements per batch, not per event: one lookup of which
+    /// events were applied before, and for the grants that nothing in PostgreSQL or in the
+    /// batch can conflict with ([`Batch::plan`]), one lookup of their buyers' live slots and
+    /// one multi-row insert into each table. Every other event is applied one at a time, in
+    /// the batch's order, as before.
     pub async fn apply(&self, events: &[OutboxEvent]) -> anyhow::Result<u64> {
         let mut tx = self.db.begin().await.context("beginning the persister transaction")?;
+        let plan = Batch::plan(&mut tx, events).await?;
         let mut applied = 0;
-        for event in events {
-            let mut woken = match apply_one(&mut tx, event).await? {
-                Applied::Done { slot } => {
-                    applied += 1;
-                    vec![slot]
-                }
-                Applied::Duplicate | Applied::Parked => continue,
-            };
-            // Whatever waited for a changed slot gets another chance, transitively.
-            while let Some(slot) = woken.pop() {
-                let mut parked: Vec<OutboxEvent> =
-                    pg::outbox::unpark(&mut *tx, slot).await.context("unparking events")?;
-                parked.sort_by_key(|e| e.at_ms);
-                for event in &parked {
-                    if let Applied::Done { slot } = apply_one(&mut tx, event).await? {
-                        applied += 1;
-                        woken.push(slot);
-                    }
-                }
+        if !plan.grants.is_empty() {
+            insert_grants(&mut tx, &plan.grants).await?;
+            applied += plan.grants.len() as u64;
+            let slots = plan.grants.iter().map(|e| e.slot_id).collect();
+            applied += wake(&mut tx, slots).await?;
+        }
+        for event in plan.rest {
+            if let Applied::Done { slot } = apply_one(&mut tx, event).await? {
+                applied += 1;
+                applied += wake(&mut tx, vec![slot]).await?;
             }
         }
         tx.commit().await.context("committing the persister transaction")?;
         Ok(applied)
     }
+}
+
+/// A batch split into grants that go in together and the events applied one by one.
+#[derive(Debug, Default)]
+struct Batch<'a> {
+    /// New grants whose buyer holds no other live slot of the product, in PostgreSQL or
+    /// in this batch.
+    grants: Vec<&'a OutboxEvent>,
+    /// The other events not applied before, in the batch's order.
+    rest: Vec<&'a OutboxEvent>,
+}
+
+impl<'a> Batch<'a> {
+    async fn plan(tx: &mut PgConnection, events: &'a [OutboxEvent]) -> anyhow::Result<Self> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let seen: HashSet<Uuid> = pg::outbox::applied_of(&mut *tx, &ids)
+            .await
+            .context("looking up the batch's events")?
+            .into_iter()
+            .collect();
+        let mut per_buyer: HashMap<(Uuid, Uuid), usize> = HashMap::new();
+        for e in events.iter().filter(|e| e.kind == EventKind::SlotAcquired) {
+            *per_buyer.entry((e.product_id, e.user_id)).or_default() += 1;
+        }
+        let mut once = HashSet::new();
+        let (mut candidates, mut rest) = (Vec::new(), Vec::new());
+        for event in events {
+            if seen.contains(&event.event_id) {
+                continue;
+            }
+            let simple = event.kind == EventKind::SlotAcquired
+                && event.arrival_us.is_some()
+                && event.expires_ms.is_some()
+                && per_buyer.get(&(event.product_id, event.user_id)) == Some(&1)
+                && once.insert(event.event_id);
+            if simple { candidates.push(event) } else { rest.push(event) }
+        }
+        if candidates.is_empty() {
+            return Ok(Self { grants: Vec::new(), rest });
+        }
+        let products: Vec<Uuid> = candidates.iter().map(|e| e.product_id).collect();
+        let users: Vec<Uuid> = candidates.iter().map(|e| e.user_id).collect();
+        let live: HashMap<(Uuid, Uuid), Uuid> = pg::slots::live_of(&mut *tx, &products, &users)
+            .await
+            .context("looking up the batch's buyers")?
+            .into_iter()
+            .map(|(product, user, slot)| ((product, user), slot))
+            .collect();
+        let (grants, blocked): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|e| {
+            live.get(&(e.product_id, e.user_id)).is_none_or(|slot| *slot == e.slot_id)
+        });
+        if !blocked.is_empty() {
+            // Their order against the other events matters: back into the batch's order.
+            rest.extend(blocked);
+            let position: HashMap<Uuid, usize> =
+                events.iter().enumerate().map(|(i, e)| (e.event_id, i)).collect();
+            rest.sort_by_key(|e| position[&e.event_id]);
+        }
+        Ok(Self { grants, rest })
+    }
+}
+
+/// Applies what was parked for `woken` slots, and transitively for the slots that changes.
+async fn wake(tx: &mut PgConnection, mut woken: Vec<Uuid>) -> anyhow::Result<u64> {
+    let mut applied = 0;
+    while !woken.is_empty() {
+        let mut parked: Vec<OutboxEvent> =
+            pg::outbox::unpark_many(&mut *tx, &woken).await.context("unparking events")?;
+        woken.clear();
+        parked.sort_by_key(|e| e.at_ms);
+        for event in &parked {
+            if let Applied::Done { slot } = apply_one(tx, event).await? {
+                applied += 1;
+                woken.push(slot);
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Records new grants and their audit entries, one statement per table.
+async fn insert_grants(tx: &mut PgConnection, grants: &[&OutboxEvent]) -> anyhow::Result<()> {
+    let traces: Vec<String> = grants.iter().map(|e| e.trace_id()).collect();
+    let mut slots = Vec::with_capacity(grants.len());
+    let mut entries = Vec::with_capacity(grants.len());
+    let mut payloads = Vec::with_capacity(grants.len());
+    for (event, trace_id) in grants.iter().zip(&traces) {
+        slots.push(new_slot(event, None, trace_id)?);
+        entries.push(audit_entry(event, trace_id));
+        payloads.push(serde_json::to_string(event)?);
+    }
+    pg::slots::insert_active(&mut *tx, &slots).await.context("inserting a batch of grants")?;
+    pg::outbox::log_many(&mut *tx, &entries, &payloads)
+        .await
+        .context("recording a batch of grants")?;
+    Ok(())
 }
 
 async fn park(
@@ -332,8 +427,16 @@ async fn apply_one(tx: &mut PgConnection, event: &OutboxEvent) -> anyhow::Result
 
 /// Records an applied event in the audit log (its id is what makes it applied once).
 async fn log(tx: &mut PgConnection, event: &OutboxEvent) -> anyhow::Result<()> {
+    let trace_id = event.trace_id();
+    pg::outbox::log(&mut *tx, audit_entry(event, &trace_id), event)
+        .await
+        .with_context(|| format!("recording event {}", event.event_id))?;
+    Ok(())
+}
+
+fn audit_entry<'a>(event: &'a OutboxEvent, trace_id: &'a str) -> AuditEntry<'a> {
     let (from, to) = transition(event.kind);
-    let entry = AuditEntry {
+    AuditEntry {
         event_id: event.event_id,
         event_type: event.kind.topic(),
         slot_id: event.slot_id,
@@ -341,13 +444,9 @@ async fn log(tx: &mut PgConnection, event: &OutboxEvent) -> anyhow::Result<()> {
         payment_id: event.payment_id,
         from_status: from,
         to_status: to,
-        trace_id: &event.trace_id(),
+        trace_id,
         occurred_at: at_ms(event.at_ms),
-    };
-    pg::outbox::log(&mut *tx, entry, event)
-        .await
-        .with_context(|| format!("recording event {}", event.event_id))?;
-    Ok(())
+    }
 }
 
 /// Inserts a granted slot: ACTIVE, or EXPIRED at `expired_ms` when its end is known.
@@ -356,10 +455,24 @@ async fn insert_slot(
     event: &OutboxEvent,
     expired_ms: Option<i64>,
 ) -> anyhow::Result<()> {
+    let trace_id = event.trace_id();
+    let slot = new_slot(event, expired_ms, &trace_id)?;
+    pg::slots::insert(&mut *tx, slot)
+        .await
+        .with_context(|| format!("inserting slot {}", event.slot_id))?;
+    Ok(())
+}
+
+/// The row a `slot-acquired` event records: ACTIVE, or EXPIRED at `expired_ms`.
+fn new_slot<'a>(
+    event: &OutboxEvent,
+    expired_ms: Option<i64>,
+    trace_id: &'a str,
+) -> anyhow::Result<NewSlot<'a>> {
     let (Some(arrival_us), Some(expires_ms)) = (event.arrival_us, event.expires_ms) else {
         bail!("slot-acquired {} lacks arrivalUs or expiresMs", event.event_id);
     };
-    let slot = NewSlot {
+    Ok(NewSlot {
         slot_id: event.slot_id,
         product_id: event.product_id,
         user_id: event.user_id,
@@ -367,12 +480,8 @@ async fn insert_slot(
         acquired_at: at_ms(event.at_ms),
         expires_at: at_ms(expires_ms),
         expired_at: expired_ms.map(at_ms),
-        trace_id: &event.trace_id(),
-    };
-    pg::slots::insert(&mut *tx, slot)
-        .await
-        .with_context(|| format!("inserting slot {}", event.slot_id))?;
-    Ok(())
+        trace_id,
+    })
 }
 
 /// Removes and returns the parked event of `kind` waiting for `slot`, if there is one.

@@ -20,6 +20,13 @@ pub async fn applied(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<bo
     .await
 }
 
+/// Which of `event_ids` were applied before (one statement for a whole batch).
+pub async fn applied_of(db: impl PgExecutor<'_>, event_ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!("SELECT event_id FROM slot_audit_log WHERE event_id = ANY($1)", event_ids,)
+        .fetch_all(db)
+        .await
+}
+
 /// One applied event, as the audit log keeps it.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditEntry<'a> {
@@ -59,6 +66,44 @@ pub async fn log<T: Serialize + Sync>(
     .map(drop)
 }
 
+/// Records many applied events in one statement; `payloads[i]` is `entries[i]`'s event as
+/// JSON.
+pub async fn log_many(
+    db: impl PgExecutor<'_>,
+    entries: &[AuditEntry<'_>],
+    payloads: &[String],
+) -> sqlx::Result<()> {
+    let from: Vec<Option<&str>> = entries.iter().map(|e| e.from_status).collect();
+    let to: Vec<Option<&str>> = entries.iter().map(|e| e.to_status).collect();
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.event_id).collect();
+    let types: Vec<&str> = entries.iter().map(|e| e.event_type).collect();
+    let slots: Vec<Uuid> = entries.iter().map(|e| e.slot_id).collect();
+    let products: Vec<Uuid> = entries.iter().map(|e| e.product_id).collect();
+    let payments: Vec<Option<Uuid>> = entries.iter().map(|e| e.payment_id).collect();
+    let traces: Vec<&str> = entries.iter().map(|e| e.trace_id).collect();
+    let occurred: Vec<OffsetDateTime> = entries.iter().map(|e| e.occurred_at).collect();
+    sqlx::query!(
+        "INSERT INTO slot_audit_log (event_id, event_type, slot_id, product_id, from_status, \
+         to_status, trace_id, occurred_at, payload, payment_id) \
+         SELECT e, t, s, p, f, o, tr, at, pl::jsonb, pay FROM UNNEST($1::uuid[], $2::text[], \
+         $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], \
+         $9::text[], $10::uuid[]) AS b(e, t, s, p, f, o, tr, at, pl, pay)",
+        &ids,
+        &types as &[&str],
+        &slots,
+        &products,
+        &from as &[Option<&str>],
+        &to as &[Option<&str>],
+        &traces as &[&str],
+        &occurred,
+        payloads,
+        &payments as &[Option<Uuid>],
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}
+
 /// Parks an event until the slot `waits_for` changes (once: a replay changes nothing).
 pub async fn park<T: Serialize + Sync>(
     db: impl PgExecutor<'_>,
@@ -78,14 +123,14 @@ pub async fn park<T: Serialize + Sync>(
     .map(drop)
 }
 
-/// Takes every event parked for `slot`.
-pub async fn unpark<T: DeserializeOwned + Send + Unpin + 'static>(
+/// Takes every event parked for any of `slots`.
+pub async fn unpark_many<T: DeserializeOwned + Send + Unpin + 'static>(
     db: impl PgExecutor<'_>,
-    slot: Uuid,
+    slots: &[Uuid],
 ) -> sqlx::Result<Vec<T>> {
     let rows = sqlx::query_scalar!(
-        r#"DELETE FROM persister_parked WHERE waits_for = $1 RETURNING payload AS "payload: Json<T>""#,
-        slot,
+        r#"DELETE FROM persister_parked WHERE waits_for = ANY($1) RETURNING payload AS "payload: Json<T>""#,
+        slots,
     )
     .fetch_all(db)
     .await?;

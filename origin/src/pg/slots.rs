@@ -121,6 +121,25 @@ pub async fn other_live(
     Ok(row.map(|r| (r.slot_id, r.acquired_at)))
 }
 
+/// Of the buyers `(products[i], users[i])`, those with an ACTIVE or COMPLETED slot of the
+/// product: `(product, user, slot)` (one statement for a whole batch).
+pub async fn live_of(
+    db: impl PgExecutor<'_>,
+    products: &[Uuid],
+    users: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, Uuid, Uuid)>> {
+    let rows = sqlx::query!(
+        "SELECT s.product_id, s.user_id, s.slot_id FROM purchase_slots s \
+         JOIN UNNEST($1::uuid[], $2::uuid[]) AS b(p, u) ON s.product_id = b.p AND s.user_id = b.u \
+         WHERE s.status IN ('ACTIVE', 'COMPLETED')",
+        products,
+        users,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.product_id, r.user_id, r.slot_id)).collect())
+}
+
 pub async fn status(db: impl PgExecutor<'_>, slot_id: Uuid) -> sqlx::Result<Option<SlotStatus>> {
     sqlx::query_scalar!(
         r#"SELECT status AS "status: SlotStatus" FROM purchase_slots WHERE slot_id = $1"#,
@@ -169,6 +188,34 @@ pub async fn insert(db: impl PgExecutor<'_>, s: NewSlot<'_>) -> sqlx::Result<()>
         s.expires_at,
         s.expired_at,
         s.trace_id,
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Records many ACTIVE grants in one statement, each once (a replay changes nothing).
+pub async fn insert_active(db: impl PgExecutor<'_>, slots: &[NewSlot<'_>]) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = slots.iter().map(|s| s.slot_id).collect();
+    let products: Vec<Uuid> = slots.iter().map(|s| s.product_id).collect();
+    let users: Vec<Uuid> = slots.iter().map(|s| s.user_id).collect();
+    let arrivals: Vec<OffsetDateTime> = slots.iter().map(|s| s.arrival_at).collect();
+    let acquired: Vec<OffsetDateTime> = slots.iter().map(|s| s.acquired_at).collect();
+    let expires: Vec<OffsetDateTime> = slots.iter().map(|s| s.expires_at).collect();
+    let traces: Vec<&str> = slots.iter().map(|s| s.trace_id).collect();
+    sqlx::query!(
+        "INSERT INTO purchase_slots (slot_id, product_id, user_id, status, arrival_at, \
+         acquired_at, expires_at, trace_id) \
+         SELECT s, p, u, 'ACTIVE', ar, ac, ex, tr FROM UNNEST($1::uuid[], $2::uuid[], \
+         $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[]) \
+         AS b(s, p, u, ar, ac, ex, tr) ON CONFLICT (slot_id) DO NOTHING",
+        &ids,
+        &products,
+        &users,
+        &arrivals,
+        &acquired,
+        &expires,
+        &traces as &[&str],
     )
     .execute(db)
     .await

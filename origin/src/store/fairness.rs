@@ -277,7 +277,10 @@ impl FairnessWindow {
         }
         if age_us > least_us {
             args.late = true;
-            self.metrics.fairness_late.get_or_create(&EdgeLabels { edge: edge.to_owned() }).inc();
+            self.metrics
+                .fairness_late
+                .get_or_create(&EdgeLabels { edge: self.metrics.edge_label(edge) })
+                .inc();
         }
         let product = self.product(args.product_id);
         if !product.arrive_contended(window_us, now_us) {
