@@ -253,7 +253,9 @@ impl OriginArgs {
             self.database_url,
             self.redis_url,
             self.edge_secret,
-            KeySet::from_jwks_json(&jwks).context("FLASHGATE_JWT_JWKS_FILE")?,
+            KeySet::from_jwks_json(&jwks)
+                .and_then(|keys| keys.check().map(|()| keys))
+                .context("FLASHGATE_JWT_JWKS_FILE")?,
             TokenPolicy {
                 issuer: self.jwt_issuer,
                 audience: self.jwt_audience,
@@ -310,7 +312,10 @@ mod tests {
 
     /// A JWKS file with one Ed25519 key, for the duration of a test.
     fn jwks_file() -> tempfile_path::TempPath {
-        let jwks = Jwks { keys: vec![Jwk::ed25519("k1", &[7; 32])] };
+        // The Ed25519 base point: a valid key (the origin checks every key at start-up).
+        let mut base_point = [0x66; 32];
+        base_point[0] = 0x58;
+        let jwks = Jwks { keys: vec![Jwk::ed25519("k1", &base_point)] };
         tempfile_path::write(&serde_json::to_string(&jwks).unwrap())
     }
 

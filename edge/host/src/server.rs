@@ -191,8 +191,12 @@ impl EdgeHost {
             // flashgate's edge (the component that takes `edge_secret`) is checked before
             // anything is served: a missing or malformed variable stops the start, named.
             if spec.variables.contains_key("edge_secret") {
-                EdgeConfig::parse(|k| Ok(spec.variables.get(k).cloned()))
+                let config = EdgeConfig::parse(|k| Ok(spec.variables.get(k).cloned()))
                     .with_context(|| format!("component `{id}` is misconfigured"))?;
+                config
+                    .verifier
+                    .check_keys()
+                    .with_context(|| format!("component `{id}`: jwt_jwks holds a bad key"))?;
             }
             let started = std::time::Instant::now();
             let component = Component::from_file(&engine, &spec.source)
