@@ -7,6 +7,12 @@
 //!   against the origin by one request at a time per interval; the others keep answering
 //!   from it. It is only a hint: a stale "sold out" can delay a sale by one interval, never
 //!   cause an oversell, because the origin decides every acquisition it sees.
+//! - [`Refreshed`]: the edge's last re-check. A re-check asks the origin only for the
+//!   products that changed since the previous one ([`Shield::refresh_since`]), so its cost
+//!   follows the changes, not the catalogue; every hint it does not list is confirmed as of
+//!   that re-check. Every [`FULL_REFRESH_EVERY_US`] one re-check reads everything, which
+//!   bounds how long a change the origin failed to note can mislead the edge. The request
+//!   that triggers a re-check is answered first, from the hint; the re-check runs after.
 //! - [`Holding`]: the buyer already holds a slot of this product (until its deadline).
 //! - [`BuyerHint::InDoubt`]: the buyer's last attempt ended without an answer that says what
 //!   happened (a 5xx, or none): it may have been granted, so their next attempts skip the
@@ -103,21 +109,60 @@ impl Hint {
     }
 }
 
-/// Decides an acquisition of `product_id` at `now_us` from its hint.
+/// Decides an acquisition of `product_id` at `now_us` from its hint, confirmed by the edge's
+/// last re-check at `confirmed_us` when that came later and did not change it.
 pub fn judge(
     product_id: &str,
     hint: Option<&Hint>,
+    confirmed_us: u64,
     now_us: u64,
     refresh_every_us: u64,
 ) -> Judgement {
     let Some(hint) = hint else { return Judgement::Forward };
+    let checked_us = hint.checked_us.max(confirmed_us);
     match hint.refusal(product_id, now_us) {
         None => Judgement::Forward,
-        Some(p) if now_us.saturating_sub(hint.checked_us) < refresh_every_us => {
-            Judgement::Refuse(p)
-        }
+        Some(p) if now_us.saturating_sub(checked_us) < refresh_every_us => Judgement::Refuse(p),
         Some(p) => Judgement::Stale(p),
     }
+}
+
+/// How often an edge's re-check reads every product, however few changes it was told of.
+pub const FULL_REFRESH_EVERY_US: u64 = 60_000_000;
+
+/// The edge's last re-check: the origin's `asOfMs` to ask from next, when it was sent (every
+/// hint it did not change is confirmed as of then), and when the last full one was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refreshed {
+    pub as_of_ms: i64,
+    pub confirmed_us: u64,
+    pub full_us: u64,
+}
+
+impl Refreshed {
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.as_of_ms, self.confirmed_us, self.full_us)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let mut parts = s.split(' ');
+        let refreshed = Self {
+            as_of_ms: parts.next()?.parse().ok()?,
+            confirmed_us: parts.next()?.parse().ok()?,
+            full_us: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(refreshed)
+    }
+}
+
+/// The origin's answer to a re-check (`GET /internal/availability[?since=]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The origin's time the answer is as of: what the next re-check asks from.
+    pub as_of_ms: i64,
+    /// Every product (not only the changed ones).
+    pub full: bool,
+    pub products: Vec<(String, Availability)>,
 }
 
 /// The refresh window `now_us` falls in: one refresh per edge per window.
@@ -164,19 +209,21 @@ pub fn from_availability(answer: &serde_json::Value, now_ms: i64) -> Option<Avai
     Some(if remaining > 0 { Availability::OnSale } else { Availability::SoldOut })
 }
 
-/// The origin's answer for every product (`GET /internal/availability`) at `now_ms`:
-/// `(productId, availability)` per product it could read; malformed entries are skipped.
-pub fn from_snapshot(answer: &serde_json::Value, now_ms: i64) -> Vec<(String, Availability)> {
-    let Some(products) = answer.get("products").and_then(|p| p.as_array()) else {
-        return Vec::new();
-    };
-    products
+/// The origin's re-check answer (`GET /internal/availability`) read at `now_ms`, or `None`
+/// when it is not one; malformed product entries are skipped.
+pub fn from_snapshot(answer: &serde_json::Value, now_ms: i64) -> Option<Snapshot> {
+    let as_of_ms = answer.get("asOfMs")?.as_i64()?;
+    let full = answer.get("full")?.as_bool()?;
+    let products = answer
+        .get("products")?
+        .as_array()?
         .iter()
         .filter_map(|entry| {
             let id = entry.get("productId")?.as_str()?.to_owned();
             Some((id, from_availability(entry, now_ms)?))
         })
-        .collect()
+        .collect();
+    Some(Snapshot { as_of_ms, full, products })
 }
 
 /// A buyer's slot of a product, known to the edge until `until_us`.
@@ -310,6 +357,9 @@ fn flight_key(product_id: &str, user_id: &str) -> String {
 /// The key-value key of the edge-wide re-check window.
 pub const REFRESH_KEY: &str = "rf:*";
 
+/// The key-value key of the edge's last re-check ([`Refreshed`]).
+pub const REFRESHED_KEY: &str = "av:*";
+
 /// The timings the shield decides with (from the edge's configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
@@ -328,8 +378,8 @@ pub enum Admission {
     /// Answer this; the origin is not asked.
     Refuse(Problem),
     /// The product's refusing hint is due for a re-check and this request holds the edge's
-    /// re-check window: ask the origin for its availability snapshot, then
-    /// [`Shield::after_refresh`]. `pending` is the answer if that fails.
+    /// re-check window: answer `pending` (the hint's refusal) first, then ask the origin
+    /// for what changed ([`Shield::refresh_since`]) and [`Shield::record_refresh`].
     Refresh { pending: Problem },
     /// Forward it, then report the answer with [`Shield::after_answer`].
     Forward(Ticket),
@@ -342,6 +392,8 @@ pub struct Ticket {
     user_id: String,
     in_doubt: bool,
     owns_flight: bool,
+    /// When it was admitted: what its answer teaches is at least this recent.
+    admitted_us: u64,
 }
 
 /// A token bucket said no.
@@ -406,7 +458,14 @@ impl<'s, S: KeyValue> Shield<'s, S> {
         let in_doubt = buyer.as_ref().is_some_and(|b| b.in_doubt(now_us));
         if !in_doubt {
             let hint = self.text(&hint_key(product_id)).and_then(|s| Hint::decode(&s));
-            match judge(product_id, hint.as_ref(), now_us, self.timings.refresh_every_us) {
+            let every = self.timings.refresh_every_us;
+            let mut judgement = judge(product_id, hint.as_ref(), 0, now_us, every);
+            if matches!(judgement, Judgement::Stale(_)) {
+                // Stale by itself; the edge's last re-check may have confirmed it since.
+                let confirmed = self.refreshed().map_or(0, |r| r.confirmed_us);
+                judgement = judge(product_id, hint.as_ref(), confirmed, now_us, every);
+            }
+            match judgement {
                 Judgement::Forward => {}
                 Judgement::Refuse(problem) => return Admission::Refuse(problem),
                 Judgement::Stale(problem) => {
@@ -428,32 +487,52 @@ impl<'s, S: KeyValue> Shield<'s, S> {
         self.claim_flight(product_id, user_id, now_us, in_doubt)
     }
 
-    /// After a re-check: records every product's availability as of `checked_us` (`None`:
-    /// the origin did not answer) and decides the acquisition stamped `now_us` again. A
-    /// product the origin did not list stays refused until it is listed again.
-    pub fn after_refresh(
-        &self,
-        product_id: &str,
-        user_id: &str,
-        now_us: u64,
-        checked_us: u64,
-        snapshot: Option<Vec<(String, Availability)>>,
-        pending: Problem,
-    ) -> Admission {
-        let Some(snapshot) = snapshot else { return Admission::Refuse(pending) };
-        let mut fresh = None;
-        for (id, availability) in snapshot {
-            let hint = Hint::new(availability, checked_us);
-            self.store.set(&hint_key(&id), hint.encode().as_bytes());
-            if id == product_id {
-                fresh = Some(hint);
+    fn refreshed(&self) -> Option<Refreshed> {
+        self.text(REFRESHED_KEY).and_then(|s| Refreshed::decode(&s))
+    }
+
+    /// What a re-check at `now_us` asks the origin for: the changes since `Some(asOfMs)` of
+    /// the last one, or everything (`None`: never re-checked, or the last full re-check is
+    /// [`FULL_REFRESH_EVERY_US`] old).
+    pub fn refresh_since(&self, now_us: u64) -> Option<i64> {
+        let last = self.refreshed()?;
+        (now_us.saturating_sub(last.full_us) < FULL_REFRESH_EVERY_US).then_some(last.as_of_ms)
+    }
+
+    /// Records a re-check sent at `sent_us` that asked for the changes `since` and got
+    /// `snapshot`: each product it lists, unless the edge learned something newer meanwhile;
+    /// then the re-check itself, which confirms every other hint as of `sent_us`. A re-check
+    /// older than the one recorded changes nothing but the hints it is newer for.
+    pub fn record_refresh(&self, sent_us: u64, since: Option<i64>, snapshot: Snapshot) {
+        for (id, availability) in snapshot.products {
+            self.learn_hint(&id, Hint::new(availability, sent_us));
+        }
+        let full = since.is_none() || snapshot.full;
+        self.store.update(REFRESHED_KEY, |current| {
+            let current = current.and_then(|c| Refreshed::decode(std::str::from_utf8(c).ok()?));
+            if current.is_some_and(|c| c.confirmed_us > sent_us) {
+                return None;
             }
-        }
-        let Some(hint) = fresh else { return Admission::Refuse(pending) };
-        if let Some(problem) = hint.refusal(product_id, now_us) {
-            return Admission::Refuse(problem);
-        }
-        self.claim_flight(product_id, user_id, now_us, false)
+            let last_full = current.map_or(0, |c| c.full_us);
+            let full_us = if full { sent_us } else { last_full };
+            Some(
+                Refreshed { as_of_ms: snapshot.as_of_ms, confirmed_us: sent_us, full_us }
+                    .encode()
+                    .into_bytes(),
+            )
+        });
+    }
+
+    /// Writes `hint` unless the product's hint is newer (an answer or re-check that was
+    /// sent later and came back first).
+    fn learn_hint(&self, product_id: &str, hint: Hint) {
+        self.store.update(&hint_key(product_id), |current| {
+            let current = current.and_then(|c| Hint::decode(std::str::from_utf8(c).ok()?));
+            if current.is_some_and(|c| c.checked_us > hint.checked_us) {
+                return None;
+            }
+            Some(hint.encode().into_bytes())
+        });
     }
 
     /// One acquisition per buyer and product in flight; a marker older than the in-flight
@@ -481,6 +560,7 @@ impl<'s, S: KeyValue> Shield<'s, S> {
             user_id: user_id.to_owned(),
             in_doubt,
             owns_flight: claimed == Some(true),
+            admitted_us: now_us,
         })
     }
 
@@ -508,8 +588,7 @@ impl<'s, S: KeyValue> Shield<'s, S> {
             self.store.delete(&buyer);
         }
         if let Some(availability) = learn(status, remaining, body) {
-            let hint = Hint::new(availability, now_us);
-            self.store.set(&hint_key(&ticket.product_id), hint.encode().as_bytes());
+            self.learn_hint(&ticket.product_id, Hint::new(availability, ticket.admitted_us));
         }
         let field = |k: &str| body.and_then(|b| b.get(k));
         let slot = field("slotId").and_then(|v| v.as_str());
@@ -552,21 +631,24 @@ mod tests {
     #[test]
     fn a_fresh_refusing_hint_refuses_and_a_stale_one_asks_for_a_refresh() {
         let sold = Hint::new(Availability::SoldOut, 10 * S);
-        let at = |now| judge("p", Some(&sold), now, S / 4);
+        let at = |now| judge("p", Some(&sold), 0, now, S / 4);
         assert!(matches!(at(10 * S + 1), Judgement::Refuse(p) if p.slug() == "sold-out"));
         assert!(matches!(at(10 * S + S / 4), Judgement::Stale(p) if p.slug() == "sold-out"));
-        assert_eq!(judge("p", None, 0, S), Judgement::Forward);
+        // A later re-check that did not change it confirms it.
+        let confirmed = judge("p", Some(&sold), 10 * S + S / 8, 10 * S + S / 4, S / 4);
+        assert!(matches!(confirmed, Judgement::Refuse(_)));
+        assert_eq!(judge("p", None, 0, 0, S), Judgement::Forward);
         let on = Hint::new(Availability::OnSale, 0);
-        assert_eq!(judge("p", Some(&on), 99 * S, S), Judgement::Forward);
+        assert_eq!(judge("p", Some(&on), 0, 99 * S, S), Judgement::Forward);
     }
 
     #[test]
     fn not_on_sale_ends_when_the_sale_opens() {
         let h =
             Hint::new(Availability::NotOnSale { starts_ms: 20_000, starts_at: "then".into() }, 0);
-        assert!(matches!(judge("p", Some(&h), 1, 100 * S), Judgement::Refuse(p)
+        assert!(matches!(judge("p", Some(&h), 0, 1, 100 * S), Judgement::Refuse(p)
             if p.slug() == "not-on-sale" && p.extra["saleStartsAt"] == "then"));
-        assert_eq!(judge("p", Some(&h), 20 * S, 100 * S), Judgement::Forward);
+        assert_eq!(judge("p", Some(&h), 0, 20 * S, 100 * S), Judgement::Forward);
     }
 
     #[test]
@@ -598,17 +680,23 @@ mod tests {
 
     #[test]
     fn a_snapshot_reads_every_well_formed_product() {
-        let answer = json!({"products": [
+        let answer = json!({"asOfMs": 42, "full": false, "products": [
             {"productId": "a", "remaining": 0, "saleStartsAtMs": 0},
             {"productId": "b", "remaining": 3, "saleStartsAtMs": 0},
             {"productId": "c"},
             {"remaining": 1, "saleStartsAtMs": 0},
         ]});
+        let snapshot = from_snapshot(&answer, 10).unwrap();
+        assert_eq!((snapshot.as_of_ms, snapshot.full), (42, false));
         assert_eq!(
-            from_snapshot(&answer, 10),
+            snapshot.products,
             [("a".to_owned(), Availability::SoldOut), ("b".to_owned(), Availability::OnSale)]
         );
-        assert_eq!(from_snapshot(&json!({"products": 3}), 10), []);
+        assert_eq!(from_snapshot(&json!({"asOfMs": 1, "full": true, "products": 3}), 10), None);
+        assert_eq!(from_snapshot(&json!({"products": []}), 10), None, "no asOfMs");
+        let r = Refreshed { as_of_ms: 5, confirmed_us: 6, full_us: 7 };
+        assert_eq!(Refreshed::decode(&r.encode()), Some(r));
+        assert_eq!(Refreshed::decode("5 6"), None);
     }
 
     #[test]
@@ -699,24 +787,58 @@ mod tests {
             let due = 1_000_100;
             assert!(matches!(shield.admit("p", "b", due), Admission::Refresh { .. }));
             assert_eq!(refused(shield.admit("p", "c", due)), "sold-out");
-            // The origin says a unit is back: the claimant goes on, and so does the next.
-            let pending = Problem::sold_out("p");
-            let snapshot = Some(vec![("p".to_owned(), Availability::OnSale)]);
-            forwarded(shield.after_refresh("p", "b", due, due, snapshot, pending.clone()));
+            // The claimant was answered from the hint; the re-check (everything, the first
+            // time) says a unit is back: the next buyer goes on.
+            assert_eq!(shield.refresh_since(due), None);
+            let snapshot = |as_of_ms, full, products: Vec<(&str, Availability)>| Snapshot {
+                as_of_ms,
+                full,
+                products: products.into_iter().map(|(p, a)| (p.to_owned(), a)).collect(),
+            };
+            shield.record_refresh(due, None, snapshot(7, true, vec![("p", Availability::OnSale)]));
             forwarded(shield.admit("p", "c", due + 1));
-            // A failed re-check, or one that does not list the product, keeps refusing.
-            let later = 5_000_000;
+            // The next re-check asks for what changed since the origin's asOfMs.
+            assert_eq!(shield.refresh_since(due + 2), Some(7));
+            // A product it does not list is confirmed as of that re-check: no re-check for
+            // another interval, however old the hint.
             store.set(&hint_key("q"), Hint::new(Availability::SoldOut, 0).encode().as_bytes());
+            let later = 5_000_000;
             assert!(matches!(shield.admit("q", "d", later), Admission::Refresh { .. }));
-            assert_eq!(
-                refused(shield.after_refresh("q", "d", later, later, None, pending.clone())),
-                "sold-out"
-            );
-            let unlisted = Some(vec![("p".to_owned(), Availability::OnSale)]);
-            assert_eq!(
-                refused(shield.after_refresh("q", "d", later, later, unlisted, pending)),
-                "sold-out"
-            );
+            shield.record_refresh(later, Some(7), snapshot(9, false, vec![]));
+            assert_eq!(refused(shield.admit("q", "e", later + 10)), "sold-out");
+            assert_eq!(shield.refresh_since(later + 10), Some(9));
+            // A re-check sent earlier that comes back later changes nothing it is older for:
+            // neither the edge's last re-check nor a hint learned after it was sent.
+            let learned = Hint::new(Availability::SoldOut, later + 5);
+            store.set(&hint_key("q"), learned.encode().as_bytes());
+            let slow = snapshot(8, false, vec![("q", Availability::OnSale)]);
+            shield.record_refresh(later - 5, Some(7), slow);
+            assert_eq!(refused(shield.admit("q", "e", later + 20)), "sold-out");
+            assert_eq!(shield.refresh_since(later + 20), Some(9));
+            // A change it lists replaces the hint.
+            let listed = snapshot(11, false, vec![("q", Availability::OnSale)]);
+            shield.record_refresh(later + 30, Some(9), listed);
+            forwarded(shield.admit("q", "e", later + 40));
+            // A minute after the last full re-check, the next one reads everything again.
+            assert_eq!(shield.refresh_since(due + FULL_REFRESH_EVERY_US - 1), Some(11));
+            assert_eq!(shield.refresh_since(due + FULL_REFRESH_EVERY_US), None);
+        }
+
+        #[test]
+        fn an_answer_sent_before_a_re_check_does_not_undo_it() {
+            let store = MemoryStore::default();
+            let shield = Shield::new(&store, T);
+            let slow = forwarded(shield.admit("p", "a", 100));
+            let snapshot = Snapshot {
+                as_of_ms: 1,
+                full: true,
+                products: vec![("p".to_owned(), Availability::OnSale)],
+            };
+            shield.record_refresh(200, None, snapshot);
+            // A sold-out answer decided before the re-check arrives after it.
+            let sold_out = json!({"type": "/problems/sold-out"});
+            shield.after_answer(slow, Some(409), None, Some(&sold_out), 300);
+            forwarded(shield.admit("p", "b", 400));
         }
 
         #[test]
@@ -746,6 +868,7 @@ mod tests {
                 user_id: "a".into(),
                 in_doubt: false,
                 owns_flight: false,
+                admitted_us: 0,
             };
             shield.after_answer(ticket, None, None, None, 10);
             let retry = forwarded(shield.admit("p", "a", 20));
@@ -761,6 +884,7 @@ mod tests {
                 user_id: "c".into(),
                 in_doubt: false,
                 owns_flight: false,
+                admitted_us: 0,
             };
             shield.after_answer(c_ticket, Some(503), None, None, 50);
             let c = forwarded(shield.admit("p", "c", 60));
@@ -779,6 +903,7 @@ mod tests {
                 user_id: "d".into(),
                 in_doubt: false,
                 owns_flight: false,
+                admitted_us: 0,
             };
             shield.after_answer(d_ticket, Some(502), None, None, 0);
             assert!(forwarded(shield.admit("p", "d", 1)).in_doubt);

@@ -121,6 +121,104 @@ async fn many_sold_out_products_share_one_re_check() {
     println!("2,000 answers over 50 sold-out products in {elapsed:?}, {checks} re-checks");
 }
 
+/// The origin's re-check answer: everything once, then only what changed since the
+/// `asOfMs` the edge holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_check_answers_only_what_changed_since_the_last_one() {
+    let s = Stack::start().await.unwrap();
+    let user = Uuid::new_v4();
+    let get = |path: String| {
+        let stack = &s;
+        async move {
+            let r = stack.origin.get_signed(&stack.id, user, &path, flashgate_e2e::now_us()).await;
+            let r = r.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let (a, b) = (
+        s.origin.create_product(&s.id, 1).await.unwrap(),
+        s.origin.create_product(&s.id, 5).await.unwrap(),
+    );
+    let full = get(AVAILABILITY.to_owned()).await;
+    assert_eq!(
+        (full["full"].as_bool(), full["products"].as_array().unwrap().len()),
+        (Some(true), 2)
+    );
+    // Products are noted as changed when created: wait out the slack, then nothing changed.
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let as_of = full["asOfMs"].as_i64().unwrap() + 5_100;
+    let quiet = get(format!("{AVAILABILITY}?since={as_of}")).await;
+    assert_eq!(quiet["full"], false);
+    assert_eq!(quiet["products"].as_array().unwrap().len(), 0, "{quiet}");
+    // A sell-out is a change; a grant that leaves units is not.
+    assert_eq!(s.acquire(&s.id.buyer(Uuid::new_v4()), b).await.unwrap().status(), 201);
+    assert_eq!(s.acquire(&s.id.buyer(Uuid::new_v4()), a).await.unwrap().status(), 201);
+    let changed = get(format!("{AVAILABILITY}?since={as_of}")).await;
+    let ids: Vec<&str> = changed["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["productId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.to_string()], "{changed}");
+    assert_eq!(changed["products"][0]["remaining"], 0);
+    let bad = format!("{AVAILABILITY}?since=x");
+    let r = s.origin.get_signed(&s.id, user, &bad, flashgate_e2e::now_us()).await.unwrap();
+    assert_eq!(problem(r, 422, "validation").await["field"], "since");
+}
+
+/// The request that claims a re-check is answered from the hint at once; the re-check
+/// runs after its answer, and what it learns serves the next buyer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_that_triggers_a_re_check_does_not_wait_for_it() {
+    let s = Stack::start().await.unwrap();
+    // 400 ms between edge and origin: any answer that waited for the origin shows it.
+    let slow = flashgate_e2e::delay_proxy(s.origin.addr, Duration::from_millis(400)).await.unwrap();
+    let edge = flashgate_e2e::TestEdge::spawn_configured(
+        flashgate_e2e::repo_root().join("spin.toml"),
+        slow,
+        &s.id,
+        unlimited,
+    )
+    .await
+    .unwrap();
+    let product = s.origin.create_product(&s.id, 1).await.unwrap();
+    let acquire = |token: String| {
+        let (http, url) = (s.http.clone(), edge.url("/slots/acquire"));
+        async move {
+            let started = Instant::now();
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "productId": product }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body["type"].as_str().unwrap_or("").to_owned(), started.elapsed())
+        }
+    };
+    let (winner, _, _) = acquire(s.id.buyer(Uuid::new_v4())).await;
+    assert_eq!(winner, 201);
+    let (status, kind, _) = acquire(s.id.buyer(Uuid::new_v4())).await;
+    assert_eq!((status, kind.as_str()), (409, "/problems/sold-out"), "learned from the grant");
+    let checks = re_checks(&s).await;
+    // The hint is past its re-check interval (250 ms): the next buyer claims the re-check
+    // and is answered from the hint, without the origin's 400 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, kind, took) = acquire(s.id.buyer(Uuid::new_v4())).await;
+    assert_eq!((status, kind.as_str()), (409, "/problems/sold-out"));
+    assert!(took < Duration::from_millis(300), "answered in {took:?}");
+    // The re-check still happens, after the answer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while re_checks(&s).await == checks {
+        assert!(Instant::now() < deadline, "no re-check reached the origin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_requests_from_one_buyer_reach_the_origin_once() {
     let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();

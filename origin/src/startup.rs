@@ -138,7 +138,8 @@ impl Application {
         }
         let inventory =
             Inventory::connect(&settings.redis_url, settings.redis_timeout, settings.lifecycle)
-                .context("parsing the Redis URL")?;
+                .context("parsing the Redis URL")?
+                .with_clock(clock.clone());
         let durability = DurabilityGuard::new(settings.allow_volatile_redis);
         match Persistence::of(&inventory).await {
             Ok(p @ Persistence::Durable) => durability.record(&p),

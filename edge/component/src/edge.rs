@@ -1,6 +1,7 @@
 //! The request pipeline: stamp → trace → route → rate-limit the address → authenticate →
 //! rate-limit the buyer → (acquisitions: dedup, availability hint) → sign → forward →
-//! learn from the answer → relay.
+//! learn from the answer → relay; after the answer is sent, the availability re-check the
+//! request may have claimed ([`AfterAnswer`]).
 
 use crate::config::{self, EdgeConfig};
 use crate::platform::Store;
@@ -13,6 +14,7 @@ use flashgate_core::signing::{self, EdgeStamp};
 use flashgate_core::token::{TokenError, TokenVerifier, VerifiedToken};
 use flashgate_core::trace::TraceContext;
 use spin_sdk::http::{Method, Request, Response};
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Request headers the origin needs besides the ones the edge adds.
@@ -21,21 +23,42 @@ const FORWARDED_HEADERS: [&str; 2] = ["content-type", "idempotency-key"];
 const HOP_BY_HOP: [&str; 6] =
     ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"];
 
-pub async fn handle(req: Request) -> Response {
+/// Work a request leaves for after its answer is sent: nobody waits for it.
+pub struct AfterAnswer {
+    config: Rc<EdgeConfig>,
+    trace: TraceContext,
+}
+
+impl AfterAnswer {
+    /// Re-checks availability with the origin: what changed since the last re-check (or
+    /// everything, see [`Shield::refresh_since`]), recorded for every later request.
+    pub async fn run(self) {
+        let store = Store::open();
+        let shield = Shield::new(&store, self.config.shield_timings());
+        let sent_us = now_us();
+        let since = shield.refresh_since(sent_us);
+        if let Some(snapshot) = refresh(&self.config, &self.trace, since).await {
+            shield.record_refresh(sent_us, since, snapshot);
+        }
+    }
+}
+
+pub async fn handle(req: Request) -> (Response, Option<AfterAnswer>) {
     // The clock is read before anything else: fairness is judged by the arrival stamp
     // (the host's, when it stamps, see `flashgate_core::arrival`).
     let first_us = now_us();
     let incoming = req.header(signing::HEADER_TRACEPARENT).and_then(|v| v.as_str());
     let trace = TraceContext::continue_or_start(incoming, random24(first_us));
     let trace_id = trace.trace_id_hex();
-    let mut response = match admit_and_forward(&req, first_us, &trace).await {
+    let mut after = None;
+    let mut response = match admit_and_forward(&req, first_us, &trace, &mut after).await {
         Ok(response) => response,
         Err(refusal) => {
             problem_response(refusal.problem.with_trace_id(trace_id.clone()), refusal.headers)
         }
     };
     response.set_header(signing::HEADER_TRACE_ID, trace_id);
-    response
+    (response, after)
 }
 
 /// An answer the edge gives itself: a problem and any headers that go with it.
@@ -54,6 +77,7 @@ async fn admit_and_forward(
     req: &Request,
     first_us: u64,
     trace: &TraceContext,
+    after: &mut Option<AfterAnswer>,
 ) -> Result<Response, Refusal> {
     let method = method_str(req.method());
     let route = routes::classify(method, req.path()).map_err(|wrong_method| {
@@ -101,7 +125,17 @@ async fn admit_and_forward(
     if route == BuyerRoute::Acquire
         && let Some(product) = routes::acquired_product(req.body())
     {
-        return acquire(req, method, &config, &shield, &token, arrival_us, trace, &product).await;
+        let admission = shield.admit(&product, &token.user_id.to_string(), arrival_us);
+        let ticket = match admission {
+            Admission::Forward(ticket) => ticket,
+            Admission::Refuse(problem) => return Err(problem.into()),
+            Admission::Refresh { pending } => {
+                // Answered from the hint now; the re-check runs once the answer is sent.
+                *after = Some(AfterAnswer { config: config.clone(), trace: *trace });
+                return Err(pending.into());
+            }
+        };
+        return acquire(req, method, &config, &shield, ticket, &token, arrival_us, trace).await;
     }
     Ok(relay(forward(req, method, &config, &token, arrival_us, trace).await?))
 }
@@ -134,31 +168,19 @@ fn rate_limit(
     })
 }
 
-/// An acquisition: answered at the edge when the shield can ([`Shield::admit`]),
-/// otherwise forwarded, and the answer teaches the store ([`Shield::after_answer`]).
+/// An acquisition the shield admitted ([`Shield::admit`]): forwarded, and the answer teaches
+/// the store ([`Shield::after_answer`]).
 #[allow(clippy::too_many_arguments)]
 async fn acquire(
     req: &Request,
     method: &str,
     config: &EdgeConfig,
     shield: &Shield<'_, Store>,
+    ticket: shield::Ticket,
     token: &VerifiedToken,
     arrival_us: u64,
     trace: &TraceContext,
-    product: &str,
 ) -> Result<Response, Refusal> {
-    let user = token.user_id.to_string();
-    let mut admission = shield.admit(product, &user, arrival_us);
-    if let Admission::Refresh { pending } = admission {
-        let snapshot = refresh(config, trace).await;
-        admission = shield.after_refresh(product, &user, arrival_us, now_us(), snapshot, pending);
-    }
-    let ticket = match admission {
-        Admission::Forward(ticket) => ticket,
-        Admission::Refuse(problem) | Admission::Refresh { pending: problem } => {
-            return Err(problem.into());
-        }
-    };
     let answer = forward(req, method, config, token, arrival_us, trace).await;
     let status = answer.as_ref().ok().map(|a| *a.status());
     let remaining = answer
@@ -173,12 +195,18 @@ async fn acquire(
     Ok(relay(answer?))
 }
 
-/// Asks the origin what it knows of every product now (signed, as the edge itself).
+/// Asks the origin for the availability of the products changed since `since` (every
+/// product when `None`), signed as the edge itself.
 async fn refresh(
     config: &EdgeConfig,
     trace: &TraceContext,
-) -> Option<Vec<(String, shield::Availability)>> {
-    let path = AVAILABILITY_PATH;
+    since: Option<i64>,
+) -> Option<shield::Snapshot> {
+    let path = match since {
+        Some(ms) => format!("{AVAILABILITY_PATH}?since={ms}"),
+        None => AVAILABILITY_PATH.to_owned(),
+    };
+    let path = path.as_str();
     let traceparent = trace.to_string();
     let arrival_us = now_us();
     let stamp = EdgeStamp {
@@ -198,7 +226,7 @@ async fn refresh(
         return None;
     }
     let body: serde_json::Value = serde_json::from_slice(answer.body()).ok()?;
-    Some(shield::from_snapshot(&body, (now_us() / 1000) as i64))
+    shield::from_snapshot(&body, (now_us() / 1000) as i64)
 }
 
 const AVAILABILITY_PATH: &str = "/internal/availability";

@@ -21,11 +21,37 @@ mod platform;
 /// which is the only unsafe code allowed here.
 #[allow(unsafe_code)]
 mod entry {
-    use spin_sdk::http::{IntoResponse, Request};
+    use spin_sdk::http::conversions::TryFromIncomingRequest;
+    use spin_sdk::http::{
+        IncomingRequest, IntoResponse, OutgoingResponse, Request, Response, ResponseOutparam,
+    };
     use spin_sdk::http_component;
 
+    /// Answers, then does what the request left for after its answer (an availability
+    /// re-check), so nobody waits for that.
     #[http_component]
-    async fn handle(req: Request) -> impl IntoResponse {
-        crate::edge::handle(req).await
+    async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+        let req = match Request::try_from_incoming_request(req).await {
+            Ok(req) => req,
+            Err(e) => return send(out, e.into_response()).await,
+        };
+        let (response, after) = crate::edge::handle(req).await;
+        send(out, response).await;
+        if let Some(after) = after {
+            after.run().await;
+        }
+    }
+
+    /// Sends the whole answer; the body is finished when this returns.
+    async fn send(out: ResponseOutparam, mut response: Response) {
+        let body = std::mem::take(response.body_mut());
+        match OutgoingResponse::try_from(response) {
+            Ok(outgoing) => {
+                if let Err(e) = out.set_with_body(outgoing, body).await {
+                    eprintln!("flashgate-edge: could not send the answer: {e}");
+                }
+            }
+            Err(e) => eprintln!("flashgate-edge: could not convert the answer: {e}"),
+        }
     }
 }

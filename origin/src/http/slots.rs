@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/slots/acquire", post(acquire))
         .route("/slots/my-slots", get(my_slots))
         .route("/slots/{id}", get(read))
-        .route("/internal/availability", get(availability_all))
+        .route("/internal/availability", get(availability))
 }
 
 /// The body of `POST /slots/acquire`.
@@ -152,20 +152,27 @@ async fn acquire(
 /// Every product Redis is selling, in one answer: what an edge asks, at a bounded rate, to
 /// re-check all the products it cannot sell at once, so its cost does not grow with the
 /// number of products it has seen.
-async fn availability_all(
+/// What the edge re-checks: every product (`full: true`), or with `?since=<asOfMs of an
+/// earlier answer>` only those whose availability changed since
+/// ([`crate::store::availability`]). `asOfMs` is what to ask from next.
+async fn availability(
     State(state): State<AppState>,
     _edge: EdgeContext,
+    Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let products: Vec<Value> = state
-        .inventory
-        .availability_all()
-        .await?
+    let since = query
+        .get("since")
+        .map(|s| s.parse::<i64>().ok().filter(|ms| *ms >= 0))
+        .map(|ms| ms.ok_or_else(|| ApiError::validation("since", "must be an asOfMs value")))
+        .transpose()?;
+    let (as_of, rows) = state.inventory.availability_since(since).await?;
+    let products: Vec<Value> = rows
         .into_iter()
         .map(|(id, remaining, starts_ms, ends_ms)| {
             availability_json(id, remaining, starts_ms, ends_ms)
         })
         .collect();
-    Ok(Json(serde_json::json!({ "products": products })))
+    Ok(Json(serde_json::json!({ "asOfMs": as_of, "full": since.is_none(), "products": products })))
 }
 
 fn availability_json(

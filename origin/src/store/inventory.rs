@@ -1,8 +1,10 @@
 //! Redis: the authoritative, live state of every sale, changed only by the Lua scripts
 //! under `lua/` (see `lua/README.md` for the key layout).
 
+use crate::clock::{Clock, SystemClock};
+use crate::store::availability;
 use crate::store::keys::{PRODUCT_INDEX, ProductKeys};
-use crate::store::scripts::acquire::{self, AcquireArgs, Attempt};
+use crate::store::scripts::acquire::{self, AcquireArgs, Acquisition, Attempt};
 use crate::store::scripts::delete_product::{self, ProductDeletion};
 use crate::store::scripts::expire::{self, Expiry};
 use crate::store::scripts::rebuild::{self, LiveSlot, RebuiltCounts};
@@ -10,6 +12,7 @@ use crate::store::scripts::update_product::{self, ProductUpdate};
 use crate::store::scripts::{lease, load_product, release_in_doubt, remind};
 use redis::RedisResult;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -47,11 +50,13 @@ pub struct LeaseState {
     pub leased: i64,
 }
 
-/// Handle on Redis and the loaded scripts; cheap to clone.
+/// Handle on Redis and the loaded scripts; cheap to clone. Every change of a product's
+/// availability made through it is noted in the change log ([`availability`]).
 #[derive(Clone)]
 pub struct Inventory {
     conn: ConnectionManager,
     lifecycle: Lifecycle,
+    clock: Arc<dyn Clock>,
 }
 
 impl Inventory {
@@ -65,7 +70,33 @@ impl Inventory {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, lifecycle })
+        Ok(Self { conn, lifecycle, clock: Arc::new(SystemClock) })
+    }
+
+    /// Times the change log with `clock` (the application's).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    async fn note_changed(&self, product_id: Uuid) {
+        availability::note(&self.conn, product_id, self.clock.now_ms()).await;
+    }
+
+    /// `(productId, remaining, startsAtMs, endsAtMs)` of the products whose availability
+    /// changed at or after `since_ms` (see [`availability`]); every product when `None`.
+    /// Also the time the answer is as of, to ask from next.
+    pub async fn availability_since(
+        &self,
+        since_ms: Option<i64>,
+    ) -> RedisResult<(i64, Vec<(Uuid, i64, i64, Option<i64>)>)> {
+        // Read before the products: a change noted meanwhile is reported again next time.
+        let as_of = self.clock.now_ms();
+        let ids = match since_ms {
+            Some(since) => availability::changed_since(&self.conn, since).await?,
+            None => self.products().await?,
+        };
+        Ok((as_of, self.availability_of(ids).await?))
     }
 
     pub fn lifecycle(&self) -> Lifecycle {
@@ -73,7 +104,15 @@ impl Inventory {
     }
 
     pub async fn acquire(&self, a: &AcquireArgs, lease_size: i64) -> RedisResult<Attempt> {
-        acquire::Args { attempt: a, lifecycle: self.lifecycle, lease_size }.run(&self.conn).await
+        let attempt = acquire::Args { attempt: a, lifecycle: self.lifecycle, lease_size }
+            .run(&self.conn)
+            .await?;
+        if let Attempt::Decided { acquisition: Acquisition::Granted { remaining: 0, .. }, .. } =
+            attempt
+        {
+            self.note_changed(a.product_id).await; // sold out
+        }
+        Ok(attempt)
     }
 
     /// What a lease extension needs to know of a product, in one read (`None` when Redis
@@ -103,7 +142,11 @@ impl Inventory {
     /// Puts the units a rebuild withheld back on sale (`release_in_doubt.lua`); how many,
     /// `None` if Redis does not know the product.
     pub async fn release_in_doubt(&self, product_id: Uuid) -> RedisResult<Option<i64>> {
-        release_in_doubt::Args { product_id }.run(&self.conn).await
+        let released = release_in_doubt::Args { product_id }.run(&self.conn).await?;
+        if released.is_some_and(|n| n > 0) {
+            self.note_changed(product_id).await;
+        }
+        Ok(released)
     }
 
     /// Puts a product's sale state in Redis unless it is already there, and indexes it for
@@ -121,7 +164,12 @@ impl Inventory {
             .arg(product_id.to_string())
             .query_async::<i64>(&mut self.conn.clone())
             .await?;
-        load_product::Args { product_id, total, starts_ms, ends_ms }.run(&self.conn).await
+        let loaded =
+            load_product::Args { product_id, total, starts_ms, ends_ms }.run(&self.conn).await?;
+        if loaded {
+            self.note_changed(product_id).await;
+        }
+        Ok(loaded)
     }
 
     /// Units still on sale, or `None` when Redis does not know the product.
@@ -142,7 +190,10 @@ impl Inventory {
         starts_ms: Option<i64>,
         ends_ms: Option<Option<i64>>,
     ) -> RedisResult<ProductUpdate> {
-        update_product::Args { product_id, growth, starts_ms, ends_ms }.run(&self.conn).await
+        let update =
+            update_product::Args { product_id, growth, starts_ms, ends_ms }.run(&self.conn).await?;
+        self.note_changed(product_id).await;
+        Ok(update)
     }
 
     /// Removes a product's sale state unless slots are ACTIVE; drops it from the index.
@@ -154,6 +205,7 @@ impl Inventory {
                 .arg(product_id.to_string())
                 .query_async::<i64>(&mut self.conn.clone())
                 .await?;
+            self.note_changed(product_id).await;
         }
         Ok(decision)
     }
@@ -177,7 +229,7 @@ impl Inventory {
             .arg(product_id.to_string())
             .query_async::<i64>(&mut self.conn.clone())
             .await?;
-        rebuild::Args {
+        let rebuilt = rebuild::Args {
             product_id,
             total,
             starts_ms,
@@ -189,15 +241,17 @@ impl Inventory {
             payments_json,
         }
         .run(&self.conn)
-        .await
+        .await?;
+        self.note_changed(product_id).await;
+        Ok(rebuilt)
     }
 
-    /// `(productId, remaining, startsAtMs, endsAtMs)` of every indexed product Redis has sale
-    /// state for, in two round trips.
-    pub async fn availability_all(&self) -> RedisResult<Vec<(Uuid, i64, i64, Option<i64>)>> {
-        let ids: Vec<String> =
-            redis::cmd("SMEMBERS").arg(PRODUCT_INDEX).query_async(&mut self.conn.clone()).await?;
-        let ids: Vec<Uuid> = ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect();
+    /// `(productId, remaining, startsAtMs, endsAtMs)` of those of `ids` Redis has sale state
+    /// for, in one round trip.
+    async fn availability_of(
+        &self,
+        ids: Vec<Uuid>,
+    ) -> RedisResult<Vec<(Uuid, i64, i64, Option<i64>)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -269,9 +323,13 @@ impl Inventory {
         slot_id: Uuid,
         now_ms: i64,
     ) -> RedisResult<Expiry> {
-        expire::Args { product_id, slot_id, now_ms, lifecycle: self.lifecycle }
+        let expiry = expire::Args { product_id, slot_id, now_ms, lifecycle: self.lifecycle }
             .run(&self.conn)
-            .await
+            .await?;
+        if expiry == Expiry::Expired {
+            self.note_changed(product_id).await; // a unit back on sale
+        }
+        Ok(expiry)
     }
 
     /// Runs `remind.lua` for one slot; `true` if the event was emitted.

@@ -64,6 +64,10 @@ pub fn locator(id: Uuid) -> String {
 /// The set of every product id with sale state in Redis: what the workers sweep.
 pub const PRODUCT_INDEX: &str = "fg:products";
 
+/// Product ids by the time of their last availability change
+/// ([`crate::store::availability`]).
+pub const AVAILABILITY_CHANGES: &str = "fg:availability:changes";
+
 #[cfg(test)]
 mod tests {
     use super::*;

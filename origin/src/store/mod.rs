@@ -2,8 +2,10 @@
 //! under `lua/` ([`inventory`] for slots and products, [`payments`] for payments), read
 //! back through one reply reader ([`script`]). [`grants`] keeps Redis within its lease
 //! and [`fairness`] orders the acquisitions that reach it; [`durability`] refuses to run
-//! on a Redis that could forget what it answered.
+//! on a Redis that could forget what it answered; [`availability`] notes which products'
+//! availability changed, for the edges' re-checks.
 
+pub mod availability;
 pub mod durability;
 pub mod fairness;
 pub mod grants;

@@ -2,6 +2,7 @@
 //! `lua/settle.lua`, `lua/refunded.lua`).
 
 use crate::status::PaymentStatus;
+use crate::store::availability;
 use crate::store::inventory::{Inventory, Lifecycle, due};
 use crate::store::keys::{ProductKeys, locator};
 use crate::store::scripts::pay::{Creation, NewPayment};
@@ -135,9 +136,15 @@ impl PaymentStore {
             return Ok(Settlement::Unknown);
         };
         let lifecycle = self.lifecycle;
-        settle::Args { product_id, payment_id, slot_id, failure, now_ms, lifecycle }
-            .run(&self.conn)
-            .await
+        let settlement =
+            settle::Args { product_id, payment_id, slot_id, failure, now_ms, lifecycle }
+                .run(&self.conn)
+                .await?;
+        if settlement == Settlement::RefundRequired {
+            // A success too late: its slot may have been reclaimed here, a unit back on sale.
+            availability::note(&self.conn, product_id, now_ms).await;
+        }
+        Ok(settlement)
     }
 
     /// Records a confirmed refund; `true` if it was awaited.
