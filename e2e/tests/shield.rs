@@ -173,8 +173,8 @@ async fn a_re_check_answers_only_what_changed_since_the_last_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_that_triggers_a_re_check_does_not_wait_for_it() {
     let s = Stack::start().await.unwrap();
-    // 400 ms between edge and origin: any answer that waited for the origin shows it.
-    let slow = flashgate_e2e::delay_proxy(s.origin.addr, Duration::from_millis(400)).await.unwrap();
+    // A second between edge and origin: any answer that waited for the origin shows it.
+    let slow = flashgate_e2e::delay_proxy(s.origin.addr, Duration::from_secs(1)).await.unwrap();
     let edge = flashgate_e2e::TestEdge::spawn_configured(
         flashgate_e2e::repo_root().join("spin.toml"),
         slow,
@@ -206,11 +206,11 @@ async fn the_request_that_triggers_a_re_check_does_not_wait_for_it() {
     assert_eq!((status, kind.as_str()), (409, "/problems/sold-out"), "learned from the grant");
     let checks = re_checks(&s).await;
     // The hint is past its re-check interval (250 ms): the next buyer claims the re-check
-    // and is answered from the hint, without the origin's 400 ms.
+    // and is answered from the hint, without the origin's second.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, kind, took) = acquire(s.id.buyer(Uuid::new_v4())).await;
     assert_eq!((status, kind.as_str()), (409, "/problems/sold-out"));
-    assert!(took < Duration::from_millis(300), "answered in {took:?}");
+    assert!(took < Duration::from_millis(700), "answered in {took:?}");
     // The re-check still happens, after the answer.
     let deadline = Instant::now() + Duration::from_secs(5);
     while re_checks(&s).await == checks {
