@@ -9,9 +9,9 @@
 //! removing the old one, rotates keys without downtime.
 //!
 //! EdDSA signatures are checked with ed25519-dalek, whose field arithmetic uses 32-bit limbs
-//! on 32-bit targets: in the wasm32 edge component it verifies several times faster than
-//! jwt-simple's ed25519-compact (64-bit limbs, multiplied into 128-bit products that wasm32
-//! lacks). jwt-simple parses every token and checks ES256 and HS256 signatures; the claims
+//! on 32-bit targets: in the wasm32 edge component a first-time token costs about half what
+//! it did with jwt-simple's ed25519-compact (64-bit limbs, multiplied into 128-bit products
+//! that wasm32 lacks; measured in `docs/benchmark-notes.md`). jwt-simple parses every token and checks ES256 and HS256 signatures; the claims
 //! rules above have one home, [`check_claims`], applied to every algorithm.
 
 use base64::Engine as _;
@@ -252,9 +252,7 @@ impl KeySet {
         }
         Ok(Self { keys })
     }
-}
 
-impl KeySet {
     /// Checks every key fully (an Ed25519 key is a valid, not small-order point), which
     /// reading the set leaves to the first token that needs the key: processes that start
     /// once (the origin, the edge host) call this to refuse a bad key at start-up.
@@ -498,14 +496,12 @@ fn verify_eddsa(
     key.verify_strict(signed.as_bytes(), &ed25519_dalek::Signature::from_bytes(&signature))
         .map_err(|_| TokenError::BadSignature)?;
     let json = URL_SAFE_NO_PAD.decode(claims_b64).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_slice(&json).map_err(|e| {
-        // An unknown role is the one claims error we can name.
-        if e.to_string().contains("unknown variant") {
-            TokenError::Role
-        } else {
-            TokenError::Malformed
-        }
-    })
+    serde_json::from_slice(&json).map_err(|e| claims_unreadable(&e.to_string()))
+}
+
+/// Claims that do not deserialize: an unknown role is the one such error we can name.
+fn claims_unreadable(error: &str) -> TokenError {
+    if error.contains("unknown variant") { TokenError::Role } else { TokenError::Malformed }
 }
 
 /// flashgate's claims rules, for every algorithm: `iat` and `nbf` not in the future and `exp`
@@ -550,14 +546,7 @@ fn map_error(e: &jwt_simple::Error) -> TokenError {
         Some(JWTError::RequiredAudienceMismatch) => TokenError::Audience,
         Some(JWTError::RequiredAudienceMissing) => TokenError::MissingClaim("aud"),
         Some(JWTError::AlgorithmMismatch) => TokenError::Algorithm("?".into()),
-        _ => {
-            // serde errors from the claims: an unknown role is the one we can name.
-            if e.to_string().contains("unknown variant") {
-                TokenError::Role
-            } else {
-                TokenError::Malformed
-            }
-        }
+        _ => claims_unreadable(&e.to_string()),
     }
 }
 

@@ -149,12 +149,11 @@ async fn acquire(
     }
 }
 
-/// Every product Redis is selling, in one answer: what an edge asks, at a bounded rate, to
-/// re-check all the products it cannot sell at once, so its cost does not grow with the
-/// number of products it has seen.
-/// What the edge re-checks: every product (`full: true`), or with `?since=<asOfMs of an
-/// earlier answer>` only those whose availability changed since
-/// ([`crate::store::availability`]). `asOfMs` is what to ask from next.
+/// What an edge asks, at a bounded rate, to re-check all the products it cannot sell at
+/// once (so its cost does not grow with the number of products it has seen): every
+/// product (`full: true`), or with `?since=<asOfMs of an earlier answer>` only those whose
+/// availability changed since ([`crate::store::availability`]). `asOfMs` is what to ask
+/// from next.
 async fn availability(
     State(state): State<AppState>,
     _edge: EdgeContext,
