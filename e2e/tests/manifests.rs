@@ -1,6 +1,6 @@
 //! The deployment files are parsed and checked against what the code expects.
 
-use flashgate_e2e::repo_root;
+use flashgate_e2e::{platform_component_path, repo_root};
 use flashgate_edge_host::manifest::Manifest;
 use std::collections::HashMap;
 
@@ -22,12 +22,12 @@ const COMPONENT_CONFIG: &[&str] = &[
     "rate_address_burst",
 ];
 
-/// The interfaces a built component imports (its top-level import names).
-fn component_imports(path: &std::path::Path) -> Vec<String> {
+/// The interfaces a built component imports and exports (its top-level names).
+fn component_world(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| {
         panic!("{}: {e} (scripts/build-edge.sh --platform all)", path.display())
     });
-    let mut names = Vec::new();
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
     // Nested modules and components (the adapters inside) have imports of their own.
     let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
@@ -37,19 +37,31 @@ fn component_imports(path: &std::path::Path) -> Vec<String> {
             wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
             wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {
-                    names.push(import.unwrap().name.name.to_owned());
+                    imports.push(import.unwrap().name.name.to_owned());
+                }
+            }
+            wasmparser::Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    exports.push(export.unwrap().name.name.to_owned());
                 }
             }
             _ => {}
         }
     }
-    names
+    (imports, exports)
+}
+
+/// Whether `name` is `<one of prefixes>...@<version>` with a released (not draft or rc)
+/// version starting `version`.
+fn released(name: &str, prefixes: &[&str], version: &str) -> bool {
+    let (interface, v) = name.split_once('@').unwrap_or((name, ""));
+    prefixes.iter().any(|p| interface.starts_with(p)) && v.starts_with(version) && !v.contains('-')
 }
 
 #[test]
 fn each_platform_build_imports_only_what_its_platform_provides() {
     // WASI 0.2 interfaces every platform provides, at any released 0.2.x.
-    let everywhere = [
+    let wasi_0_2 = [
         "wasi:http/types",
         "wasi:http/outgoing-handler",
         "wasi:io/",
@@ -58,46 +70,59 @@ fn each_platform_build_imports_only_what_its_platform_provides() {
         "wasi:cli/",
         "wasi:filesystem/",
     ];
-    let target = repo_root().join("edge/component/target");
-    let build =
-        |p: &str| target.join(format!("platforms/{p}/wasm32-wasip2/release/flashgate_edge.wasm"));
+    // WASI 0.3.0 interfaces Spin 4.1+ (`spin:up@4.1.0`'s platform world) and flashgate's
+    // host (wasmtime-wasi 48's p3) provide; Rust's std still speaks WASI 0.2 beside them.
+    let wasi_0_3 =
+        ["wasi:http/types", "wasi:http/client", "wasi:cli/", "wasi:clocks/", "wasi:random/"];
+    let spin_specific = vec![
+        "wasi:keyvalue/store@0.2.0-draft2",
+        "wasi:keyvalue/atomics@0.2.0-draft2",
+        "wasi:config/store@0.2.0-draft-2024-09-27",
+    ];
     let platforms = [
-        (
-            "spin",
-            flashgate_e2e::component_path(),
-            vec![
-                "wasi:keyvalue/store@0.2.0-draft2",
-                "wasi:keyvalue/atomics@0.2.0-draft2",
-                "wasi:config/store@0.2.0-draft-2024-09-27",
-            ],
-        ),
+        ("spin", flashgate_e2e::component_path(), spin_specific.clone(), "0.3."),
+        ("spin-wasip2", platform_component_path("spin-wasip2"), spin_specific, "0.2."),
         (
             "wasmcloud1",
-            build("wasmcloud1"),
+            platform_component_path("wasmcloud1"),
             vec!["wasi:keyvalue/store@0.2.0-draft", "wasi:config/store@0.2.0-draft"],
+            "0.2.",
         ),
         (
             "wasmcloud2",
-            build("wasmcloud2"),
+            platform_component_path("wasmcloud2"),
             vec!["wasi:keyvalue/store@0.2.0-draft", "wasi:config/store@0.2.0-rc.1"],
+            "0.2.",
         ),
     ];
-    for (platform, path, specific) in platforms {
-        let imports = component_imports(&path);
+    for (platform, path, specific, http) in platforms {
+        let (imports, exports) = component_world(&path);
+        let p3 = http == "0.3.";
         for import in &imports {
-            let (interface, version) = import.split_once('@').unwrap_or((import, ""));
-            let wasi_0_2 = everywhere.iter().any(|p| interface.starts_with(p))
-                && version.starts_with("0.2.")
-                && !version.contains('-');
             assert!(
-                wasi_0_2 || specific.contains(&import.as_str()),
+                released(import, &wasi_0_2, "0.2.")
+                    || (p3 && released(import, &wasi_0_3, "0.3."))
+                    || specific.contains(&import.as_str()),
                 "{platform}: `{import}` is not provided there; imports: {imports:?}"
             );
         }
         for needed in specific {
             assert!(imports.iter().any(|i| i == needed), "{platform} build lacks {needed}");
         }
-        assert!(imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler@0.2.")));
+        let (client, handler) = if p3 {
+            ("wasi:http/client", "wasi:http/handler")
+        } else {
+            ("wasi:http/outgoing-handler", "wasi:http/incoming-handler")
+        };
+        assert!(
+            imports.iter().any(|i| released(i, &[client], http)),
+            "{platform}: no {client}@{http}x import: {imports:?}"
+        );
+        assert!(
+            exports.iter().any(|e| released(e, &[handler], http)),
+            "{platform}: exports {exports:?}, not {handler}@{http}x"
+        );
+        assert_eq!(exports.len(), 1, "{platform}: exports {exports:?}");
     }
 }
 

@@ -4,6 +4,8 @@
 //! request may have claimed ([`AfterAnswer`]).
 
 use crate::config::{self, EdgeConfig};
+use crate::entry::send;
+use crate::http::{Request, Response};
 use crate::platform::Store;
 use flashgate_core::arrival;
 use flashgate_core::kv::KeyValue;
@@ -13,7 +15,6 @@ use flashgate_core::shield::{self, Admission, HEADER_REMAINING, Limit, Shield};
 use flashgate_core::signing::{self, EdgeStamp};
 use flashgate_core::token::{TokenError, TokenVerifier, VerifiedToken};
 use flashgate_core::trace::TraceContext;
-use spin_sdk::http::{Method, Request, Response};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,7 +48,7 @@ pub async fn handle(req: Request) -> (Response, Option<AfterAnswer>) {
     // The clock is read before anything else: fairness is judged by the arrival stamp
     // (the host's, when it stamps, see `flashgate_core::arrival`).
     let first_us = now_us();
-    let incoming = req.header(signing::HEADER_TRACEPARENT).and_then(|v| v.as_str());
+    let incoming = req.header(signing::HEADER_TRACEPARENT);
     let trace = TraceContext::continue_or_start(incoming, random24(first_us));
     let trace_id = trace.trace_id_hex();
     let mut after = None;
@@ -79,7 +80,7 @@ async fn admit_and_forward(
     trace: &TraceContext,
     after: &mut Option<AfterAnswer>,
 ) -> Result<Response, Refusal> {
-    let method = method_str(req.method());
+    let method = req.method.as_str();
     let route = routes::classify(method, req.path()).map_err(|wrong_method| {
         if wrong_method {
             Problem::new(
@@ -99,7 +100,7 @@ async fn admit_and_forward(
         Problem::unavailable(format!("the edge is misconfigured: {e}"), 1)
             .with("variable", e.variable.clone())
     })?;
-    let host_accepted = req.header(arrival::HEADER_HOST_ACCEPTED).and_then(|v| v.as_str());
+    let host_accepted = req.header(arrival::HEADER_HOST_ACCEPTED);
     let arrival_us = arrival::stamp(host_accepted, config.host_stamps, first_us);
     let store = Store::open();
     let shield = Shield::new(&store, config.shield_timings());
@@ -113,7 +114,7 @@ async fn admit_and_forward(
         let key = format!("rl:u:{}", token.user_id);
         rate_limit(&shield, &key, limit, arrival_us, "buyer")?;
     }
-    if req.body().len() > MAX_BUYER_BODY {
+    if req.body.len() > MAX_BUYER_BODY {
         return Err(Problem::new(
             413,
             "body-too-large",
@@ -123,7 +124,7 @@ async fn admit_and_forward(
         .into());
     }
     if route == BuyerRoute::Acquire
-        && let Some(product) = routes::acquired_product(req.body())
+        && let Some(product) = routes::acquired_product(&req.body)
     {
         let admission = shield.admit(&product, &token.user_id.to_string(), arrival_us);
         let ticket = match admission {
@@ -142,7 +143,7 @@ async fn admit_and_forward(
 
 /// The client's address as the platform reports it (`spin-client-addr`), without the port.
 fn client_address(req: &Request) -> Option<String> {
-    let addr = req.header("spin-client-addr").and_then(|v| v.as_str())?;
+    let addr = req.header("spin-client-addr")?;
     Some(match addr.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
         _ => addr.to_owned(),
@@ -182,15 +183,14 @@ async fn acquire(
     trace: &TraceContext,
 ) -> Result<Response, Refusal> {
     let answer = forward(req, method, config, token, arrival_us, trace).await;
-    let status = answer.as_ref().ok().map(|a| *a.status());
+    let status = answer.as_ref().ok().map(|a| a.status);
     let remaining = answer
         .as_ref()
         .ok()
         .and_then(|a| a.header(HEADER_REMAINING))
-        .and_then(|v| v.as_str())
         .and_then(|v| v.parse::<i64>().ok());
     let body: Option<serde_json::Value> =
-        answer.as_ref().ok().and_then(|a| serde_json::from_slice(a.body()).ok());
+        answer.as_ref().ok().and_then(|a| serde_json::from_slice(&a.body).ok());
     shield.after_answer(ticket, status, remaining, body.as_ref(), now_us());
     Ok(relay(answer?))
 }
@@ -216,16 +216,21 @@ async fn refresh(
         edge_id: &config.edge_id,
         idempotency_key: "",
     };
-    let mut builder = Request::builder();
-    builder.method(Method::Get).uri(format!("{}{path}", config.origin_url));
-    for (name, value) in signing::signed_headers(&config.secret, "GET", path, &stamp, b"") {
-        builder.header(name, value);
-    }
-    let answer: Response = spin_sdk::http::send(builder.body(Vec::new()).build()).await.ok()?;
-    if *answer.status() != 200 {
+    let headers = signing::signed_headers(&config.secret, "GET", path, &stamp, b"")
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    let outbound = Request {
+        method: "GET".to_owned(),
+        uri: format!("{}{path}", config.origin_url),
+        headers,
+        body: Vec::new(),
+    };
+    let answer = send(outbound).await.ok()?;
+    if answer.status != 200 {
         return None;
     }
-    let body: serde_json::Value = serde_json::from_slice(answer.body()).ok()?;
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
     shield::from_snapshot(&body, (now_us() / 1000) as i64)
 }
 
@@ -241,7 +246,7 @@ fn authenticate(
     store: &Store,
     now_secs: u64,
 ) -> Result<VerifiedToken, Problem> {
-    let header = req.header("authorization").and_then(|v| v.as_str());
+    let header = req.header("authorization");
     let token = TokenVerifier::bearer(header).map_err(unauthorized)?;
     let key = VerifiedToken::cache_key(&config.verifier_fingerprint, token);
     let cached = store
@@ -265,11 +270,11 @@ async fn forward(
     arrival_us: u64,
     trace: &TraceContext,
 ) -> Result<Response, Problem> {
-    let path = req.path_and_query().unwrap_or_else(|| req.path());
+    let path = req.path_and_query();
     let user_id = token.user_id.to_string();
     let traceparent = trace.to_string();
     // Forwarded below exactly as read here, so the origin verifies the same value.
-    let idempotency_key = req.header("idempotency-key").and_then(|v| v.as_str()).unwrap_or("");
+    let idempotency_key = req.header("idempotency-key").unwrap_or("");
     let stamp = EdgeStamp {
         user_id: &user_id,
         arrival_us,
@@ -277,14 +282,14 @@ async fn forward(
         edge_id: &config.edge_id,
         idempotency_key,
     };
-    let mut builder = Request::builder();
-    builder.method(req.method().clone()).uri(format!("{}{path}", config.origin_url));
-    for (name, value) in signing::signed_headers(&config.secret, method, path, &stamp, req.body()) {
-        builder.header(name, value);
-    }
+    let mut headers: Vec<(String, String)> =
+        signing::signed_headers(&config.secret, method, path, &stamp, &req.body)
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
     for name in FORWARDED_HEADERS {
-        if let Some(value) = req.header(name).and_then(|v| v.as_str()) {
-            builder.header(name, value);
+        if let Some(value) = req.header(name) {
+            headers.push((name.to_owned(), value.to_owned()));
         }
     }
     // An admitted request that waited too long here is shed, not forwarded (see
@@ -293,25 +298,28 @@ async fn forward(
     if arrival::overdue(arrival_us, now, config.max_wait_us) {
         return Err(Problem::unavailable("the edge is overloaded; try again shortly", 1));
     }
-    builder.header(arrival::HEADER_EDGE_ELAPSED, now.saturating_sub(arrival_us).to_string());
-    let outbound = builder.body(req.body().to_vec()).build();
-    spin_sdk::http::send(outbound).await.map_err(|e| {
+    headers.push((
+        arrival::HEADER_EDGE_ELAPSED.to_owned(),
+        now.saturating_sub(arrival_us).to_string(),
+    ));
+    let outbound = Request {
+        method: method.to_owned(),
+        uri: format!("{}{path}", config.origin_url),
+        headers,
+        body: req.body.clone(),
+    };
+    send(outbound).await.map_err(|e| {
         eprintln!("flashgate-edge: origin unreachable: {e}");
         Problem::unavailable("the origin is unreachable; try again shortly", 1)
     })
 }
 
 /// The origin's answer as the buyer gets it: without hop-by-hop and edge-only headers.
-fn relay(answer: Response) -> Response {
-    let mut relayed = Response::builder();
-    relayed.status(*answer.status());
-    for (name, value) in answer.headers() {
-        let lower = name.to_ascii_lowercase();
-        if !HOP_BY_HOP.contains(&lower.as_str()) && lower != HEADER_REMAINING {
-            relayed.header(name, String::from_utf8_lossy(value.as_bytes()).into_owned());
-        }
-    }
-    relayed.body(answer.into_body()).build()
+fn relay(mut answer: Response) -> Response {
+    answer.headers.retain(|(name, _)| {
+        !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != HEADER_REMAINING
+    });
+    answer
 }
 
 fn unauthorized(e: TokenError) -> Problem {
@@ -319,27 +327,13 @@ fn unauthorized(e: TokenError) -> Problem {
 }
 
 fn problem_response(problem: Problem, headers: Vec<(&'static str, String)>) -> Response {
-    let mut builder = Response::builder();
-    builder.status(problem.status).header("content-type", CONTENT_TYPE);
+    let mut response = Response::new(problem.status);
+    response.headers.push(("content-type".to_owned(), CONTENT_TYPE.to_owned()));
     for (name, value) in problem.headers().into_iter().chain(headers) {
-        builder.header(name, value);
+        response.headers.push((name.to_owned(), value));
     }
-    builder.body(problem.to_json()).build()
-}
-
-fn method_str(method: &Method) -> &str {
-    match method {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Delete => "DELETE",
-        Method::Connect => "CONNECT",
-        Method::Options => "OPTIONS",
-        Method::Trace => "TRACE",
-        Method::Patch => "PATCH",
-        Method::Other(other) => other.as_str(),
-    }
+    response.body = problem.to_json();
+    response
 }
 
 fn now_us() -> u64 {

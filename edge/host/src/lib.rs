@@ -2,9 +2,10 @@
 //!
 //! It reads `spin.toml` ([`manifest`]) for routes, component sources, variables, key-value
 //! stores and allowed outbound hosts; compiles and pre-instantiates each component once;
-//! and runs every request in a fresh `Store` (or, with `--reuse-instances`, a warm instance
-//! that answered cleanly before) under the pooling allocator, with an epoch deadline and a
-//! wall-clock deadline ([`server`]). Components see `wasi:http`, `wasi:config`
+//! and hands requests to wasmtime's `ProxyHandler`, which runs them in instances it keeps as
+//! workers: reused, many requests at once, for a WASI 0.3 component (flashgate's default
+//! build), a fresh instance per request for a WASI 0.2 one, as `spin up` does — under the
+//! pooling allocator, with epoch yields and a wall-clock deadline ([`server`]). Components see `wasi:http`, `wasi:config`
 //! (their resolved variables, [`bindings`]) and `wasi:keyvalue` ([`kv`]: bounded stores
 //! shared across requests).
 
@@ -15,4 +16,4 @@ pub mod server;
 pub mod settings;
 mod state;
 
-pub use server::{EdgeHost, HostSettings, HostStats};
+pub use server::{EdgeHost, HostSettings, HostStats, WasiGeneration};

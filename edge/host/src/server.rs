@@ -1,14 +1,22 @@
-//! The HTTP server: routes each request to its component and runs it in an instance from a
-//! pre-instantiated `ProxyPre`, under the pooling allocator and an epoch deadline.
+//! The HTTP server: routes each request to its component and runs it through wasmtime's
+//! `ProxyHandler`, which keeps instances as workers and feeds them requests, under the
+//! pooling allocator and a wall-clock deadline.
 //!
-//! By default every request gets a fresh `Store` and instance, as `spin up` does. With
-//! [`HostSettings::reuse_instances`] above 1, an instance that answered cleanly (no trap, no
-//! resource left in its table) goes back to a small pool of warm instances and serves up to
-//! that many requests: the per-request instantiation and memory reset are what dominate the
-//! edge's cost (see `docs/benchmark-notes.md`).
+//! How long an instance lives is the component's WASI generation's to say, as in
+//! `wasmtime serve`: a WASI 0.3 component (`wasi:http/handler@0.3`, flashgate's default
+//! build) is reused — up to [`defaults::WASIP3_REUSE`] requests per instance,
+//! [`defaults::WASIP3_CONCURRENCY`] at a time — while a WASI 0.2 one
+//! (`wasi:http/incoming-handler@0.2`) gets a fresh instance per request, as `spin up` gives
+//! it. [`HostSettings::reuse_instances`] and [`HostSettings::instance_concurrency`] override
+//! that; instantiation and memory reset are what dominate the edge's cost
+//! (`docs/benchmark-notes.md`).
+//!
+//! [`defaults::WASIP3_REUSE`]: crate::settings::defaults::WASIP3_REUSE
+//! [`defaults::WASIP3_CONCURRENCY`]: crate::settings::defaults::WASIP3_CONCURRENCY
 
 use crate::kv::KvStores;
 use crate::manifest::{ComponentSpec, Manifest};
+use crate::settings::defaults;
 use crate::state::{Outbound, RequestState};
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -25,18 +33,24 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime::component::{Component, GuestTaskId, HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut,
+};
+use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::handler::{
+    ExpirationError, HandlerState, Instance, InstantiationError, ProxyHandler, ProxyPre,
+    ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
+};
 
-/// How often the epoch advances; per-request wasm deadlines are counted in these ticks.
+/// How often the epoch advances; a running guest yields to the host at each tick, so a
+/// guest that never returns cannot hold a thread past its deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
@@ -56,18 +70,20 @@ pub struct HostSettings {
     /// Largest declared request body (`Content-Length`) the host lets through; components
     /// buffer bodies in their own memory.
     pub max_request_body: u64,
-    /// Requests one instance may serve before it is dropped. 1 (the default) is a fresh
-    /// instance per request, as `spin up` does. Above 1, the component's memory outlives a
-    /// request, so only components that keep nothing of one request for the next (flashgate's
-    /// own keeps all its state in the key-value store) should be served this way.
-    pub reuse_instances: u32,
-    /// Idle warm instances kept per component when instances are reused.
-    pub warm_instances: usize,
+    /// Requests one instance may serve before it is dropped. `None`: the component's WASI
+    /// generation decides (WASI 0.3: [`defaults::WASIP3_REUSE`]; WASI 0.2: 1, a fresh
+    /// instance per request). Reusing a WASI 0.2 instance is for components that keep
+    /// nothing of one request for the next in their own memory (flashgate's keeps none).
+    pub reuse_instances: Option<u32>,
+    /// Requests one WASI 0.3 instance may serve at once. `None`:
+    /// [`defaults::WASIP3_CONCURRENCY`]. A WASI 0.2 instance serves one at a time.
+    pub instance_concurrency: Option<u32>,
+    /// An instance with nothing to do is dropped after this long.
+    pub idle_instance_timeout: Duration,
 }
 
 impl HostSettings {
     pub fn new(manifest: PathBuf, listen: SocketAddr) -> Self {
-        use crate::settings::defaults;
         Self {
             manifest,
             listen,
@@ -80,63 +96,142 @@ impl HostSettings {
             kv_capacity_bytes: defaults::KV_MIB * 1024 * 1024,
             max_instances: defaults::MAX_INSTANCES,
             max_request_body: defaults::MAX_REQUEST_BODY,
-            reuse_instances: defaults::REUSE_INSTANCES,
-            warm_instances: defaults::WARM_INSTANCES,
+            reuse_instances: None,
+            instance_concurrency: None,
+            idle_instance_timeout: Duration::from_millis(defaults::IDLE_INSTANCE_TIMEOUT_MS),
         }
+    }
+
+    /// The most requests one instance serves at once, whatever its generation.
+    fn max_concurrency(&self) -> u32 {
+        self.instance_concurrency.unwrap_or(defaults::WASIP3_CONCURRENCY).max(1)
     }
 }
 
-struct Served {
+/// The WASI generation of a component, read off its export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasiGeneration {
+    /// Exports `wasi:http/incoming-handler@0.2.x`.
+    P2,
+    /// Exports `wasi:http/handler@0.3.x`.
+    P3,
+}
+
+/// One component: its pre-instance and how its instances are used.
+struct Workers {
     pre: ProxyPre<RequestState>,
+    engine: Engine,
     spec: Arc<ComponentSpec>,
+    kv: KvStores,
     outbound: Outbound,
-    warm: Arc<WarmPool>,
+    stats: Arc<HostStats>,
+    reuse: usize,
+    concurrency: usize,
+    idle_timeout: Duration,
+    request_timeout: Duration,
 }
 
-/// An instantiated component with its store, kept for the next request.
-struct Warm {
-    store: Store<RequestState>,
-    proxy: Proxy,
-    served: u32,
+impl HandlerState for Workers {
+    type StoreData = RequestState;
+    type WorkerExpiration = Expiration;
+    type WorkerState = WorkerLimits;
+
+    async fn instantiate(
+        &self,
+    ) -> wasmtime::Result<Instance<RequestState, Expiration, WorkerLimits>> {
+        let state = RequestState::new(self.spec.clone(), self.kv.clone(), self.outbound.clone());
+        let mut store = Store::new(&self.engine, state);
+        // The guest yields at every epoch tick: the handler then checks the worker's
+        // deadline ([`Expiration`]) and drops an instance that overran it.
+        store.epoch_deadline_async_yield_and_update(1);
+        // Instantiation runs guest start code: it counts against the request's deadline.
+        let proxy =
+            tokio::time::timeout(self.request_timeout, self.pre.instantiate_async(&mut store))
+                .await
+                .map_err(|_| wasmtime::format_err!("instantiation timed out"))??;
+        self.stats.instantiated.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance {
+            store,
+            proxy,
+            view: wasmtime_wasi_http::WasiHttpView::http,
+            expiration: Expiration {
+                idle_timeout: self.idle_timeout,
+                request_timeout: self.request_timeout,
+                sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
+            },
+            state: WorkerLimits {
+                reuse: self.reuse,
+                concurrency: self.concurrency,
+                request_timeout: self.request_timeout,
+            },
+        })
+    }
 }
 
-/// Idle instances of one component. A request takes one (or instantiates a new one) and
-/// puts it back when it answered cleanly and may serve again.
-struct WarmPool {
-    idle: Mutex<Vec<Warm>>,
-    reuse: u32,
-    capacity: usize,
+/// When a worker's instance is dropped: idle for [`HostSettings::idle_instance_timeout`],
+/// or busy past the request deadline since its latest request started (the guest is
+/// stuck; every request it holds has already been answered by the host's own deadline).
+struct Expiration {
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl WarmPool {
-    fn new(reuse: u32, capacity: usize) -> Self {
-        Self { idle: Mutex::new(Vec::new()), reuse, capacity }
+impl WorkerExpiration for Expiration {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        let timeout = match status {
+            WorkerStatus::Idle => self.idle_timeout,
+            WorkerStatus::Requests | WorkerStatus::PostReturn => self.request_timeout,
+        };
+        let Some(deadline) = start.checked_add(timeout) else { return Poll::Pending };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+/// How many requests a worker takes, in all and at once.
+struct WorkerLimits {
+    reuse: usize,
+    concurrency: usize,
+    request_timeout: Duration,
+}
+
+impl WorkerState for WorkerLimits {
+    type StoreData = RequestState;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.reuse {
+            ShouldAccept::Never
+        } else if concurrent >= self.concurrency {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
     }
 
-    fn take(&self) -> Option<Warm> {
-        if self.reuse <= 1 {
-            return None;
-        }
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    fn on_request_start(
+        &self,
+        _store: StoreContextMut<'_, RequestState>,
+        _data: (),
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        Box::pin(tokio::time::sleep(self.request_timeout))
     }
 
-    /// Keeps `warm` if it may serve again: under its request budget, its resource table
-    /// empty (the guest dropped every handle of the last request) and the pool not full.
-    fn put(&self, warm: Warm) {
-        if warm.served >= self.reuse || !warm.store.data().table.is_empty() {
-            return;
+    fn drop(&self, store: Store<RequestState>, result: wasmtime::Result<()>) {
+        if let Err(e) = result {
+            tracing::warn!(error = ?e, "instance dropped after a failure");
         }
-        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < self.capacity {
-            idle.push(warm);
-        }
-    }
-
-    /// Drops every idle instance, giving its pooling-allocator slot back.
-    fn clear(&self) -> usize {
-        let drained: Vec<Warm> =
-            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..).collect();
-        drained.len()
+        drop(store);
     }
 }
 
@@ -156,9 +251,10 @@ impl HostStats {
 struct Shared {
     manifest: Manifest,
     stats: Arc<HostStats>,
-    served: HashMap<String, Arc<Served>>,
+    /// Each component's workers, by component id.
+    served: HashMap<String, ProxyHandler<Workers>>,
+    generations: HashMap<String, WasiGeneration>,
     kv: KvStores,
-    engine: Engine,
     request_timeout: Duration,
     max_request_body: u64,
 }
@@ -173,10 +269,12 @@ impl EdgeHost {
     /// Loads the manifest, compiles and pre-instantiates every component, and binds.
     pub async fn build(settings: HostSettings) -> Result<Self> {
         let manifest = Manifest::load(&settings.manifest, &settings.variables)?;
-        let engine = engine(settings.max_instances)?;
+        let engine = engine(settings.max_instances, settings.max_concurrency())?;
         let mut linker = Linker::<RequestState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         crate::bindings::EdgeSpin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let labels: Vec<&str> = manifest
@@ -185,8 +283,10 @@ impl EdgeHost {
             .flat_map(|c| c.key_value_stores.iter().map(String::as_str))
             .collect();
         let kv = KvStores::new(labels, settings.kv_capacity_bytes);
+        let stats = Arc::<HostStats>::default();
 
         let mut served = HashMap::new();
+        let mut generations = HashMap::new();
         for (id, spec) in &manifest.components {
             // flashgate's edge (the component that takes `edge_secret`) is checked before
             // anything is served: a missing or malformed variable stops the start, named.
@@ -198,7 +298,7 @@ impl EdgeHost {
                     .check_keys()
                     .with_context(|| format!("component `{id}`: jwt_jwks holds a bad key"))?;
             }
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let component = Component::from_file(&engine, &spec.source)
                 .map_err(anyhow::Error::from)
                 .with_context(|| {
@@ -207,18 +307,54 @@ impl EdgeHost {
                         spec.source.display()
                     )
                 })?;
-            let pre = ProxyPre::new(linker.instantiate_pre(&component)?)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("component `{id}` is not a wasi:http proxy"))?;
-            tracing::info!(component = %id, elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
+            let instance = linker.instantiate_pre(&component)?;
+            let (pre, generation) =
+                match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance.clone()) {
+                    Ok(pre) => (ProxyPre::P3(pre), WasiGeneration::P3),
+                    Err(_) => {
+                        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance)
+                            .map_err(anyhow::Error::from)
+                            .with_context(|| {
+                                format!("component `{id}` is not a wasi:http proxy")
+                            })?;
+                        (ProxyPre::P2(pre), WasiGeneration::P2)
+                    }
+                };
+            let (reuse, concurrency) = match generation {
+                WasiGeneration::P3 => (
+                    settings.reuse_instances.unwrap_or(defaults::WASIP3_REUSE),
+                    settings.max_concurrency(),
+                ),
+                WasiGeneration::P2 => (settings.reuse_instances.unwrap_or(1), 1),
+            };
+            tracing::info!(
+                component = %id,
+                ?generation,
+                reuse,
+                concurrency,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "component ready"
+            );
             let outbound = Outbound::new(
                 spec.allowed_outbound.clone().into(),
                 settings.outbound_connect_timeout,
                 settings.outbound_first_byte_timeout,
             );
-            let warm = Arc::new(WarmPool::new(settings.reuse_instances, settings.warm_instances));
-            let served_one = Served { pre, spec: Arc::new(spec.clone()), outbound, warm };
-            served.insert(id.clone(), Arc::new(served_one));
+            let spec = Arc::new(spec.clone());
+            let workers = Workers {
+                pre,
+                engine: engine.clone(),
+                spec: spec.clone(),
+                kv: kv.clone(),
+                outbound,
+                stats: stats.clone(),
+                reuse: reuse.max(1) as usize,
+                concurrency: concurrency as usize,
+                idle_timeout: settings.idle_instance_timeout,
+                request_timeout: settings.request_timeout,
+            };
+            served.insert(id.clone(), ProxyHandler::new(workers));
+            generations.insert(id.clone(), generation);
         }
 
         let listener = TcpListener::bind(settings.listen)
@@ -227,14 +363,19 @@ impl EdgeHost {
         spawn_epoch_ticker(&engine);
         let shared = Arc::new(Shared {
             manifest,
-            stats: Arc::default(),
+            stats,
             served,
+            generations,
             kv,
-            engine,
             request_timeout: settings.request_timeout,
             max_request_body: settings.max_request_body,
         });
         Ok(Self { listener, shared })
+    }
+
+    /// The WASI generation of component `id`, as read off its export.
+    pub fn generation(&self, id: &str) -> Option<WasiGeneration> {
+        self.shared.generations.get(id).copied()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -291,16 +432,26 @@ impl EdgeHost {
     }
 }
 
-fn engine(max_instances: u32) -> Result<Engine> {
+/// The engine: component-model async on (WASI 0.3), the pooling allocator sized for
+/// `max_instances` instances, each running up to `concurrency` requests on its own stack.
+fn engine(max_instances: u32, concurrency: u32) -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(max_instances)
         .total_core_instances(max_instances * 4)
         .total_memories(max_instances * 4)
         .total_tables(max_instances * 4)
-        .total_stacks(max_instances)
+        .total_stacks(max_instances.saturating_mul(concurrency + 1))
         .max_memory_size(64 << 20);
     let mut config = Config::new();
-    config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+        .wasm_component_model_async(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // `FLASHGATE_EDGE_PERF_MAP=1`: name the compiled guest functions for `perf`
+    // (/tmp/perf-<pid>.map), so a profile shows where the component's own time goes.
+    if std::env::var_os("FLASHGATE_EDGE_PERF_MAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Ok(Engine::new(&config)?)
 }
 
@@ -323,7 +474,7 @@ async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     mut req: hyper::Request<Incoming>,
-) -> hyper::Response<HyperOutgoingBody> {
+) -> hyper::Response<WasiBody> {
     // The arrival stamp the component takes (`flashgate_core::arrival`): before the request
     // waits for an instance. Whatever a client sent under this name is replaced.
     let accepted_us = std::time::SystemTime::now()
@@ -344,14 +495,14 @@ async fn handle(
             Problem::new(413, "body-too-large", "Request body too large", detail),
         );
     }
-    let served = &shared.served[&spec.id];
+    let workers = &shared.served[&spec.id];
     // What Spin tells components about the client.
     if let Ok(addr) = http::HeaderValue::from_str(&peer.to_string()) {
         req.headers_mut().insert("spin-client-addr", addr);
     }
     // Kept for answers the host must make itself, when the component could not.
     let traceparent = req.headers().get(HEADER_TRACEPARENT).cloned();
-    match tokio::time::timeout(shared.request_timeout, serve(&shared, served, req)).await {
+    match tokio::time::timeout(shared.request_timeout, serve(workers, req)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) if e.downcast_ref::<AtCapacity>().is_some() => {
             tracing::warn!(component = %spec.id, error = ?e, "at capacity");
@@ -359,6 +510,10 @@ async fn handle(
                 traceparent.as_ref(),
                 Problem::unavailable("the edge is at capacity", 1),
             )
+        }
+        Ok(Err(e)) if e.downcast_ref::<Overran>().is_some() => {
+            tracing::warn!(component = %spec.id, "the component overran the request deadline");
+            problem_response(traceparent.as_ref(), Problem::unavailable("the edge timed out", 1))
         }
         Ok(Err(e)) => {
             tracing::error!(component = %spec.id, error = ?e, "component failed");
@@ -371,76 +526,19 @@ async fn handle(
     }
 }
 
+/// Hands the request to the component's workers (a free instance, or a new one).
 async fn serve(
-    shared: &Arc<Shared>,
-    served: &Arc<Served>,
+    workers: &ProxyHandler<Workers>,
     req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<HyperOutgoingBody>> {
-    let ticks = (shared.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    let served = served.clone();
-    let shared = shared.clone();
-    // The guest may keep running (streaming a body) after it has sent the head.
-    let task = tokio::spawn(async move {
-        let mut warm = match served.warm.take() {
-            Some(warm) => warm,
-            None => instantiate(&shared, &served, ticks).await?,
-        };
-        let store = &mut warm.store;
-        store.set_epoch_deadline(ticks);
-        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
-        let out = store.data_mut().http().new_response_outparam(sender)?;
-        let handled = warm
-            .proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut warm.store, incoming, out)
-            .await;
-        warm.served += 1;
-        match handled {
-            Ok(()) => {
-                served.warm.put(warm);
-                Ok(())
-            }
-            // A trapped instance is never used again.
-            Err(e) => Err(anyhow::Error::from(e)),
+) -> Result<hyper::Response<WasiBody>> {
+    let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+    match workers.handle((), req).await {
+        Ok(response) => Ok(response),
+        Err(e) if e.is::<InstantiationError<()>>() => {
+            Err(anyhow::Error::from(e).context(AtCapacity))
         }
-    });
-    match receiver.await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(code)) => Err(anyhow::anyhow!("guest answered with an error code: {code:?}")),
-        Err(_) => match task.await {
-            Ok(Ok(())) => Err(anyhow::anyhow!("guest never set a response")),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(e.into()),
-        },
-    }
-}
-
-/// A new instance in a new store. When the pooling allocator has no slot left, idle warm
-/// instances (of any component) give theirs back and the instantiation is tried once more;
-/// failing that, it is a capacity problem, not a bug.
-async fn instantiate(shared: &Shared, served: &Served, ticks: u64) -> Result<Warm> {
-    let mut retried = false;
-    loop {
-        let state =
-            RequestState::new(served.spec.clone(), shared.kv.clone(), served.outbound.clone());
-        let mut store = Store::new(&shared.engine, state);
-        store.epoch_deadline_trap();
-        // Instantiation runs guest start code: it counts against the request's deadline.
-        store.set_epoch_deadline(ticks);
-        match served.pre.instantiate_async(&mut store).await {
-            Ok(proxy) => {
-                shared.stats.instantiated.fetch_add(1, Ordering::Relaxed);
-                return Ok(Warm { store, proxy, served: 0 });
-            }
-            Err(e) => {
-                let freed: usize = shared.served.values().map(|s| s.warm.clear()).sum();
-                if retried || freed == 0 {
-                    return Err(anyhow::Error::from(e).context(AtCapacity));
-                }
-                retried = true;
-            }
-        }
+        Err(e) if e.is::<ExpirationError>() => Err(anyhow::Error::from(e).context(Overran)),
+        Err(e) => Err(anyhow::Error::from(e)),
     }
 }
 
@@ -454,10 +552,17 @@ impl std::fmt::Display for AtCapacity {
     }
 }
 
-fn host_problem(
-    req: &hyper::Request<Incoming>,
-    problem: Problem,
-) -> hyper::Response<HyperOutgoingBody> {
+/// Marks an error as "the component overran the request deadline" (see [`handle`]).
+#[derive(Debug, Clone, Copy)]
+struct Overran;
+
+impl std::fmt::Display for Overran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the component overran the request deadline")
+    }
+}
+
+fn host_problem(req: &hyper::Request<Incoming>, problem: Problem) -> hyper::Response<WasiBody> {
     problem_response(req.headers().get(HEADER_TRACEPARENT), problem)
 }
 
@@ -465,7 +570,7 @@ fn host_problem(
 fn problem_response(
     traceparent: Option<&http::HeaderValue>,
     problem: Problem,
-) -> hyper::Response<HyperOutgoingBody> {
+) -> hyper::Response<WasiBody> {
     let incoming = traceparent.and_then(|v| v.to_str().ok());
     let trace_id = TraceContext::continue_or_start(incoming, rand::random()).trace_id_hex();
     let status = problem.status;

@@ -17,8 +17,11 @@ pub mod defaults {
     pub const KV_MIB: u64 = 256;
     pub const MAX_INSTANCES: u32 = 1_000;
     pub const MAX_REQUEST_BODY: u64 = 1024 * 1024;
-    pub const REUSE_INSTANCES: u32 = 1;
-    pub const WARM_INSTANCES: usize = 64;
+    /// Requests a WASI 0.3 instance serves before it is dropped (`wasmtime serve`'s).
+    pub const WASIP3_REUSE: u32 = 128;
+    /// Requests a WASI 0.3 instance serves at once (`wasmtime serve`'s).
+    pub const WASIP3_CONCURRENCY: u32 = 16;
+    pub const IDLE_INSTANCE_TIMEOUT_MS: u64 = 10_000;
 }
 
 /// Serve flashgate's edge component from a Spin manifest.
@@ -40,15 +43,24 @@ pub struct HostArgs {
     /// Memory bound of each key-value store, in MiB.
     #[arg(long, env = "FLASHGATE_EDGE_KV_MIB", default_value_t = defaults::KV_MIB)]
     pub kv_mib: u64,
-    /// Requests one instance may serve before it is dropped; 1 is a fresh instance per
-    /// request, as `spin up` does. Only for components that keep nothing of one request for
-    /// the next in their own memory (flashgate's edge component keeps none).
-    #[arg(long, env = "FLASHGATE_EDGE_REUSE_INSTANCES", default_value_t = defaults::REUSE_INSTANCES,
+    /// Requests one instance may serve before it is dropped. Unset, the component's WASI
+    /// generation decides, as in `wasmtime serve`: a WASI 0.3 component is reused (128
+    /// requests), a WASI 0.2 one gets a fresh instance per request (as `spin up` does).
+    /// 1 forces a fresh instance per request; N > 1 on a WASI 0.2 component is only for
+    /// components that keep nothing of one request for the next in their own memory
+    /// (flashgate's edge component keeps none).
+    #[arg(long, env = "FLASHGATE_EDGE_REUSE_INSTANCES",
           value_parser = clap::value_parser!(u32).range(1..))]
-    pub reuse_instances: u32,
-    /// Idle instances kept warm per component when instances are reused.
-    #[arg(long, env = "FLASHGATE_EDGE_WARM_INSTANCES", default_value_t = defaults::WARM_INSTANCES)]
-    pub warm_instances: usize,
+    pub reuse_instances: Option<u32>,
+    /// Requests one WASI 0.3 instance serves at once (default 16); WASI 0.2 instances serve
+    /// one at a time.
+    #[arg(long, env = "FLASHGATE_EDGE_INSTANCE_CONCURRENCY",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub instance_concurrency: Option<u32>,
+    /// An instance with nothing to do is dropped after this many milliseconds.
+    #[arg(long, env = "FLASHGATE_EDGE_IDLE_INSTANCE_TIMEOUT_MS",
+          default_value_t = defaults::IDLE_INSTANCE_TIMEOUT_MS)]
+    pub idle_instance_timeout_ms: u64,
 }
 
 fn parse_variable(s: &str) -> Result<(String, String), String> {
@@ -65,7 +77,8 @@ impl HostArgs {
         settings.request_timeout = Duration::from_millis(self.request_timeout_ms);
         settings.kv_capacity_bytes = self.kv_mib * 1024 * 1024;
         settings.reuse_instances = self.reuse_instances;
-        settings.warm_instances = self.warm_instances;
+        settings.instance_concurrency = self.instance_concurrency;
+        settings.idle_instance_timeout = Duration::from_millis(self.idle_instance_timeout_ms);
         settings
     }
 }
@@ -84,7 +97,8 @@ mod tests {
         assert_eq!(parsed.request_timeout, new.request_timeout);
         assert_eq!(parsed.kv_capacity_bytes, new.kv_capacity_bytes);
         assert_eq!(parsed.reuse_instances, new.reuse_instances);
-        assert_eq!(parsed.warm_instances, new.warm_instances);
+        assert_eq!(parsed.instance_concurrency, new.instance_concurrency);
+        assert_eq!(parsed.idle_instance_timeout, new.idle_instance_timeout);
         assert!(parsed.variables.is_empty());
     }
 
@@ -102,7 +116,7 @@ mod tests {
         .unwrap()
         .into_settings();
         assert_eq!(s.variables.get("origin_host").map(String::as_str), Some("127.0.0.1:9"));
-        assert_eq!((s.reuse_instances, s.kv_capacity_bytes), (100, 8 * 1024 * 1024));
+        assert_eq!((s.reuse_instances, s.kv_capacity_bytes), (Some(100), 8 * 1024 * 1024));
         let zero = HostArgs::try_parse_from(["flashgate-edge", "--reuse-instances", "0"]);
         assert!(zero.unwrap_err().to_string().contains("--reuse-instances"));
         let bad = HostArgs::try_parse_from(["flashgate-edge", "--variable", "novalue"]);
