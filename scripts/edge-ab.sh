@@ -10,6 +10,9 @@
 #       WASI 0.3 build), p2 (the spin-wasip2 build) or p3-unstripped (the default build with
 #       its function names, for FLASHGATE_EDGE_PERF_MAP=1)
 #   EDGE_AB_PRODUCTS=1000 scripts/edge-ab.sh    # spread over 1,000 sold-out products
+#   EDGE_AB_BUYERS=1000000 scripts/edge-ab.sh   # a buyer (token) not seen before per request
+#   EDGE_AB_STOCK=10000000 EDGE_AB_BUYERS=200000 EDGE_AB_RATE=800 scripts/edge-ab.sh
+#       the full path instead: products with stock left (grants through to Redis), open loop
 #   EDGE_AB_PERF=1 FLASHGATE_EDGE_PERF_MAP=1 scripts/edge-ab.sh
 #       also `perf record -e cpu-clock` 3 s of each edge host into target/edge-ab/perf-<label>.data
 #
@@ -65,7 +68,7 @@ product() {
   local id
   id=$(curl -fsS "http://$origin_addr/products" -H "authorization: Bearer $admin" \
     -H 'content-type: application/json' \
-    -d "{\"name\":\"ab\",\"price\":{\"amount\":1000,\"currency\":\"EUR\"},\"stock\":1,
+    -d "{\"name\":\"ab\",\"price\":{\"amount\":1000,\"currency\":\"EUR\"},\"stock\":${EDGE_AB_STOCK:-1},
          \"saleStartsAt\":\"$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)\"}" \
     | sed -E 's/.*"productId":"([^"]+)".*/\1/')
   printf '%s\n' "$id"
@@ -74,7 +77,7 @@ export -f product
 export origin_addr admin
 seq "${EDGE_AB_PRODUCTS:-1}" | xargs -P 4 -I{} bash -c product >"$out/products.txt"
 # Sold out at the origin (each product's one unit granted), not yet known to the edges.
-"$bin/flashgate-bench" load --label prime --out /dev/null --dev-dir "$dev_dir" \
+[ "${EDGE_AB_STOCK:-1}" != 1 ] || "$bin/flashgate-bench" load --label prime --out /dev/null --dev-dir "$dev_dir" \
   --target $origin_addr --auth edge --products "@$out/products.txt" --buyers 1000 \
   --buyer-seed 31 --connections 4 --duration 30 --warmup 0 \
   --max-requests "$(wc -l <"$out/products.txt")" --round-robin >/dev/null
@@ -102,8 +105,9 @@ while read -r label build flags; do
       -o "$out/perf-$label.data" -- sleep 3 >/dev/null 2>&1) &
   fi
   "$bin/flashgate-bench" load --label "$label" --out "$out/results.jsonl" --dev-dir "$dev_dir" \
-    --target $addr --auth token --products "@$out/products.txt" --buyers 1000 --buyer-seed 14 \
-    --connections 32 --duration "$secs" 2>&1 | tail -n 1
+    --target $addr --auth token --products "@$out/products.txt" \
+    --buyers "${EDGE_AB_BUYERS:-1000}" --buyer-seed $port \
+    --connections 32 --duration "$secs" ${EDGE_AB_RATE:+--rate "$EDGE_AB_RATE"} 2>&1 | tail -n 1
   kill $edge
   wait $edge 2>/dev/null || true
 done <<<"$configs"

@@ -326,7 +326,8 @@ fn unauthorized(e: TokenError) -> Problem {
     Problem::unauthorized(e.to_string())
 }
 
-fn problem_response(problem: Problem, headers: Vec<(&'static str, String)>) -> Response {
+/// A problem+json answer with the problem's own headers and `headers`.
+pub(crate) fn problem_response(problem: Problem, headers: Vec<(&'static str, String)>) -> Response {
     let mut response = Response::new(problem.status);
     response.headers.push(("content-type".to_owned(), CONTENT_TYPE.to_owned()));
     for (name, value) in problem.headers().into_iter().chain(headers) {

@@ -62,7 +62,7 @@ mod entry {
                     "Request body unreadable",
                     "the request body could not be read",
                 );
-                return outgoing(problem_answer(problem));
+                return outgoing(crate::edge::problem_response(problem, Vec::new()));
             }
         };
         let headers = parts
@@ -77,15 +77,6 @@ mod entry {
             spin_sdk::wasip3::spawn(after.run());
         }
         outgoing(response)
-    }
-
-    fn problem_answer(problem: flashgate_core::problem::Problem) -> Response {
-        let mut response = Response::new(problem.status);
-        response
-            .headers
-            .push(("content-type".to_owned(), flashgate_core::problem::CONTENT_TYPE.to_owned()));
-        response.body = problem.to_json();
-        response
     }
 
     fn outgoing(response: Response) -> Outgoing {
