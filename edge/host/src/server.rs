@@ -8,8 +8,8 @@
 //! [`defaults::WASIP3_CONCURRENCY`] at a time — while a WASI 0.2 one
 //! (`wasi:http/incoming-handler@0.2`) gets a fresh instance per request, as `spin up` gives
 //! it. [`HostSettings::reuse_instances`] and [`HostSettings::instance_concurrency`] override
-//! that; instantiation and memory reset are what dominate the edge's cost
-//! (`docs/benchmark-notes.md`).
+//! that. Reuse takes instantiation, which dominated a fresh instance's cost, off the request
+//! path (`docs/benchmark-notes.md`).
 //!
 //! [`defaults::WASIP3_REUSE`]: crate::settings::defaults::WASIP3_REUSE
 //! [`defaults::WASIP3_CONCURRENCY`]: crate::settings::defaults::WASIP3_CONCURRENCY
@@ -49,8 +49,8 @@ use wasmtime_wasi_http::handler::{
     ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
 };
 
-/// How often the epoch advances; a running guest yields to the host at each tick, so a
-/// guest that never returns cannot hold a thread past its deadline.
+/// How often the epoch advances; a running guest yields to the host at each tick, which is
+/// when the handler can drop a worker past its deadline ([`Expiration`]).
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
