@@ -784,6 +784,18 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A second edge host (the repository's `spin.toml`) in front of this stack's origin,
+    /// every forwarded request held `delay` on the way (an origin that far away), with the
+    /// host settings adjusted by `configure`.
+    pub async fn edge_behind_delay(
+        &self,
+        delay: Duration,
+        configure: impl FnOnce(&mut HostSettings),
+    ) -> Result<TestEdge> {
+        let slow = delay_proxy(self.origin.addr, delay).await?;
+        TestEdge::spawn_configured(repo_root().join("spin.toml"), slow, &self.id, configure).await
+    }
+
     pub async fn start() -> Result<Self> {
         Self::start_configured(|_| {}, |_| {}).await
     }

@@ -104,15 +104,13 @@ async fn an_edge_out_of_instances_answers_503_not_500() {
     let product = stack.origin.create_product(&stack.id, 5).await.unwrap();
     // One instance slot serving one request at a time, and an origin 500 ms away: a second
     // concurrent request finds none (`reuse.rs` shows the default sharing that instance).
-    let slow =
-        flashgate_e2e::delay_proxy(stack.origin.addr, Duration::from_millis(500)).await.unwrap();
-    let manifest = flashgate_e2e::repo_root().join("spin.toml");
-    let edge = TestEdge::spawn_configured(manifest, slow, &stack.id, |s| {
-        s.max_instances = 1;
-        s.instance_concurrency = Some(1);
-    })
-    .await
-    .unwrap();
+    let edge = stack
+        .edge_behind_delay(Duration::from_millis(500), |s| {
+            s.max_instances = 1;
+            s.instance_concurrency = Some(1);
+        })
+        .await
+        .unwrap();
     let send = || {
         stack
             .http
