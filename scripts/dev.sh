@@ -24,7 +24,7 @@ done
 : "${FLASHGATE_REDIS_URL:=redis://127.0.0.1:$FLASHGATE_DEV_REDIS_PORT}"
 export FLASHGATE_ORIGIN_LISTEN FLASHGATE_EDGE_LISTEN DATABASE_URL FLASHGATE_REDIS_URL
 
-scripts/setup.sh
+if [ "$kafka" = 1 ]; then scripts/setup.sh --kafka; else scripts/setup.sh; fi
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'flashgate'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -d postgres -qc 'CREATE DATABASE flashgate'
 scripts/build-edge.sh
@@ -74,7 +74,8 @@ cat <<MSG
 
   flashgate is running.
     edge (buyers):     http://$FLASHGATE_EDGE_LISTEN
-    origin (admins):   http://$FLASHGATE_ORIGIN_LISTEN   (/health, /metrics)
+    edge host admin:   http://${FLASHGATE_EDGE_ADMIN_LISTEN:-127.0.0.1:9101}   (/health, /metrics)
+    origin (admins):   http://$FLASHGATE_ORIGIN_LISTEN   (/health, /metrics, /admin/audit-logs)
     redis:             $FLASHGATE_REDIS_URL   (AOF in .flashgate/redis)
 
   Check a drop's invariants:

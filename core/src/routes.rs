@@ -4,6 +4,39 @@
 /// bodies are a few hundred bytes.
 pub const MAX_BUYER_BODY: usize = 16 * 1024;
 
+/// The answer header by which the edge component tells its host what it decided: the
+/// problem slug of an answer it gave itself (`sold-out` from the availability hint,
+/// `rate-limited`, `unauthorized`, …) or [`DECISION_FORWARDED`]. flashgate's host counts
+/// it (`flashgate_edge_request_duration_seconds{decision}`) and takes it off the answer;
+/// on other platforms it reaches the buyer, and says nothing a buyer does not know.
+pub const HEADER_EDGE_DECISION: &str = "x-flashgate-edge-decision";
+/// The decision of a request the edge forwarded to the origin (whatever the origin said).
+pub const DECISION_FORWARDED: &str = "forwarded";
+
+/// The decisions a host counts under their own label; anything else is `other`, so no
+/// answer can grow the label set.
+pub const DECISIONS: [&str; 14] = [
+    DECISION_FORWARDED,
+    "sold-out",
+    "sale-ended",
+    "not-on-sale",
+    "already-holding",
+    "in-progress",
+    "rate-limited",
+    "unauthorized",
+    "validation",
+    "not-found",
+    "method-not-allowed",
+    "body-too-large",
+    "unavailable",
+    "internal",
+];
+
+/// `value`'s label among [`DECISIONS`], or `other`.
+pub fn decision_label(value: &str) -> &'static str {
+    DECISIONS.iter().find(|d| **d == value).copied().unwrap_or("other")
+}
+
 /// A buyer route. Everything else is answered 404 by the edge without reaching the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuyerRoute {
@@ -45,6 +78,13 @@ pub fn acquired_product(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decisions_outside_the_known_set_share_one_label() {
+        assert_eq!(decision_label("sold-out"), "sold-out");
+        assert_eq!(decision_label(DECISION_FORWARDED), "forwarded");
+        assert_eq!(decision_label("anything-else"), "other");
+    }
 
     #[test]
     fn classifies_the_buyer_api() {

@@ -370,7 +370,7 @@ impl TestOrigin {
         let text = reqwest::get(self.url("/metrics")).await?.text().await?;
         Ok(text
             .lines()
-            .filter(|l| l.starts_with("flashgate_http_requests_total{"))
+            .filter(|l| l.starts_with("flashgate_http_request_duration_seconds_count{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64)
     }
@@ -391,7 +391,10 @@ impl TestOrigin {
         let needle = format!("route=\"{route}\"");
         Ok(text
             .lines()
-            .filter(|l| l.starts_with("flashgate_http_requests_total{") && l.contains(&needle))
+            .filter(|l| {
+                l.starts_with("flashgate_http_request_duration_seconds_count{")
+                    && l.contains(&needle)
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64)
     }
@@ -641,6 +644,8 @@ pub fn manifest_serving(component: &std::path::Path) -> Result<PathBuf> {
 /// The real edge component in flashgate's host, on port 0.
 pub struct TestEdge {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/health`).
+    pub admin: Option<SocketAddr>,
     pub host_kv: flashgate_edge_host::kv::KvStores,
     pub stats: Arc<flashgate_edge_host::HostStats>,
     /// The WASI generation of the edge component served (`[component.edge]`).
@@ -674,6 +679,7 @@ impl TestEdge {
             bail!("{} is missing: run scripts/build-edge.sh first", component_path().display());
         }
         let mut settings = HostSettings::new(manifest, "127.0.0.1:0".parse()?);
+        settings.admin_listen = Some("127.0.0.1:0".parse()?);
         settings.max_instances = 64;
         settings.kv_capacity_bytes = 16 << 20;
         settings.request_timeout = Duration::from_secs(5);
@@ -691,6 +697,7 @@ impl TestEdge {
         configure(&mut settings);
         let host = EdgeHost::build(settings).await?;
         let addr = host.local_addr();
+        let admin = host.admin_addr();
         let host_kv = host.kv();
         let stats = host.stats();
         let generation = host.generation("edge");
@@ -698,7 +705,7 @@ impl TestEdge {
         tokio::spawn(host.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, host_kv, stats, generation, stop: Some(stop) })
+        Ok(Self { addr, admin, host_kv, stats, generation, stop: Some(stop) })
     }
 
     pub fn url(&self, path: &str) -> String {

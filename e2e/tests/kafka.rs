@@ -328,8 +328,7 @@ async fn poison_and_unreadable_messages_go_to_the_dead_letter_topic_and_the_pers
     .unwrap();
 
     // A persister counting into the origin's metrics, as the origin's own does.
-    let writer = PgWriter::new(t.origin.state.db.clone())
-        .counting(t.origin.state.metrics.dead_letters.clone());
+    let writer = PgWriter::new(t.origin.state.db.clone()).counting(t.origin.state.metrics.clone());
     let persister = KafkaPersister::new(&t.settings(), PERSISTER_GROUP, writer).unwrap();
     t.persist_until(&persister, 2).await;
     for _ in 0..40 {

@@ -191,7 +191,7 @@ async fn the_host_only_lets_the_component_call_allowed_hosts() {
     let manifest = std::fs::read_to_string(repo_root().join("spin.toml"))
         .unwrap()
         .replace(
-            r#"allowed_outbound_hosts = ["http://{{ origin_host }}"]"#,
+            r#"allowed_outbound_hosts = ["http://{{ origin_host }}", "{{ jwks_origin }}"]"#,
             r#"allowed_outbound_hosts = ["http://127.0.0.1:1"]"#,
         )
         .replace("source = \"edge/", &format!("source = \"{}/edge/", repo_root().display()));

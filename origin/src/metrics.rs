@@ -2,8 +2,16 @@
 //!
 //! Recording costs no allocation on the request path: label values are `&'static str`,
 //! either constants or interned ([`Interner`]: routes, edge ids), and the interners are
-//! bounded, so no input can grow a label set without limit.
+//! bounded, so no input can grow a label set without limit. Names follow Prometheus'
+//! conventions: the unit in the name (`_seconds`, `_units`), counters end in `_total`.
+//!
+//! Some series are read at scrape time rather than recorded ([`endpoint`]): the outbox lag
+//! (the age of the oldest undelivered entry of any product), each product's remaining
+//! units, the oversell invariant and whether each dependency answers. A scrape therefore
+//! tells the truth even when the worker that would have recorded it is stuck.
 
+use crate::state::AppState;
+use crate::store::keys::ProductKeys;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
@@ -14,6 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use redis::FromRedisValue;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
@@ -66,10 +75,63 @@ impl Interner {
 const MAX_ROUTES: usize = 256;
 const MAX_EDGES: usize = 1024;
 
+/// Latency buckets for requests and calls: 0.25 ms to about 4 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
+    Family::new_with_constructor(latency_histogram)
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScriptLabels {
+    /// The script's file name (`acquire.lua`, `expire.lua`, …) under `lua/`.
+    pub script: &'static str,
+}
+
+/// Latency of each Lua script call, process-wide: recorded where every call goes through
+/// (`store::scripts::Call`), which knows no application; each application's registry
+/// exposes it (in tests, several origins in one process share it).
+pub static SCRIPT_DURATION: std::sync::LazyLock<Histograms<ScriptLabels>> =
+    std::sync::LazyLock::new(histograms);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    /// `charge`, `refund` or `charge_status`.
+    pub operation: &'static str,
+    /// `ok`, `declined` (the processor refused the request), `error` (it failed or timed out).
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// `postgres` or `kafka`.
+    pub sink: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProductLabels {
+    pub product: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    /// `redis`, `postgresql` or `kafka` (only when configured).
+    pub dependency: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AcquireLabels {
     pub outcome: &'static str,
 }
+
+/// The `event` values of `flashgate_payments_total`: requests (`created`, `replayed`,
+/// `refused`) and settlements (the rest).
+pub const PAYMENT_EVENTS: [&str; 7] =
+    ["created", "replayed", "refused", "completed", "failed", "refund_required", "already_settled"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PaymentLabels {
@@ -97,18 +159,50 @@ pub struct DelayLabels {
     pub leg: &'static str,
 }
 
-type DelayHistograms = Family<DelayLabels, Histogram, fn() -> Histogram>;
+/// How many products get their own `product_remaining_units` series (the first this many
+/// by id); the rest are still counted by `products` and checked by the invariant gauge.
+pub const MAX_PRODUCT_SERIES: usize = 1_000;
 
-fn delay_histogram() -> Histogram {
-    // 0.25 ms to about 4 s.
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+/// The origin's metrics: a handle, cloned per request for nothing but a reference count.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<Registered>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Registered;
+
+    fn deref(&self) -> &Registered {
+        &self.0
+    }
 }
 
-#[derive(Clone)]
-pub struct Metrics {
-    registry: Arc<Registry>,
-    pub http_requests: Family<HttpLabels, Counter>,
+/// Every series of the origin's registry.
+pub struct Registered {
+    registry: Registry,
+    /// Requests by method, route and status, with their latency.
+    pub http_requests: Histograms<HttpLabels>,
     pub acquisitions: Family<AcquireLabels, Counter>,
+    /// Gateway calls by operation and outcome, with their latency.
+    pub gateway: Histograms<GatewayLabels>,
+    /// Outbox events the relay delivered, by sink.
+    pub relayed: Family<SinkLabels, Counter>,
+    /// Events the persister applied to PostgreSQL (each once).
+    pub persisted: Counter,
+    /// Age of the oldest event of the latest batch the persister applied, when it applied it.
+    pub persister_lag_seconds: Gauge<f64, AtomicU64>,
+    /// When the persister last applied a batch (Unix seconds).
+    pub persister_last_applied: Gauge<f64, AtomicU64>,
+    /// Slots reclaimed by the expiration worker (lazy expiries are in the events).
+    pub expired: Counter,
+    /// `slot-expiring-soon` reminders emitted.
+    pub reminded: Counter,
+    /// Read at scrape time ([`Scrape`]).
+    pub outbox_lag_seconds: Gauge<f64, AtomicU64>,
+    pub remaining: Family<ProductLabels, Gauge>,
+    pub products: Gauge,
+    /// Active (unpaid, unexpired) slots of every product.
+    pub active_holds: Gauge,
+    pub oversold_products: Gauge,
+    pub dependency_up: Family<DependencyLabels, Gauge>,
     pub payments: Family<PaymentLabels, Counter>,
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     /// The fairness window in force (`crate::store::fairness`).
@@ -118,25 +212,100 @@ pub struct Metrics {
     /// Acquisitions whose stamp was older than the window on arrival, per edge.
     pub fairness_late: Family<EdgeLabels, Counter>,
     /// Stamp-to-decision delays of acquisitions by edge and leg.
-    pub stamp_delay: DelayHistograms,
+    pub stamp_delay: Histograms<DelayLabels>,
     routes: Arc<Interner>,
     edges: Arc<Interner>,
 }
 
-impl std::fmt::Debug for Metrics {
+impl std::fmt::Debug for Registered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
 }
 
-impl Default for Metrics {
+impl Default for Registered {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("flashgate");
-        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_requests = histograms::<HttpLabels>();
         registry.register(
-            "http_requests",
-            "HTTP requests answered by the origin (except /metrics)",
+            "http_request_duration_seconds",
+            "HTTP requests answered by the origin (except /metrics) and how long they took",
             http_requests.clone(),
+        );
+        registry.register(
+            "redis_script_duration_seconds",
+            "Lua script calls (EVALSHA) and how long each took, by script",
+            SCRIPT_DURATION.clone(),
+        );
+        let gateway = histograms::<GatewayLabels>();
+        registry.register(
+            "payment_gateway_duration_seconds",
+            "Payment gateway calls by operation and outcome, and how long each took",
+            gateway.clone(),
+        );
+        let relayed = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "outbox_relayed",
+            "Outbox events delivered by the relay",
+            relayed.clone(),
+        );
+        let persisted = Counter::default();
+        registry.register(
+            "persister_applied",
+            "Events applied to PostgreSQL by the persister",
+            persisted.clone(),
+        );
+        let persister_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "persister_lag_seconds",
+            "Age of the oldest event of the latest applied batch, when it was applied",
+            persister_lag_seconds.clone(),
+        );
+        let persister_last_applied = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "persister_last_applied_timestamp_seconds",
+            "When the persister last applied a batch (Unix time)",
+            persister_last_applied.clone(),
+        );
+        let expired = Counter::default();
+        registry.register(
+            "slots_expired",
+            "Unpaid slots reclaimed by the expiration worker",
+            expired.clone(),
+        );
+        let reminded = Counter::default();
+        registry.register("slot_reminders", "Expiring-soon reminders emitted", reminded.clone());
+        let outbox_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "outbox_lag_seconds",
+            "Age of the oldest undelivered outbox entry of any product (0: none), read at scrape",
+            outbox_lag_seconds.clone(),
+        );
+        let remaining = Family::<ProductLabels, Gauge>::default();
+        registry.register(
+            "product_remaining_units",
+            "Units a product has left to grant, read from Redis at scrape",
+            remaining.clone(),
+        );
+        let products = Gauge::default();
+        registry.register("products", "Products with sale state in Redis", products.clone());
+        let active_holds = Gauge::default();
+        registry.register(
+            "active_holds",
+            "Slots held and not yet paid or expired, every product, read at scrape",
+            active_holds.clone(),
+        );
+        let oversold_products = Gauge::default();
+        registry.register(
+            "invariant_oversold_products",
+            "Products holding more live slots than units, or fewer than 0 left (must stay 0)",
+            oversold_products.clone(),
+        );
+        let dependency_up = Family::<DependencyLabels, Gauge>::default();
+        registry.register(
+            "dependency_up",
+            "Whether a dependency answered the scrape's probe (1) or not (0)",
+            dependency_up.clone(),
         );
         let acquisitions = Family::<AcquireLabels, Counter>::default();
         registry.register("acquisitions", "Acquisition decisions by outcome", acquisitions.clone());
@@ -170,17 +339,49 @@ impl Default for Metrics {
             "Acquisitions whose edge stamp was older than the fairness window on arrival",
             fairness_late.clone(),
         );
-        let stamp_delay = DelayHistograms::new_with_constructor(delay_histogram);
+        let stamp_delay = histograms::<DelayLabels>();
         registry.register(
             "stamp_delay_seconds",
             "Time from an acquisition's edge stamp to the edge forwarding it (leg=edge), to \
              the origin receiving it (leg=origin) and to its decision (leg=decided)",
             stamp_delay.clone(),
         );
+        // Every known label value starts at 0, so a rate over a series that has not moved
+        // yet reads 0 rather than nothing, and dashboards and alerts find every series.
+        for outcome in ["granted", "holding", "sold_out", "not_on_sale", "ended", "unknown"] {
+            drop(acquisitions.get_or_create(&AcquireLabels { outcome }));
+        }
+        for event in PAYMENT_EVENTS {
+            drop(payments.get_or_create(&PaymentLabels { event }));
+        }
+        for source in ["relay", "kafka"] {
+            drop(dead_letters.get_or_create(&DeadLetterLabels { source }));
+        }
+        for sink in ["postgres", "kafka"] {
+            drop(relayed.get_or_create(&SinkLabels { sink }));
+        }
+        for operation in ["charge", "refund", "charge_status"] {
+            for outcome in ["ok", "declined", "error"] {
+                drop(gateway.get_or_create(&GatewayLabels { operation, outcome }));
+            }
+        }
         Self {
-            registry: Arc::new(registry),
+            registry,
             http_requests,
             acquisitions,
+            gateway,
+            relayed,
+            persisted,
+            persister_lag_seconds,
+            persister_last_applied,
+            expired,
+            reminded,
+            outbox_lag_seconds,
+            remaining,
+            products,
+            active_holds,
+            oversold_products,
+            dependency_up,
             payments,
             dead_letters,
             fairness_window_ms,
@@ -193,7 +394,7 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
+impl Registered {
     /// Records where one acquisition's stamp-to-decision time went (µs; `edge_us` as the
     /// edge reported it, if it did).
     pub fn stamp_delays(&self, edge: &str, edge_us: Option<i64>, origin_us: i64, decided_us: i64) {
@@ -205,6 +406,15 @@ impl Metrics {
                 self.stamp_delay.get_or_create(&labels).observe(us.max(0) as f64 / 1e6);
             }
         }
+    }
+
+    /// Records a batch the persister applied: how many, and how old its oldest event was.
+    pub fn persisted_batch(&self, applied: u64, oldest_at_ms: Option<i64>, now_ms: i64) {
+        self.persisted.inc_by(applied);
+        if let Some(at) = oldest_at_ms {
+            self.persister_lag_seconds.set((now_ms - at).max(0) as f64 / 1000.0);
+        }
+        self.persister_last_applied.set(now_ms as f64 / 1000.0);
     }
 
     /// An edge id as a label value (edge ids come from signed requests: only edges that hold
@@ -221,8 +431,9 @@ impl Metrics {
     }
 }
 
-/// Counts every request by method, matched route and status.
+/// Records every request's latency by method, matched route and status.
 pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let method = method_label(req.method());
     let route = req
         .extensions()
@@ -232,7 +443,7 @@ pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> 
     metrics
         .http_requests
         .get_or_create(&HttpLabels { method, route, status: response.status().as_u16() })
-        .inc();
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -252,11 +463,78 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-pub async fn endpoint(State(metrics): State<Metrics>) -> impl IntoResponse {
+/// `GET /metrics`: reads the scrape-time series, then renders the registry.
+pub async fn endpoint(State(state): State<AppState>) -> impl IntoResponse {
+    let metrics = &state.metrics;
+    let health = crate::http::health::probe(&state).await;
+    for (dependency, status) in health.statuses() {
+        if status != "not-configured" {
+            let up = i64::from(status == "up");
+            metrics.dependency_up.get_or_create(&DependencyLabels { dependency }).set(up);
+        }
+    }
+    match tokio::time::timeout(SCRAPE_TIMEOUT, scrape_redis(&state)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "scrape: Redis did not answer"),
+        Err(_) => tracing::debug!("scrape: Redis did not answer in time"),
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         metrics.render(),
     )
+}
+
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The series read from Redis at scrape time, for every product in one pipeline: its
+/// remaining units, its live slots (the oversell invariant) and its oldest outbox entry.
+async fn scrape_redis(state: &AppState) -> redis::RedisResult<()> {
+    let metrics = &state.metrics;
+    let mut products = state.inventory.products().await?;
+    products.sort_unstable();
+    let mut pipe = redis::pipe();
+    for p in &products {
+        let keys = ProductKeys::new(*p);
+        pipe.cmd("HMGET").arg(keys.product()).arg("remaining").arg("total");
+        pipe.cmd("HLEN").arg(keys.holders());
+        pipe.cmd("ZCARD").arg(keys.expiry());
+        pipe.cmd("XRANGE").arg(keys.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
+    }
+    let replies: Vec<redis::Value> = if products.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut state.inventory.connection()).await?
+    };
+    let now_ms = state.clock.now_ms();
+    let (mut oversold, mut holds, mut oldest_ms) = (0, 0, None::<i64>);
+    metrics.remaining.clear();
+    for (i, (product, reply)) in products.iter().zip(replies.chunks(4)).enumerate() {
+        let [fields, holders, active, outbox] = reply else { continue };
+        holds += i64::from_redis_value_ref(active).unwrap_or(0);
+        let (remaining, total): (Option<i64>, Option<i64>) =
+            FromRedisValue::from_redis_value_ref(fields).unwrap_or((None, None));
+        let holders: i64 = FromRedisValue::from_redis_value_ref(holders).unwrap_or(0);
+        if remaining.is_some_and(|r| r < 0) || total.is_some_and(|t| holders > t) {
+            oversold += 1;
+        }
+        if let (Some(remaining), true) = (remaining, i < MAX_PRODUCT_SERIES) {
+            let labels = ProductLabels { product: product.to_string() };
+            metrics.remaining.get_or_create(&labels).set(remaining);
+        }
+        let first: redis::streams::StreamRangeReply =
+            FromRedisValue::from_redis_value_ref(outbox).unwrap_or_default();
+        if let Some(ms) =
+            first.ids.first().and_then(|e| e.id.split('-').next()?.parse::<i64>().ok())
+        {
+            oldest_ms = Some(oldest_ms.map_or(ms, |o| o.min(ms)));
+        }
+    }
+    metrics.products.set(products.len() as i64);
+    metrics.oversold_products.set(oversold);
+    metrics.active_holds.set(holds);
+    let lag_ms = oldest_ms.map_or(0, |ms| (now_ms - ms).max(0));
+    metrics.outbox_lag_seconds.set(lag_ms as f64 / 1000.0);
+    Ok(())
 }
 
 #[cfg(test)]

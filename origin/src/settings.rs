@@ -23,8 +23,9 @@ pub struct Settings {
     pub redis_url: String,
     /// Shared with the edge; verifies the edge's HMAC signatures.
     pub edge_secret: EdgeSecret,
-    /// The identity provider's public keys and claim rules (admin tokens).
-    pub jwt_keys: KeySet,
+    /// The identity provider's public keys (or where to fetch them) and claim rules (admin
+    /// tokens).
+    pub jwt_keys: JwtKeys,
     pub jwt_policy: TokenPolicy,
     /// How far an edge arrival stamp may be from the origin's clock, either way.
     pub max_stamp_skew: Duration,
@@ -96,15 +97,32 @@ impl PaymentSettings {
     }
 }
 
+/// Where the origin's token keys come from.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// A JWKS document read at start-up (`--jwt-jwks-file`).
+    Inline(KeySet),
+    /// The identity provider's JWKS URL (`--jwt-jwks-url`), fetched and cached
+    /// ([`crate::identity`]).
+    Url(String),
+}
+
+impl From<KeySet> for JwtKeys {
+    fn from(keys: KeySet) -> Self {
+        Self::Inline(keys)
+    }
+}
+
 impl Settings {
     pub fn new(
         listen: SocketAddr,
         database_url: String,
         redis_url: String,
         edge_secret: EdgeSecret,
-        jwt_keys: KeySet,
+        jwt_keys: impl Into<JwtKeys>,
         jwt_policy: TokenPolicy,
     ) -> Self {
+        let jwt_keys = jwt_keys.into();
         Self {
             payments: PaymentSettings::new(redis_url.clone()),
             listen,
@@ -151,9 +169,19 @@ pub struct OriginArgs {
     /// Hex secret shared with the edge (≥ 32 bytes).
     #[arg(long, env = "FLASHGATE_EDGE_SECRET", hide_env_values = true, value_parser = edge_secret)]
     pub edge_secret: EdgeSecret,
-    /// The identity provider's JWKS document (public keys), as a file.
-    #[arg(long, env = "FLASHGATE_JWT_JWKS_FILE")]
-    pub jwt_jwks_file: PathBuf,
+    /// The identity provider's JWKS document (public keys), as a file (development).
+    #[arg(
+        long,
+        env = "FLASHGATE_JWT_JWKS_FILE",
+        required_unless_present = "jwt_jwks_url",
+        conflicts_with = "jwt_jwks_url"
+    )]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The identity provider's JWKS URL (HTTPS in production): fetched at start, kept for its
+    /// Cache-Control max-age, fetched again at most once a minute for an unknown `kid`, the
+    /// last good keys kept while the provider is down.
+    #[arg(long, env = "FLASHGATE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
     #[arg(long, env = "FLASHGATE_JWT_ISSUER", default_value = defaults::JWT_ISSUER)]
     pub jwt_issuer: String,
     #[arg(long, env = "FLASHGATE_JWT_AUDIENCE", default_value = defaults::JWT_AUDIENCE)]
@@ -246,16 +274,30 @@ fn hex_secret(text: &str) -> Result<Secret, String> {
 impl OriginArgs {
     /// The settings these arguments ask for; the error names the argument that is wrong.
     pub fn into_settings(self) -> anyhow::Result<Settings> {
-        let jwks = std::fs::read_to_string(&self.jwt_jwks_file)
-            .with_context(|| format!("reading {}", self.jwt_jwks_file.display()))?;
+        let jwt_keys = match (&self.jwt_jwks_file, &self.jwt_jwks_url) {
+            (Some(file), _) => {
+                let jwks = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                JwtKeys::Inline(
+                    KeySet::from_jwks_json(&jwks)
+                        .and_then(|keys| keys.check().map(|()| keys))
+                        .context("FLASHGATE_JWT_JWKS_FILE")?,
+                )
+            }
+            (None, Some(url)) => {
+                if !url.starts_with("https://") && !url.starts_with("http://") {
+                    anyhow::bail!("FLASHGATE_JWT_JWKS_URL must be an http(s) URL, not `{url}`");
+                }
+                JwtKeys::Url(url.clone())
+            }
+            (None, None) => anyhow::bail!("set FLASHGATE_JWT_JWKS_URL or FLASHGATE_JWT_JWKS_FILE"),
+        };
         let mut settings = Settings::new(
             self.listen,
             self.database_url,
             self.redis_url,
             self.edge_secret,
-            KeySet::from_jwks_json(&jwks)
-                .and_then(|keys| keys.check().map(|()| keys))
-                .context("FLASHGATE_JWT_JWKS_FILE")?,
+            jwt_keys,
             TokenPolicy {
                 issuer: self.jwt_issuer,
                 audience: self.jwt_audience,

@@ -18,7 +18,6 @@ use crate::workers::expiry::ExpiryWorker;
 use crate::workers::payments::PaymentsWorker;
 use anyhow::Context;
 use axum::Router;
-use flashgate_core::token::TokenVerifier;
 use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,9 +171,10 @@ impl Application {
             }
             None => None,
         };
+        let metrics = Metrics::default();
         let payments = Payments {
             store: PaymentStore::new(&inventory),
-            gateway,
+            gateway: Arc::new(crate::gateway::Instrumented::new(gateway, metrics.clone())),
             idempotency_ttl: settings.payments.idempotency_ttl,
             gateway_timeout: settings.payments.gateway_timeout,
             reconcile_after: settings.payments.reconcile_after,
@@ -185,7 +185,6 @@ impl Application {
             settings.grant_lease,
             tasks.clone(),
         );
-        let metrics = Metrics::default();
         let fairness = crate::store::fairness::FairnessWindow::new(
             settings.fairness,
             grants,
@@ -199,13 +198,14 @@ impl Application {
             db,
             inventory,
             metrics,
+            acquisition_log: crate::business::AcquisitionLog::default(),
             edge: EdgeTrust {
                 secret: settings.edge_secret.clone(),
                 max_skew: settings.max_stamp_skew,
                 clock: clock.clone(),
             },
-            admin_tokens: Arc::new(TokenVerifier::new(
-                settings.jwt_keys.clone(),
+            admin_tokens: Arc::new(crate::identity::AdminTokens::new(
+                &settings.jwt_keys,
                 settings.jwt_policy.clone(),
             )),
             clock,
@@ -251,7 +251,8 @@ impl Application {
         let cancel = CancellationToken::new();
         let mut workers = tokio::task::JoinSet::new();
         if let Some(interval) = self.expiry_interval {
-            let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone());
+            let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone())
+                .counting(self.state.metrics.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
         }
         if let Some(interval) = self.payments_interval {
@@ -263,8 +264,7 @@ impl Application {
             );
             workers.spawn(worker.run(interval, cancel.clone()));
         }
-        let writer =
-            PgWriter::new(self.state.db.clone()).counting(self.state.metrics.dead_letters.clone());
+        let writer = PgWriter::new(self.state.db.clone()).counting(self.state.metrics.clone());
         let mut flush = None;
         if let Some(interval) = self.relay_interval {
             let sink = match &self.state.kafka {
@@ -272,12 +272,10 @@ impl Application {
                 None => Sink::Postgres(writer.clone()),
             };
             let consumer = format!("origin-{}", Uuid::new_v4().simple());
-            let relay = Arc::new(Relay::new(
-                self.state.inventory.clone(),
-                sink,
-                consumer,
-                self.relay_claim_idle,
-            ));
+            let relay = Arc::new(
+                Relay::new(self.state.inventory.clone(), sink, consumer, self.relay_claim_idle)
+                    .counting(self.state.metrics.clone()),
+            );
             flush = Some(relay.clone());
             let cancel = cancel.clone();
             workers.spawn(async move { relay.run(interval, cancel).await });

@@ -7,7 +7,6 @@ use crate::payments::Payments;
 use crate::store::inventory::Inventory;
 use axum::extract::FromRef;
 use flashgate_core::signing::EdgeSecret;
-use flashgate_core::token::TokenVerifier;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +37,10 @@ pub struct Shared {
     pub inventory: Inventory,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
+    /// The sampled business events of acquisitions ([`crate::business`]).
+    pub acquisition_log: crate::business::AcquisitionLog,
     pub edge: EdgeTrust,
-    pub admin_tokens: Arc<TokenVerifier>,
+    pub admin_tokens: Arc<crate::identity::AdminTokens>,
     /// Products whose automatic rebuild is running (see [`crate::recovery`]).
     pub rebuilds: Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>,
     /// The relay's producer when a broker is configured (also probed by `/health`).

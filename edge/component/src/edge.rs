@@ -6,6 +6,7 @@
 use crate::config::{self, EdgeConfig};
 use crate::entry::send;
 use crate::http::{Request, Response};
+use crate::keys;
 use crate::platform::Store;
 use flashgate_core::arrival;
 use flashgate_core::kv::KeyValue;
@@ -52,13 +53,18 @@ pub async fn handle(req: Request) -> (Response, Option<AfterAnswer>) {
     let trace = TraceContext::continue_or_start(incoming, random24(first_us));
     let trace_id = trace.trace_id_hex();
     let mut after = None;
-    let mut response = match admit_and_forward(&req, first_us, &trace, &mut after).await {
-        Ok(response) => response,
+    let (mut response, decision) = match admit_and_forward(&req, first_us, &trace, &mut after).await
+    {
+        Ok(response) => (response, routes::DECISION_FORWARDED.to_owned()),
         Err(refusal) => {
-            problem_response(refusal.problem.with_trace_id(trace_id.clone()), refusal.headers)
+            let decision = refusal.problem.slug().to_owned();
+            let problem = refusal.problem.with_trace_id(trace_id.clone());
+            (problem_response(problem, refusal.headers), decision)
         }
     };
     response.set_header(signing::HEADER_TRACE_ID, trace_id);
+    // For the host's metrics (flashgate's host counts it and takes it off the answer).
+    response.set_header(routes::HEADER_EDGE_DECISION, decision);
     (response, after)
 }
 
@@ -109,7 +115,7 @@ async fn admit_and_forward(
     if let (Some(limit), Some(address)) = (config.address_limit, client_address(req)) {
         rate_limit(&shield, &format!("rl:a:{address}"), limit, arrival_us, "client address")?;
     }
-    let token = authenticate(req, &config, &store, arrival_us / 1_000_000)?;
+    let token = authenticate(req, &config, &store, arrival_us / 1_000_000).await?;
     if let Some(limit) = config.user_limit {
         let key = format!("rl:u:{}", token.user_id);
         rate_limit(&shield, &key, limit, arrival_us, "buyer")?;
@@ -240,7 +246,7 @@ const AVAILABILITY_PATH: &str = "/internal/availability";
 const EDGE_USER: &str = "00000000-0000-0000-0000-000000000000";
 
 /// The bearer token's verdict, from the key-value cache when this token was seen before.
-fn authenticate(
+async fn authenticate(
     req: &Request,
     config: &EdgeConfig,
     store: &Store,
@@ -248,16 +254,25 @@ fn authenticate(
 ) -> Result<VerifiedToken, Problem> {
     let header = req.header("authorization");
     let token = TokenVerifier::bearer(header).map_err(unauthorized)?;
-    let key = VerifiedToken::cache_key(&config.verifier_fingerprint, token);
+    let keys = keys::current(config, store, now_secs, false).await?;
+    let key = VerifiedToken::cache_key(&keys.fingerprint, token);
     let cached = store
         .get(&key)
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|s| VerifiedToken::decode(&s))
-        .filter(|hit| hit.usable_at(now_secs, config.verifier.leeway()));
+        .filter(|hit| hit.usable_at(now_secs, keys.verifier.leeway()));
     if let Some(hit) = cached {
         return Ok(hit);
     }
-    let verified = config.verifier.verify(token, now_secs).map_err(unauthorized)?;
+    let verified = match keys.verifier.verify(token, now_secs) {
+        // A key the provider published since the keys were fetched (a rotation).
+        Err(TokenError::UnknownKey) => {
+            let fresh = keys::current(config, store, now_secs, true).await?;
+            fresh.verifier.verify(token, now_secs)
+        }
+        other => other,
+    }
+    .map_err(unauthorized)?;
     store.set(&key, verified.encode().as_bytes());
     Ok(verified)
 }

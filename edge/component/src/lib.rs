@@ -30,6 +30,7 @@ extern crate spin_sdk_v7 as spin_sdk;
 mod config;
 mod edge;
 mod http;
+mod keys;
 mod platform;
 
 /// The component's export and its outbound requests, for WASI 0.3 (spin-sdk 7's

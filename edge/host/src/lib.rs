@@ -12,8 +12,10 @@
 pub mod bindings;
 pub mod kv;
 pub mod manifest;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 mod state;
 
-pub use server::{EdgeHost, HostSettings, HostStats, WasiGeneration};
+pub use metrics::HostStats;
+pub use server::{EdgeHost, HostSettings, WasiGeneration};

@@ -15,6 +15,6 @@ async fn main() -> Result<()> {
         .init();
     let settings = HostArgs::parse().into_settings();
     let host = EdgeHost::build(settings).await.context("starting the edge host")?;
-    tracing::info!(addr = %host.local_addr(), "edge listening");
+    tracing::info!(addr = %host.local_addr(), admin = ?host.admin_addr(), "edge listening");
     host.run_until_stopped(flashgate_core::signal::stop()).await
 }

@@ -16,13 +16,15 @@
 
 use crate::kv::KvStores;
 use crate::manifest::{ComponentSpec, Manifest};
+use crate::metrics::{HostStats, RequestLabels};
 use crate::settings::defaults;
 use crate::state::{Outbound, RequestState};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use flashgate_core::arrival::HEADER_HOST_ACCEPTED;
-use flashgate_core::edge_config::EdgeConfig;
+use flashgate_core::edge_config::{EdgeConfig, KeySource};
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
+use flashgate_core::routes::{HEADER_EDGE_DECISION, decision_label};
 use flashgate_core::signing::{HEADER_TRACE_ID, HEADER_TRACEPARENT};
 use flashgate_core::trace::TraceContext;
 use http_body_util::{BodyExt, Full};
@@ -35,7 +37,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -57,6 +59,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct HostSettings {
     pub manifest: PathBuf,
     pub listen: SocketAddr,
+    /// Where `/metrics` and `/health` are served (never on the buyers' port); `None`: not
+    /// served.
+    pub admin_listen: Option<SocketAddr>,
     /// `--variable name=value` overrides (beat `SPIN_VARIABLE_*` and defaults).
     pub variables: HashMap<String, String>,
     /// Deadline of a whole request, guest execution and outbound waits included.
@@ -87,6 +92,7 @@ impl HostSettings {
         Self {
             manifest,
             listen,
+            admin_listen: defaults::ADMIN_LISTEN.parse().ok(),
             variables: HashMap::new(),
             request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
             outbound_connect_timeout: Duration::from_millis(defaults::OUTBOUND_CONNECT_TIMEOUT_MS),
@@ -149,7 +155,7 @@ impl HandlerState for Workers {
             tokio::time::timeout(self.request_timeout, self.pre.instantiate_async(&mut store))
                 .await
                 .map_err(|_| wasmtime::format_err!("instantiation timed out"))??;
-        self.stats.instantiated.fetch_add(1, Ordering::Relaxed);
+        self.stats.instantiations.inc();
         Ok(Instance {
             store,
             proxy,
@@ -163,6 +169,8 @@ impl HandlerState for Workers {
                 reuse: self.reuse,
                 concurrency: self.concurrency,
                 request_timeout: self.request_timeout,
+                stats: self.stats.clone(),
+                started: AtomicUsize::new(0),
             },
         })
     }
@@ -197,16 +205,20 @@ impl WorkerExpiration for Expiration {
     }
 }
 
-/// How many requests a worker takes, in all and at once.
+/// How many requests a worker takes, in all and at once; counts its reuses.
 struct WorkerLimits {
     reuse: usize,
     concurrency: usize,
     request_timeout: Duration,
+    stats: Arc<HostStats>,
+    /// Requests this worker's instance has started.
+    started: AtomicUsize,
 }
 
 impl WorkerState for WorkerLimits {
     type StoreData = RequestState;
-    type RequestData = ();
+    /// When the request was handed to the handler (how long it waited for an instance).
+    type RequestData = Instant;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse {
@@ -221,9 +233,13 @@ impl WorkerState for WorkerLimits {
     fn on_request_start(
         &self,
         _store: StoreContextMut<'_, RequestState>,
-        _data: (),
+        handed: Instant,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        self.stats.instance_wait.observe(handed.elapsed().as_secs_f64());
+        if self.started.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.stats.reuses.inc();
+        }
         Box::pin(tokio::time::sleep(self.request_timeout))
     }
 
@@ -235,22 +251,13 @@ impl WorkerState for WorkerLimits {
     }
 }
 
-/// Counters of the host's own work, for operators and tests.
-#[derive(Debug, Default)]
-pub struct HostStats {
-    instantiated: AtomicU64,
-}
-
-impl HostStats {
-    /// Component instances created so far (one per request unless instances are reused).
-    pub fn instantiated(&self) -> u64 {
-        self.instantiated.load(Ordering::Relaxed)
-    }
-}
-
 struct Shared {
     manifest: Manifest,
     stats: Arc<HostStats>,
+    /// Each component's id as a metrics label (ids come from the manifest: a fixed set).
+    labels: HashMap<String, &'static str>,
+    /// Set when shutdown begins: `/health` answers 503 from then on.
+    draining: std::sync::atomic::AtomicBool,
     /// Each component's workers, by component id.
     served: HashMap<String, ProxyHandler<Workers>>,
     generations: HashMap<String, WasiGeneration>,
@@ -262,6 +269,7 @@ struct Shared {
 /// A running edge host: bound, compiled, ready to serve.
 pub struct EdgeHost {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -293,10 +301,20 @@ impl EdgeHost {
             if spec.variables.contains_key("edge_secret") {
                 let config = EdgeConfig::parse(|k| Ok(spec.variables.get(k).cloned()))
                     .with_context(|| format!("component `{id}` is misconfigured"))?;
-                config
-                    .verifier
-                    .check_keys()
-                    .with_context(|| format!("component `{id}`: jwt_jwks holds a bad key"))?;
+                match &config.keys {
+                    KeySource::Inline(keys) => keys
+                        .verifier
+                        .check_keys()
+                        .with_context(|| format!("component `{id}`: jwt_jwks holds a bad key"))?,
+                    KeySource::Url { url, .. } => {
+                        if !outbound_allows(&spec.allowed_outbound, url) {
+                            anyhow::bail!(
+                                "component `{id}`: jwt_jwks_url {url} is not among its \
+                                 allowed_outbound_hosts (set the `jwks_origin` variable)"
+                            );
+                        }
+                    }
+                }
             }
             let started = Instant::now();
             let component = Component::from_file(&engine, &spec.source)
@@ -360,17 +378,38 @@ impl EdgeHost {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin listener {addr}"))?,
+            ),
+            None => None,
+        };
         spawn_epoch_ticker(&engine);
+        // Leaked once per component of the manifest: label values that live as long as the
+        // process, as the host does.
+        let labels = served
+            .keys()
+            .map(|id: &String| (id.clone(), &*Box::leak(id.clone().into_boxed_str())))
+            .collect();
         let shared = Arc::new(Shared {
             manifest,
             stats,
+            labels,
+            draining: std::sync::atomic::AtomicBool::new(false),
             served,
             generations,
             kv,
             request_timeout: settings.request_timeout,
             max_request_body: settings.max_request_body,
         });
-        Ok(Self { listener, shared })
+        Ok(Self { listener, admin, shared })
+    }
+
+    /// Where `/metrics` and `/health` are served, if they are.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// The WASI generation of component `id`, as read off its export.
@@ -396,6 +435,8 @@ impl EdgeHost {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
+        let admin =
+            self.admin.map(|listener| tokio::spawn(serve_admin(listener, self.shared.clone())));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -412,7 +453,7 @@ impl EdgeHost {
             let shared = self.shared.clone();
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(shared, peer, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(handle_counted(shared, peer, req).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
             let conn = graceful.watch(conn);
@@ -422,11 +463,15 @@ impl EdgeHost {
                 }
             });
         }
+        self.shared.draining.store(true, Ordering::Release);
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(Duration::from_secs(10)) => {
                 tracing::warn!("connections still open after 10 s; closing");
             }
+        }
+        if let Some(admin) = admin {
+            admin.abort();
         }
         Ok(())
     }
@@ -468,6 +513,98 @@ fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker");
+}
+
+/// Whether a component allowed to call `rules` may fetch `url`.
+fn outbound_allows(rules: &[crate::manifest::OutboundRule], url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else { return false };
+    let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+    rules.iter().any(|rule| rule.allows(scheme, host, port))
+}
+
+/// Serves `/metrics` and `/health` on the admin listener until aborted.
+async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let shared = shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(admin_answer(&shared, &req)) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+/// The admin listener's answers: `GET /metrics` (OpenMetrics text), `GET /health` (200 while
+/// serving, 503 once draining), 404 for anything else.
+fn admin_answer(shared: &Shared, req: &hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&http::Method::GET, "/metrics") => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.stats.render(),
+        ),
+        (&http::Method::GET, "/health") => {
+            // Component ids are Spin manifest ids (kebab-case): nothing to escape.
+            let mut components: Vec<String> =
+                shared.labels.values().map(|id| format!("\"{id}\"")).collect();
+            components.sort_unstable();
+            if shared.draining.load(Ordering::Acquire) {
+                let problem = Problem::unavailable("the edge host is shutting down", 1);
+                (503, CONTENT_TYPE, String::from_utf8_lossy(&problem.to_json()).into_owned())
+            } else {
+                let body =
+                    format!("{{\"status\":\"ok\",\"components\":[{}]}}", components.join(","));
+                (200, "application/json", body)
+            }
+        }
+        _ => {
+            let problem = Problem::not_found("the admin listener serves /metrics and /health");
+            (404, CONTENT_TYPE, String::from_utf8_lossy(&problem.to_json()).into_owned())
+        }
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("an admin answer is valid")
+}
+
+/// Answers one request and records it: its component, status, the component's decision
+/// (taken off the answer) or `host` for an answer the host made itself, and how long it took.
+async fn handle_counted(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<WasiBody> {
+    let started = Instant::now();
+    let component =
+        shared.manifest.route(req.uri().path()).and_then(|s| shared.labels.get(&s.id)).copied();
+    let mut response = handle(shared.clone(), peer, req).await;
+    let decision = match response.headers_mut().remove(HEADER_EDGE_DECISION) {
+        Some(value) => decision_label(value.to_str().unwrap_or_default()),
+        None => "host",
+    };
+    let labels = RequestLabels {
+        component: component.unwrap_or("none"),
+        status: response.status().as_u16(),
+        decision,
+    };
+    shared.stats.requests.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn handle(
@@ -532,9 +669,9 @@ async fn serve(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<WasiBody>> {
     let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
-    match workers.handle((), req).await {
+    match workers.handle(Instant::now(), req).await {
         Ok(response) => Ok(response),
-        Err(e) if e.is::<InstantiationError<()>>() => {
+        Err(e) if e.is::<InstantiationError<Instant>>() => {
             Err(anyhow::Error::from(e).context(AtCapacity))
         }
         Err(e) if e.is::<ExpirationError>() => Err(anyhow::Error::from(e).context(Overran)),

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub mod defaults {
     pub const MANIFEST: &str = "spin.toml";
     pub const LISTEN: &str = "127.0.0.1:3000";
+    /// `/metrics` and `/health`: an admin listener of their own, off the buyers' port.
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9101";
     pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
     pub const OUTBOUND_CONNECT_TIMEOUT_MS: u64 = 1_000;
     pub const OUTBOUND_FIRST_BYTE_TIMEOUT_MS: u64 = 5_000;
@@ -34,6 +36,10 @@ pub struct HostArgs {
     /// Address to listen on.
     #[arg(long, env = "FLASHGATE_EDGE_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
+    /// Address of the admin listener (`/metrics`, `/health`); `off` serves neither.
+    #[arg(long, env = "FLASHGATE_EDGE_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN,
+          value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
     /// Set an application variable (`name=value`); beats `SPIN_VARIABLE_*`.
     #[arg(long = "variable", value_parser = parse_variable)]
     pub variables: Vec<(String, String)>,
@@ -63,6 +69,19 @@ pub struct HostArgs {
     pub idle_instance_timeout_ms: u64,
 }
 
+/// `--admin-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminListen(pub Option<SocketAddr>);
+
+fn parse_admin_listen(s: &str) -> Result<AdminListen, String> {
+    if s == "off" {
+        return Ok(AdminListen(None));
+    }
+    s.parse()
+        .map(|a| AdminListen(Some(a)))
+        .map_err(|e| format!("`{s}` is not an address or `off`: {e}"))
+}
+
 fn parse_variable(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
@@ -73,6 +92,7 @@ impl HostArgs {
     /// The settings these arguments ask for.
     pub fn into_settings(self) -> HostSettings {
         let mut settings = HostSettings::new(self.manifest, self.listen);
+        settings.admin_listen = self.admin_listen.0;
         settings.variables = self.variables.into_iter().collect();
         settings.request_timeout = Duration::from_millis(self.request_timeout_ms);
         settings.kv_capacity_bytes = self.kv_mib * 1024 * 1024;
@@ -94,6 +114,7 @@ mod tests {
         let new = HostSettings::new(defaults::MANIFEST.into(), defaults::LISTEN.parse().unwrap());
         assert_eq!(parsed.manifest, new.manifest);
         assert_eq!(parsed.listen, new.listen);
+        assert_eq!(parsed.admin_listen, new.admin_listen);
         assert_eq!(parsed.request_timeout, new.request_timeout);
         assert_eq!(parsed.kv_capacity_bytes, new.kv_capacity_bytes);
         assert_eq!(parsed.reuse_instances, new.reuse_instances);
@@ -117,6 +138,8 @@ mod tests {
         .into_settings();
         assert_eq!(s.variables.get("origin_host").map(String::as_str), Some("127.0.0.1:9"));
         assert_eq!((s.reuse_instances, s.kv_capacity_bytes), (Some(100), 8 * 1024 * 1024));
+        let off = HostArgs::try_parse_from(["flashgate-edge", "--admin-listen", "off"]);
+        assert_eq!(off.unwrap().into_settings().admin_listen, None);
         let zero = HostArgs::try_parse_from(["flashgate-edge", "--reuse-instances", "0"]);
         assert!(zero.unwrap_err().to_string().contains("--reuse-instances"));
         let bad = HostArgs::try_parse_from(["flashgate-edge", "--variable", "novalue"]);

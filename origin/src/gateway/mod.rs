@@ -529,3 +529,61 @@ impl PaymentGateway for SimulatedGateway {
         Ok(GatewayEvent { reference: parsed.reference, outcome })
     }
 }
+
+/// Any gateway, its calls timed and counted by operation and outcome in the origin's
+/// `/metrics` (`flashgate_payment_gateway_duration_seconds`). The origin wraps whichever
+/// gateway it is given, so a real processor's adapter is measured the same way.
+pub struct Instrumented {
+    inner: Arc<dyn PaymentGateway>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn PaymentGateway>, metrics: crate::metrics::Metrics) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: BoxFuture<'_, Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(GatewayError::Declined(_)) => "declined",
+            Err(GatewayError::Unavailable(_)) => "error",
+        };
+        let labels = crate::metrics::GatewayLabels { operation, outcome };
+        self.metrics.gateway.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl PaymentGateway for Instrumented {
+    fn charge(&self, request: ChargeRequest) -> BoxFuture<'_, Result<(), GatewayError>> {
+        Box::pin(self.timed("charge", self.inner.charge(request)))
+    }
+
+    fn refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<(), GatewayError>> {
+        Box::pin(self.timed("refund", self.inner.refund(request)))
+    }
+
+    fn charge_status(&self, reference: Uuid) -> BoxFuture<'_, Result<ChargeStatus, GatewayError>> {
+        Box::pin(self.timed("charge_status", self.inner.charge_status(reference)))
+    }
+
+    fn drain(&self) -> BoxFuture<'_, ()> {
+        self.inner.drain()
+    }
+
+    fn parse_webhook(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<GatewayEvent, WebhookError> {
+        self.inner.parse_webhook(headers, body, now_secs)
+    }
+}

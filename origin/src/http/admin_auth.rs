@@ -21,7 +21,7 @@ impl FromRequestParts<AppState> for Admin {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = TokenVerifier::bearer(header)?;
         let now_secs = u64::try_from(state.clock.now_us() / 1_000_000).unwrap_or(0);
-        let verified = state.admin_tokens.verify(token, now_secs)?;
+        let verified = state.admin_tokens.verify(token, now_secs).await?;
         if verified.role != Role::Admin {
             return Err(ApiError::Forbidden("this endpoint needs an admin token".into()));
         }

@@ -19,7 +19,23 @@ use std::time::Duration;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn check(State(state): State<AppState>) -> Response {
+/// What each dependency's probe found: `up`, `down`, or for Redis `not-durable`, for
+/// PostgreSQL `migrating`, for Kafka `not-configured`.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub redis: &'static str,
+    pub postgresql: &'static str,
+    pub kafka: &'static str,
+}
+
+impl Probe {
+    pub fn statuses(&self) -> [(&'static str, &'static str); 3] {
+        [("redis", self.redis), ("postgresql", self.postgresql), ("kafka", self.kafka)]
+    }
+}
+
+/// Probes every dependency at once, each within [`PROBE_TIMEOUT`].
+pub async fn probe(state: &AppState) -> Probe {
     let redis = tokio::time::timeout(PROBE_TIMEOUT, async {
         state.inventory.ping().await?;
         let persistence = Persistence::of(&state.inventory).await?;
@@ -34,23 +50,27 @@ pub async fn check(State(state): State<AppState>) -> Response {
         }
     };
     let (redis, pg, kafka) = tokio::join!(redis, pg, kafka);
-    let redis_status = match &redis {
+    let redis = match &redis {
         Ok(Ok(Persistence::Volatile(_))) if !state.durability.allows_volatile() => "not-durable",
         Ok(Ok(_)) => "up",
         _ => "down",
     };
     let migrated = state.schema_ready.load(Ordering::Acquire);
-    let pg_status = match pg {
+    let postgresql = match pg {
         Ok(Ok(_)) if migrated => "up",
         Ok(Ok(_)) => "migrating",
         _ => "down",
     };
-    let kafka_status = match kafka {
+    let kafka = match kafka {
         None => "not-configured",
         Some(true) => "up",
         Some(false) => "down",
     };
-    let statuses = [("redis", redis_status), ("postgresql", pg_status), ("kafka", kafka_status)];
+    Probe { redis, postgresql, kafka }
+}
+
+pub async fn check(State(state): State<AppState>) -> Response {
+    let statuses = probe(&state).await.statuses();
     let components: serde_json::Map<String, serde_json::Value> =
         statuses.iter().map(|(name, status)| (name.to_string(), json!(status))).collect();
     // Every status but these two means the component cannot serve; the summary says why.

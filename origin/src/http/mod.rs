@@ -4,6 +4,7 @@
 //! rendered once (`crate::error`).
 
 pub mod admin_auth;
+pub mod audit;
 pub mod edge_auth;
 pub mod health;
 pub mod pagination;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(buyer)
         .merge(products::admin_router())
         .merge(recovery::admin_router())
+        .merge(audit::admin_router())
         .merge(payments::webhook_router())
         .route_layer(from_fn_with_state(state.clone(), health::require_schema))
         .route("/health", get(health::check))

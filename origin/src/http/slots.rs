@@ -83,6 +83,8 @@ async fn acquire(
     }
     let received_us = state.clock.now_us();
     let now_ms = received_us.div_euclid(1000);
+    let trace_id = trace.trace_id();
+    state.acquisition_log.requested(now_ms, &trace_id, product_id, edge.user_id);
     let slot_id = Uuid::now_v7();
     let outcome = state
         .fairness
@@ -107,6 +109,10 @@ async fn acquire(
         state.clock.now_us() - edge.arrival_us,
     );
     state.metrics.acquisitions.get_or_create(&AcquireLabels { outcome: outcome.outcome() }).inc();
+    if !matches!(outcome, Acquisition::Granted { .. }) {
+        let reason = outcome.outcome();
+        state.acquisition_log.refused(now_ms, &trace_id, product_id, edge.user_id, reason);
+    }
     match outcome {
         Acquisition::Granted { expires_ms, remaining } => {
             // Lets `POST /payments` find the slot's product before PostgreSQL has the slot.
@@ -123,9 +129,8 @@ async fn acquire(
                 acquired_at: rfc3339_ms(now_ms),
                 expires_at: rfc3339_ms(expires_ms),
                 remaining_seconds: (expires_ms - now_ms).max(0) / 1000,
-                trace_id: trace.trace_id(),
+                trace_id,
             };
-            tracing::info!(%slot_id, %product_id, user_id = %edge.user_id, "slot granted");
             let headers = [
                 (header::LOCATION, format!("/slots/{slot_id}")),
                 // Lets the edge learn the product sold out without another request.

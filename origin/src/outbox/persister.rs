@@ -22,7 +22,7 @@
 //! `slot_audit_log`.
 
 use crate::clock::{at_ms, at_us, ms_of};
-use crate::metrics::DeadLetterLabels;
+use crate::metrics::{DeadLetterLabels, Metrics};
 use crate::outbox::events::{EventKind, OutboxEvent};
 use crate::pg;
 use crate::pg::outbox::AuditEntry;
@@ -30,8 +30,6 @@ use crate::pg::purchases::NewPurchase;
 use crate::pg::slots::NewSlot;
 use crate::status::{PaymentStatus, SlotStatus};
 use anyhow::{Context, bail};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -39,7 +37,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct PgWriter {
     db: PgPool,
-    dead_letters: Option<Family<DeadLetterLabels, Counter>>,
+    metrics: Option<Metrics>,
 }
 
 /// How many times an event that fails on its own is tried before it is dead-lettered.
@@ -104,12 +102,12 @@ fn transition(kind: EventKind) -> (Option<&'static str>, Option<&'static str>) {
 
 impl PgWriter {
     pub fn new(db: PgPool) -> Self {
-        Self { db, dead_letters: None }
+        Self { db, metrics: None }
     }
 
-    /// Counts dead letters in `family` (the origin's `/metrics`).
-    pub fn counting(mut self, family: Family<DeadLetterLabels, Counter>) -> Self {
-        self.dead_letters = Some(family);
+    /// Records what it applies and sets aside in the origin's `/metrics`.
+    pub fn counting(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -117,6 +115,22 @@ impl PgWriter {
     /// the path (`relay` or `kafka`). Fails only for transient reasons, when the whole
     /// batch should be tried again.
     pub async fn deliver(
+        &self,
+        events: &[OutboxEvent],
+        source: &'static str,
+    ) -> anyhow::Result<Delivery> {
+        let delivery = self.apply_or_set_aside(events, source).await?;
+        if let Some(metrics) = &self.metrics {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let oldest = events.iter().map(|e| e.at_ms).min();
+            metrics.persisted_batch(delivery.applied, oldest, now_ms);
+        }
+        Ok(delivery)
+    }
+
+    async fn apply_or_set_aside(
         &self,
         events: &[OutboxEvent],
         source: &'static str,
@@ -172,8 +186,8 @@ impl PgWriter {
         pg::outbox::dead_letter(&self.db, event_id, product_id, source, payload, reason)
             .await
             .context("recording a dead letter")?;
-        if let Some(family) = &self.dead_letters {
-            family.get_or_create(&DeadLetterLabels { source }).inc();
+        if let Some(metrics) = &self.metrics {
+            metrics.dead_letters.get_or_create(&DeadLetterLabels { source }).inc();
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! Destination today: [`Sink::Postgres`], the persister's writer called directly (the local
 //! default without a broker). The Kafka producer (issue #3) is the other sink.
 
+use crate::metrics::{Metrics, SinkLabels};
 use crate::outbox::events::OutboxEvent;
 use crate::outbox::kafka::EventProducer;
 use crate::outbox::persister::PgWriter;
@@ -71,12 +72,28 @@ pub struct Relay {
     batch: usize,
     claim_idle: Duration,
     groups: Mutex<HashSet<Uuid>>,
+    metrics: Option<Metrics>,
 }
 
 impl Relay {
     pub fn new(inventory: Inventory, sink: Sink, consumer: String, claim_idle: Duration) -> Self {
         let conn = inventory.connection();
-        Self { inventory, conn, sink, consumer, batch: 500, claim_idle, groups: Mutex::default() }
+        Self {
+            inventory,
+            conn,
+            sink,
+            consumer,
+            batch: 500,
+            claim_idle,
+            groups: Mutex::default(),
+            metrics: None,
+        }
+    }
+
+    /// Counts what it delivers in the origin's `/metrics`.
+    pub fn counting(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn ensure_group(&self, product: Uuid, stream: &str) -> redis::RedisResult<()> {
@@ -213,8 +230,17 @@ impl Relay {
             loop {
                 let batch = self.fetch(product).await?;
                 let dead = self.deliver(&batch).await?;
+                batch.events.iter().for_each(crate::business::log_outbox_event);
                 self.ack(&batch).await?;
                 let size = batch.events.len() + batch.poison.len();
+                if let Some(metrics) = &self.metrics {
+                    let sink = match self.sink {
+                        Sink::Postgres(_) => "postgres",
+                        Sink::Kafka(_) => "kafka",
+                    };
+                    let delivered = batch.events.len() as u64 - dead;
+                    metrics.relayed.get_or_create(&SinkLabels { sink }).inc_by(delivered);
+                }
                 report.delivered += batch.events.len() as u64 - dead;
                 report.dead += batch.poison.len() as u64 + dead;
                 if size < self.batch {

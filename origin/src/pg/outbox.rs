@@ -177,3 +177,65 @@ pub async fn dead_letter(
     .await
     .map(drop)
 }
+
+/// Filters of an audit-trail read; every one optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub product_id: Option<Uuid>,
+    pub buyer_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    /// Entries after this `(occurred_at, event_id)` only (the previous page's last).
+    pub after: Option<(OffsetDateTime, Uuid)>,
+}
+
+/// One audit-trail entry, with the buyer of its slot (when PostgreSQL has the slot).
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub slot_id: Uuid,
+    pub product_id: Uuid,
+    pub buyer_id: Option<Uuid>,
+    pub payment_id: Option<Uuid>,
+    pub from_status: Option<String>,
+    pub to_status: Option<String>,
+    pub trace_id: String,
+    pub occurred_at: OffsetDateTime,
+    pub recorded_at: OffsetDateTime,
+}
+
+/// Up to `limit` entries matching `f`, oldest first.
+pub async fn audit_trail(
+    db: impl PgExecutor<'_>,
+    f: &AuditFilter,
+    limit: i64,
+) -> sqlx::Result<Vec<AuditRow>> {
+    let (after_at, after_id) = f.after.unzip();
+    sqlx::query_as!(
+        AuditRow,
+        r#"SELECT a.event_id, a.event_type, a.slot_id, a.product_id, s.user_id AS "buyer_id?",
+                  a.payment_id, a.from_status, a.to_status, a.trace_id, a.occurred_at,
+                  a.recorded_at
+           FROM slot_audit_log a LEFT JOIN purchase_slots s ON s.slot_id = a.slot_id
+           WHERE ($1::uuid IS NULL OR a.product_id = $1)
+             AND ($2::uuid IS NULL OR s.user_id = $2)
+             AND ($3::text IS NULL OR a.event_type = $3)
+             AND ($4::timestamptz IS NULL OR a.occurred_at >= $4)
+             AND ($5::timestamptz IS NULL OR a.occurred_at < $5)
+             AND ($6::timestamptz IS NULL OR (a.occurred_at, a.event_id) > ($6, $7::uuid))
+           ORDER BY a.occurred_at, a.event_id
+           LIMIT $8"#,
+        f.product_id,
+        f.buyer_id,
+        f.event_type,
+        f.from,
+        f.to,
+        after_at,
+        after_id,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}

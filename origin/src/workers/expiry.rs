@@ -6,6 +6,7 @@
 //! workers may run at once: the scripts make each reclaim and each reminder happen once.
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::store::inventory::Inventory;
 use crate::store::scripts::expire::Expiry;
 use std::sync::Arc;
@@ -29,11 +30,18 @@ pub struct ExpiryWorker {
     clock: Arc<dyn Clock>,
     /// Slots handled per product and schedule in one sweep.
     batch: usize,
+    metrics: Option<Metrics>,
 }
 
 impl ExpiryWorker {
     pub fn new(inventory: Inventory, clock: Arc<dyn Clock>) -> Self {
-        Self { inventory, clock, batch: 500 }
+        Self { inventory, clock, batch: 500, metrics: None }
+    }
+
+    /// Counts expiries and reminders in the origin's `/metrics`.
+    pub fn counting(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One sweep over every product, at the clock's current time.
@@ -54,6 +62,10 @@ impl ExpiryWorker {
                     Expiry::NotDue => {}
                 }
             }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.expired.inc_by(sweep.expired);
+            metrics.reminded.inc_by(sweep.reminded);
         }
         Ok(sweep)
     }

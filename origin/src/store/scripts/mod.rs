@@ -166,7 +166,13 @@ impl Call<'_> {
         }) {
             return Err(unexpected_call(self.script.name, &wrong));
         }
-        self.invocation.invoke_async(&mut conn.clone()).await
+        let started = std::time::Instant::now();
+        let answer = self.invocation.invoke_async(&mut conn.clone()).await;
+        let labels = crate::metrics::ScriptLabels { script: self.script.name };
+        crate::metrics::SCRIPT_DURATION
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        answer
     }
 
     /// Runs the call and reads its `{outcome, values…}` answer.
