@@ -66,6 +66,12 @@ if [ "$test_tools" = 1 ] && ! command -v promtool >/dev/null; then
   # Debian's prometheus ships promtool; the tests start their own server on a free port.
   apt_install prometheus
 fi
+# schemathesis checks the live origin and edge against /openapi.json (e2e/tests/contract.rs).
+schemathesis_version=4.32.5
+if [ "$test_tools" = 1 ] && ! st --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  log "installing schemathesis $schemathesis_version (pip)"
+  python3 -m pip install --quiet "schemathesis==$schemathesis_version" >&2
+fi
 
 # tansu: a Kafka-protocol broker (crates.io), for the Kafka path in tests and `dev.sh --kafka`.
 # Built once into a cache outside the repository (about 18 minutes on 2 cores), then reused.

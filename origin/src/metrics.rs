@@ -464,6 +464,12 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// `GET /metrics`: reads the scrape-time series, then renders the registry.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")),
+)]
 pub async fn endpoint(State(state): State<AppState>) -> impl IntoResponse {
     let metrics = &state.metrics;
     let health = crate::http::health::probe(&state).await;

@@ -127,7 +127,7 @@ fn parse_cursor(raw: &str) -> ApiResult<(OffsetDateTime, Uuid)> {
     Ok((at, Uuid::try_parse(id).map_err(|_| bad())?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntryView {
     pub event_id: Uuid,
@@ -143,14 +143,28 @@ pub struct AuditEntryView {
     pub recorded_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPage {
     pub items: Vec<AuditEntryView>,
     pub next_cursor: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/admin/audit-logs",
+    tag = "operators",
+    security(("admin" = [])),
+    params(("productId" = Option<Uuid>, Query), ("buyerId" = Option<Uuid>, Query), ("action" = Option<String>, Query, description = "An event type: slot-acquired, slot-expired, payment-completed, …"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive"), ("limit" = Option<u32>, Query, description = "1 to 500 (100)"), ("cursor" = Option<String>, Query, description = "The previous page's `nextCursor`")),
+    responses(
+        (status = 200, description = "Entries, oldest first", body = AuditPage),
+        (status = 401, description = "No valid admin token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an admin's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: Admin,
     Query(query): Query<HashMap<String, String>>,

@@ -69,6 +69,15 @@ pub async fn probe(state: &AppState) -> Probe {
     Probe { redis, postgresql, kafka }
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers", body = crate::http::openapi::HealthDoc),
+        (status = 503, description = "Down: `components` names what", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn check(State(state): State<AppState>) -> Response {
     let statuses = probe(&state).await.statuses();
     let components: serde_json::Map<String, serde_json::Value> =

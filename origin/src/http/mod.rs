@@ -7,6 +7,7 @@ pub mod admin_auth;
 pub mod audit;
 pub mod edge_auth;
 pub mod health;
+pub mod openapi;
 pub mod pagination;
 pub mod payments;
 pub mod products;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .route("/metrics", get(metrics::endpoint))
+        .route("/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(from_fn(trace::layer))
         .with_state(state)

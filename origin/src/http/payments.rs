@@ -127,7 +127,7 @@ impl PaymentRequest {
 }
 
 /// A payment as buyers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
     pub payment_id: Uuid,
@@ -242,7 +242,26 @@ fn accepted(view: PaymentView, replayed: bool) -> Response {
     response
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/payments",
+    tag = "buyers",
+    security(("edge" = [])),
+    params(("idempotency-key" = String, Header, description = "The buyer's key for this payment: a retry with the same key and body answers the same payment")),
+    request_body(content = crate::http::openapi::PaymentBody),
+    responses(
+        (status = 202, description = "Created (or replayed): the processor settles it by webhook", body = PaymentView, headers(("location" = String, description = "/payments/{paymentId}"))),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The slot is another buyer's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such slot (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The slot expired, is paid, is being paid, or the key was used with another body", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the edge's rate limit: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn create(
     State(state): State<AppState>,
     edge: EdgeContext,
     headers: HeaderMap,
@@ -397,7 +416,22 @@ async fn submit_charge(state: &AppState, product_id: Uuid, payment_id: Uuid, vie
     }
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/payments/{id}",
+    tag = "buyers",
+    security(("edge" = [])),
+    params(("id" = String, Path, description = "The payment id (a UUID)")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentView),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The payment is another buyer's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the edge's rate limit: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn read(
     State(state): State<AppState>,
     edge: EdgeContext,
     Path(id): Path<String>,
@@ -413,14 +447,30 @@ async fn read(
 }
 
 /// What the webhook answers: where the payment ended up.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct WebhookAnswer {
+pub(crate) struct WebhookAnswer {
     payment_id: Uuid,
+    /// `completed`, `failed`, `refund_required` or `already_settled`.
+    #[schema(value_type = String)]
     outcome: &'static str,
 }
 
-async fn webhook(
+#[utoipa::path(
+    post,
+    path = "/payments/webhook",
+    tag = "processor",
+    security(("gateway" = [])),
+    request_body(content = String, description = "The processor's event, signed", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied (or applied before)", body = WebhookAnswer),
+        (status = 401, description = "The signature is missing, wrong or stale", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such pending payment (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,

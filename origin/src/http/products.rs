@@ -124,7 +124,7 @@ impl NewProduct {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ProductStatus {
     Upcoming,
@@ -147,13 +147,13 @@ impl ProductStatus {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Price {
     pub amount: i64,
     pub currency: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductView {
     pub product_id: Uuid,
@@ -189,7 +189,26 @@ pub(crate) async fn read_json(body: Body, limit: usize) -> ApiResult<Value> {
         .map_err(|e| ApiError::validation("body", format!("is not valid JSON: {e}")))
 }
 
-async fn create(State(state): State<AppState>, _admin: Admin, body: Body) -> ApiResult<Response> {
+#[utoipa::path(
+    post,
+    path = "/products",
+    tag = "operators",
+    security(("admin" = [])),
+    request_body(content = crate::http::openapi::ProductBody),
+    responses(
+        (status = 201, description = "Created, and on sale from `saleStartsAt`", body = ProductView, headers(("location" = String, description = "/products/{productId}"))),
+        (status = 401, description = "No valid admin token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an admin's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    body: Body,
+) -> ApiResult<Response> {
     let new = NewProduct::parse(&read_json(body, MAX_ADMIN_BODY).await?)?;
     let product_id = Uuid::now_v7();
     let row = pg::products::insert(&state.db, product_id, new.fields()).await?;
@@ -208,7 +227,25 @@ async fn create(State(state): State<AppState>, _admin: Admin, body: Body) -> Api
         .into_response())
 }
 
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/products/{id}",
+    tag = "operators",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The product id (a UUID)")),
+    request_body(content = crate::http::openapi::ProductBody),
+    responses(
+        (status = 200, description = "Updated", body = ProductView),
+        (status = 401, description = "No valid admin token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an admin's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such product (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The sale start is locked: slots were granted", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn update(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
@@ -251,7 +288,22 @@ async fn update(
     Ok(axum::Json(ProductView::new(row, remaining, state.clock.now_ms())))
 }
 
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/products/{id}",
+    tag = "operators",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The product id (a UUID)")),
+    responses(
+        (status = 204, description = "Deleted (kept for history)"),
+        (status = 401, description = "No valid admin token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an admin's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such product (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Slots are still active", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
@@ -285,7 +337,21 @@ impl ProductStatus {
     }
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/products",
+    tag = "buyers",
+    security(("edge" = [])),
+    params(("page" = Option<u32>, Query, description = "From 1"), ("size" = Option<u32>, Query, description = "1 to 100 (20)"), ("status" = Option<ProductStatus>, Query, description = "Only products in this status")),
+    responses(
+        (status = 200, description = "Products", body = Page<ProductView>),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the edge's rate limit: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _caller: EdgeContext,
     Query(query): Query<std::collections::HashMap<String, String>>,
@@ -332,7 +398,21 @@ async fn list(
     Ok(axum::Json(Page { items, page: paging.page, size: paging.size, total }))
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/products/{id}",
+    tag = "buyers",
+    security(("edge" = [])),
+    params(("id" = String, Path, description = "The product id (a UUID)")),
+    responses(
+        (status = 200, description = "The product", body = ProductView),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such product (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the edge's rate limit: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn read(
     State(state): State<AppState>,
     _caller: EdgeContext,
     Path(id): Path<String>,

@@ -19,7 +19,21 @@ pub fn admin_router() -> Router<AppState> {
         .route("/admin/products/{id}/in-doubt/release", post(release_in_doubt))
 }
 
-async fn rebuild_one(
+#[utoipa::path(
+    post,
+    path = "/admin/products/{id}/rebuild",
+    tag = "operators",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The product id (a UUID)")),
+    responses(
+        (status = 200, description = "Rebuilt from PostgreSQL, or already live", body = crate::http::openapi::RebuildDoc),
+        (status = 401, description = "No valid admin token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an admin's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such product (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn rebuild_one(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
@@ -37,7 +51,21 @@ async fn rebuild_one(
 
 /// The operator's word that the buyers of grants lost with Redis are settled with: the units
 /// a rebuild withheld go back on sale. `flashgate check` keeps reporting the loss itself.
-async fn release_in_doubt(
+#[utoipa::path(
+    post,
+    path = "/admin/products/{id}/in-doubt/release",
+    tag = "operators",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The product id (a UUID)")),
+    responses(
+        (status = 200, description = "The withheld units are back on sale", body = crate::http::openapi::ReleasedDoc),
+        (status = 401, description = "No valid admin token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an admin's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such product (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn release_in_doubt(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
@@ -56,7 +84,22 @@ async fn release_in_doubt(
     Ok(Json(json!({ "productId": product_id, "released": released })))
 }
 
-async fn rebuild_all(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    post,
+    path = "/admin/rebuild",
+    tag = "operators",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every product rebuilt or found live", body = crate::http::openapi::RebuildAllDoc),
+        (status = 401, description = "No valid admin token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token is not an admin's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn rebuild_all(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> ApiResult<Json<Value>> {
     let ids = pg::products::live_ids(&state.db).await?;
     let (mut rebuilt, mut live) = (0, 0);
     for id in ids {

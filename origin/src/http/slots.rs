@@ -53,7 +53,7 @@ impl AcquireRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotView {
     pub slot_id: Uuid,
@@ -67,7 +67,25 @@ pub struct SlotView {
     pub trace_id: String,
 }
 
-async fn acquire(
+#[utoipa::path(
+    post,
+    path = "/slots/acquire",
+    tag = "buyers",
+    security(("edge" = [])),
+    request_body(content = crate::http::openapi::AcquireBody, description = "The product to buy one unit of"),
+    responses(
+        (status = 201, description = "A slot: one unit held for the buyer until `expiresAt`", body = SlotView,
+         headers(("location" = String, description = "/slots/{slotId}"), ("x-flashgate-remaining" = i64, description = "Units left after this grant"))),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Sold out, already holding a slot of it (`slotId`), not on sale yet (`saleStartsAt`) or ended", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the edge's rate limit: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn acquire(
     State(state): State<AppState>,
     edge: EdgeContext,
     Extension(trace): Extension<RequestTrace>,
@@ -159,7 +177,20 @@ async fn acquire(
 /// product (`full: true`), or with `?since=<asOfMs of an earlier answer>` only those whose
 /// availability changed since ([`crate::store::availability`]). `asOfMs` is what to ask
 /// from next.
-async fn availability(
+#[utoipa::path(
+    get,
+    path = "/internal/availability",
+    tag = "internal",
+    security(("edge" = [])),
+    params(("since" = Option<i64>, Query, description = "The `asOfMs` of the previous answer: only what changed since")),
+    responses(
+        (status = 200, description = "Every product's availability (or what changed)", body = crate::http::openapi::AvailabilityDoc),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn availability(
     State(state): State<AppState>,
     _edge: EdgeContext,
     Query(query): Query<std::collections::HashMap<String, String>>,
@@ -218,7 +249,22 @@ impl SlotView {
     }
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/slots/{id}",
+    tag = "buyers",
+    security(("edge" = [])),
+    params(("id" = String, Path, description = "The slot id (a UUID)")),
+    responses(
+        (status = 200, description = "The slot", body = SlotView),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The slot is another buyer's", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such slot (or the id is not a UUID)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the edge's rate limit: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn read(
     State(state): State<AppState>,
     edge: EdgeContext,
     Path(id): Path<String>,
@@ -233,7 +279,21 @@ async fn read(
     Ok(Json(SlotView::from_row(row, state.clock.now_ms())))
 }
 
-async fn my_slots(
+#[utoipa::path(
+    get,
+    path = "/slots/my-slots",
+    tag = "buyers",
+    security(("edge" = [])),
+    params(("page" = Option<u32>, Query, description = "From 1"), ("size" = Option<u32>, Query, description = "1 to 100 (20)"), ("status" = Option<SlotStatus>, Query, description = "Only slots in this status")),
+    responses(
+        (status = 200, description = "The buyer's slots, newest first", body = Page<SlotView>),
+        (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Over the edge's rate limit: retry after `Retry-After`", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn my_slots(
     State(state): State<AppState>,
     edge: EdgeContext,
     Query(query): Query<std::collections::HashMap<String, String>>,
