@@ -3,7 +3,8 @@
 # command starts its own server) and PostgreSQL (trust auth on 127.0.0.1). Optional parts,
 # each only when asked, so a command installs no more than it runs:
 #   --kafka       the tansu Kafka-protocol broker (built once, ~18 min on 2 cores, cached)
-#   --test-tools  Prometheus and promtool (the alert-rule tests and the scrape test)
+#   --test-tools  Prometheus and promtool (the alert-rule tests and the scrape test),
+#                 schemathesis (the API contract test), docker-compose (compose.yaml's check)
 #   --k6          k6, for the load scenarios under k6/
 # (the wasm32-wasip2 toolchain is scripts/build-edge.sh's). Idempotent.
 set -euo pipefail
@@ -65,6 +66,10 @@ log "redis-server installed, postgresql up"
 if [ "$test_tools" = 1 ] && ! command -v promtool >/dev/null; then
   # Debian's prometheus ships promtool; the tests start their own server on a free port.
   apt_install prometheus
+fi
+# docker-compose (Debian's) validates compose.yaml without a Docker daemon.
+if [ "$test_tools" = 1 ] && ! command -v docker-compose >/dev/null; then
+  apt_install docker-compose
 fi
 # schemathesis checks the live origin and edge against /openapi.json (e2e/tests/contract.rs).
 schemathesis_version=4.32.5

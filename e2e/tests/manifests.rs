@@ -9,6 +9,7 @@ const COMPONENT_CONFIG: &[&str] = &[
     "origin_url",
     "edge_secret",
     "jwt_jwks",
+    "jwt_jwks_url",
     "jwt_issuer",
     "jwt_audience",
     "jwt_leeway_secs",
@@ -142,7 +143,10 @@ fn the_wasmcloud_manifest_runs_the_wasmcloud_build_with_the_same_configuration()
         }
     }
     // The secrets come from a named config created out of band (see wadm.yaml).
-    for key in COMPONENT_CONFIG.iter().filter(|k| !matches!(**k, "edge_secret" | "jwt_jwks")) {
+    for key in COMPONENT_CONFIG
+        .iter()
+        .filter(|k| !matches!(**k, "edge_secret" | "jwt_jwks" | "jwt_jwks_url"))
+    {
         assert!(keys.iter().any(|k| k == key), "wadm.yaml lacks {key}");
     }
     let links: Vec<String> =
@@ -172,6 +176,112 @@ fn compose_defines_a_durable_redis_and_postgres_on_the_stack_ports() {
     }
     assert!(ports("postgres").contains("5432:5432"));
     assert_eq!(services["postgres"]["environment"]["POSTGRES_HOST_AUTH_METHOD"], "trust");
+}
+
+#[test]
+fn compose_runs_the_whole_stack_each_part_once_what_it_needs_is_healthy() {
+    let text = std::fs::read_to_string(repo_root().join("compose.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let services = doc["services"].as_mapping().unwrap();
+    for name in ["redis", "postgres", "kafka", "origin", "edge", "prometheus"] {
+        let service = &services[name];
+        assert!(service["healthcheck"]["test"].is_sequence(), "{name} has no healthcheck");
+    }
+    let needs = |name: &str| -> Vec<String> {
+        let depends = services[name]["depends_on"].as_mapping().unwrap();
+        for (dependency, how) in depends {
+            assert_eq!(how["condition"], "service_healthy", "{name} on {dependency:?}");
+        }
+        depends.keys().map(|k| k.as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(needs("origin"), ["redis", "postgres", "kafka"]);
+    assert_eq!(needs("edge"), ["origin"]);
+    assert_eq!(needs("prometheus"), ["origin", "edge"]);
+    // The images are built from this repository's Dockerfiles, each running what it built.
+    for (service, binary) in [("origin", "flashgate-origin"), ("edge", "flashgate-edge")] {
+        let dockerfile = services[service]["build"]["dockerfile"].as_str().unwrap();
+        let text = std::fs::read_to_string(repo_root().join(dockerfile)).unwrap();
+        assert!(text.contains(&format!("ENTRYPOINT [\"{binary}\"")), "{dockerfile}");
+        assert!(text.contains("HEALTHCHECK"), "{dockerfile}");
+        assert_eq!(text.matches("\nFROM ").count(), 2, "{dockerfile}: a build and a runtime stage");
+    }
+    // The edge image puts the component where spin.toml names it.
+    let edge = std::fs::read_to_string(repo_root().join("deploy/docker/edge.Dockerfile")).unwrap();
+    assert!(edge.contains("edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm"));
+    let spin = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
+    assert!(
+        spin.contains(
+            "source = \"edge/component/target/wasm32-wasip2/release/flashgate_edge.wasm\""
+        )
+    );
+    // Prometheus scrapes the origin and the edge host's admin listener, with the alerts.
+    let prometheus =
+        std::fs::read_to_string(repo_root().join("deploy/prometheus/prometheus.yml")).unwrap();
+    for target in ["origin:8081", "edge:9101", "alerts.yaml"] {
+        assert!(prometheus.contains(target), "prometheus.yml lacks {target}");
+    }
+}
+
+/// docker-compose (Debian's, installed by scripts/setup.sh --test-tools) validates the file
+/// against the Compose schema, without a Docker daemon.
+#[test]
+fn docker_compose_accepts_the_file() {
+    let output = std::process::Command::new("docker-compose")
+        .args(["-f", "compose.yaml", "config", "-q"])
+        .current_dir(repo_root())
+        .env("FLASHGATE_EDGE_SECRET", "00".repeat(32))
+        .env("FLASHGATE_JWT_JWKS", "{\"keys\":[]}")
+        .output()
+        .expect("running docker-compose (scripts/setup.sh --test-tools installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn the_wasmcloud2_manifest_provides_what_the_wasmcloud2_build_imports() {
+    let text = std::fs::read_to_string(repo_root().join("wasmcloud2.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["apiVersion"], "runtime.wasmcloud.dev/v1alpha1");
+    assert_eq!(doc["kind"], "WorkloadDeployment");
+    let spec = &doc["spec"]["template"]["spec"];
+    let interfaces = spec["hostInterfaces"].as_sequence().unwrap();
+    let provides = |package: &str, interface: &str, version: Option<&str>| {
+        interfaces.iter().any(|h| {
+            h["namespace"] == "wasi"
+                && h["package"] == package
+                && version.is_none_or(|v| h["version"] == v)
+                && h["interfaces"].as_sequence().unwrap().iter().any(|i| i == interface)
+        })
+    };
+    assert!(provides("http", "incoming-handler", None));
+    // Every import of the wasmcloud2 world, at its version.
+    let wit = std::fs::read_dir(repo_root().join("wit/wasmcloud2"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect::<String>();
+    let mut imports = 0;
+    for line in wit.lines().map(str::trim).filter(|l| l.starts_with("import wasi:")) {
+        let name = line.trim_start_matches("import wasi:").trim_end_matches(';');
+        let (path, version) = name.split_once('@').unwrap();
+        let (package, interface) = path.split_once('/').unwrap();
+        assert!(provides(package, interface, Some(version)), "wasmcloud2.yaml lacks {line}");
+        imports += 1;
+    }
+    assert!(imports >= 2);
+    let components = spec["components"].as_sequence().unwrap();
+    let edge = components.iter().find(|c| c["name"] == "edge").unwrap();
+    let config = edge["localResources"]["config"].as_mapping().unwrap();
+    // The secrets come from a Secret, through the wasi:config host interface.
+    for key in COMPONENT_CONFIG
+        .iter()
+        .filter(|k| !matches!(**k, "edge_secret" | "jwt_jwks" | "jwt_jwks_url"))
+    {
+        assert!(config.keys().any(|k| k == key), "wasmcloud2.yaml lacks {key}");
+    }
+    assert!(text.contains("secretFrom"));
+    let allowed = edge["localResources"]["allowedHosts"].as_sequence().unwrap();
+    let origin_url = config.get("origin_url").and_then(|v| v.as_str()).unwrap();
+    let origin_host = origin_url.trim_start_matches("http://");
+    assert!(allowed.iter().any(|h| h == origin_host), "the origin is not an allowed host");
 }
 
 #[test]

@@ -12,5 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = args.into_settings()?;
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "origin listening");
-    app.run_until_stopped(flashgate_core::signal::stop()).await
+    let served = app.run_until_stopped(flashgate_core::signal::stop()).await;
+    telemetry::shutdown();
+    served
 }

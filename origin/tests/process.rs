@@ -208,3 +208,93 @@ async fn sigterm_answers_what_is_in_flight_then_exits_zero() {
     // Nothing listens any more.
     assert!(http.get(format!("{base}/metrics")).send().await.is_err());
 }
+
+/// An OTLP/HTTP collector on loopback: it answers every request 200 and keeps what it got.
+fn collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 8192];
+            // Headers, then as many body bytes as content-length says.
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            kept.lock().unwrap().push(request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_to_the_otlp_endpoint_the_standard_variables_name() {
+    let redis = Redis::start(true);
+    let db = Database::create();
+    let port = free_port();
+    let (collector_port, received) = collector();
+    let mut child = origin(&redis, &db, port, &[])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{collector_port}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut answered = false;
+    for _ in 0..200 {
+        let sent = http
+            .get(format!("{base}/health"))
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .send()
+            .await;
+        if sent.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(answered, "the origin did not listen");
+    // SIGTERM: the origin flushes what it has not exported yet, then exits 0.
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::block_in_place(|| wait_for(&mut child, Duration::from_secs(15)))
+        .expect("the origin exits");
+    assert!(status.success(), "exit status {status:?}");
+    let requests = received.lock().unwrap().clone();
+    let trace_bytes = hex::decode(trace_id).unwrap();
+    let exported = requests.iter().any(|r| {
+        let head = String::from_utf8_lossy(r).to_ascii_lowercase();
+        head.starts_with("post /v1/traces")
+            && head.contains("application/x-protobuf")
+            && r.windows(trace_bytes.len()).any(|w| w == trace_bytes.as_slice())
+    });
+    assert!(
+        exported,
+        "no span of trace {trace_id} reached the collector ({} requests)",
+        requests.len()
+    );
+}

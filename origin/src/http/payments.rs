@@ -44,6 +44,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Buyer routes (behind the edge signature).
@@ -302,6 +303,10 @@ pub(crate) async fn create(
         .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
     payments.store.set_locator(payment_id, product_id).await?;
     let now_ms = state.clock.now_ms();
+    let span = tracing::info_span!("payment.create", %product_id, %payment_id, outcome = tracing::field::Empty);
+    // The payment's events and its webhook continue this span (when spans are exported).
+    let traceparent =
+        crate::telemetry::traceparent_of(&span).unwrap_or_else(|| edge.traceparent.clone());
     let new = NewPayment {
         payment_id,
         product_id,
@@ -311,16 +316,17 @@ pub(crate) async fn create(
         amount: product.price_amount,
         currency: &product.price_currency,
         idempotency_key: key.as_str(),
-        traceparent: &edge.traceparent,
+        traceparent: &traceparent,
         now_ms,
     };
-    let created = payments.store.create(&new).await?;
+    let created = payments.store.create(&new).instrument(span.clone()).await?;
     let label = match &created {
         Creation::Created => "created",
         Creation::Existing => "replayed",
         _ => "refused",
     };
     state.metrics.payments.get_or_create(&PaymentLabels { event: label }).inc();
+    span.record("outcome", label);
     match created {
         Creation::Created => {
             let view = PaymentView {
@@ -489,10 +495,22 @@ pub(crate) async fn webhook(
         Outcome::Succeeded => None,
         Outcome::Failed { reason } => Some(reason.as_str()),
     };
+    // The webhook belongs to the payment's trace (the processor knows nothing of it).
+    let span = tracing::info_span!("payment.webhook", %product_id, %payment_id, outcome = tracing::field::Empty);
+    if let Some(fields) = state.payments.store.payment(product_id, payment_id).await?
+        && let Some(traceparent) = fields.get("traceparent")
+    {
+        crate::telemetry::continue_from(&span, traceparent);
+    }
     // Read before settling: a rebuild that finishes between the two must not turn "Redis
     // lost it" (503, the processor retries) into "unknown" (404, it gives up).
     let loaded = state.inventory.remaining(product_id).await?.is_some();
-    let settled = state.payments.store.settle(product_id, payment_id, failure, now_ms).await?;
+    let settled = state
+        .payments
+        .store
+        .settle(product_id, payment_id, failure, now_ms)
+        .instrument(span.clone())
+        .await?;
     let outcome = match settled {
         Settlement::Completed => "completed",
         Settlement::Failed => "failed",
@@ -511,6 +529,7 @@ pub(crate) async fn webhook(
         }
     };
     state.metrics.payments.get_or_create(&PaymentLabels { event: outcome }).inc();
+    span.record("outcome", outcome);
     tracing::info!(%payment_id, outcome, "payment settled");
     Ok(Json(WebhookAnswer { payment_id, outcome }))
 }

@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use flashgate_core::shield::HEADER_REMAINING;
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Buyer routes (mounted behind the edge signature).
@@ -104,22 +105,27 @@ pub(crate) async fn acquire(
     let trace_id = trace.trace_id();
     state.acquisition_log.requested(now_ms, &trace_id, product_id, edge.user_id);
     let slot_id = Uuid::now_v7();
-    let outcome = state
-        .fairness
-        .acquire(
-            AcquireArgs {
-                product_id,
-                user_id: edge.user_id,
-                slot_id,
-                event_id: Uuid::now_v7(),
-                arrival_us: edge.arrival_us,
-                now_ms,
-                traceparent: edge.traceparent.clone(),
-                late: false,
-            },
-            &edge.edge_id,
-        )
-        .await?;
+    let span = tracing::info_span!(
+        "acquire",
+        %product_id,
+        edge = %edge.edge_id,
+        outcome = tracing::field::Empty,
+    );
+    // The outbox entry continues this span (when spans are exported), else the edge's.
+    let traceparent =
+        crate::telemetry::traceparent_of(&span).unwrap_or_else(|| edge.traceparent.clone());
+    let args = AcquireArgs {
+        product_id,
+        user_id: edge.user_id,
+        slot_id,
+        event_id: Uuid::now_v7(),
+        arrival_us: edge.arrival_us,
+        now_ms,
+        traceparent,
+        late: false,
+    };
+    let outcome = state.fairness.acquire(args, &edge.edge_id).instrument(span.clone()).await?;
+    span.record("outcome", outcome.outcome());
     state.metrics.stamp_delays(
         &edge.edge_id,
         edge.edge_elapsed_us,

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
-use flashgate_core::signing::{HEADER_TRACE_ID, HEADER_TRACEPARENT};
+use flashgate_core::signing::{HEADER_EDGE, HEADER_TRACE_ID, HEADER_TRACEPARENT};
 use flashgate_core::trace::TraceContext;
 
 /// The request's trace context, available to handlers as an extension.
@@ -24,16 +24,33 @@ impl RequestTrace {
     }
 }
 
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name)?.to_str().ok().map(str::to_owned)
+}
+
 pub async fn layer(mut req: Request, next: Next) -> Response {
-    let incoming = req.headers().get(HEADER_TRACEPARENT).and_then(|v| v.to_str().ok());
-    let ctx = match incoming.and_then(TraceContext::parse) {
+    let incoming = header(&req, HEADER_TRACEPARENT);
+    let edge = header(&req, HEADER_EDGE).unwrap_or_default();
+    let ctx = match incoming.as_deref().and_then(TraceContext::parse) {
         Some(ctx) => ctx,
         None => TraceContext::start(rand::random()),
     };
     let trace_id = ctx.trace_id_hex();
     req.extensions_mut().insert(RequestTrace(ctx));
-    let span = tracing::info_span!("request", trace_id = %trace_id, method = %req.method(), path = %req.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %trace_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        edge = %edge,
+        status = tracing::field::Empty,
+    );
+    // Exported spans continue the edge's trace (its span is the remote parent).
+    if let Some(incoming) = &incoming {
+        crate::telemetry::continue_from(&span, incoming);
+    }
+    let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("status", response.status().as_u16());
     if let Some(problem) = response.extensions_mut().remove::<Problem>() {
         let body = problem.with_trace_id(trace_id.clone()).to_json();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

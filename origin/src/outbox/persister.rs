@@ -119,7 +119,23 @@ impl PgWriter {
         events: &[OutboxEvent],
         source: &'static str,
     ) -> anyhow::Result<Delivery> {
-        let delivery = self.apply_or_set_aside(events, source).await?;
+        // One span per event written (`persister.write`), continuing the event's trace.
+        let spans: Vec<tracing::Span> = events
+            .iter()
+            .map(|event| {
+                let span = tracing::info_span!(
+                    "persister.write",
+                    event = event.kind.topic(),
+                    product_id = %event.product_id,
+                    source,
+                );
+                crate::telemetry::continue_from(&span, &event.traceparent);
+                span
+            })
+            .collect();
+        let delivery = self.apply_or_set_aside(events, source).await;
+        drop(spans);
+        let delivery = delivery?;
         if let Some(metrics) = &self.metrics {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -64,6 +64,27 @@ pub struct RelayReport {
     pub dead: u64,
 }
 
+/// One span per event delivered (`outbox.relay`), continuing the event's trace; the event
+/// carries the span on (to the Kafka record's headers, to the persister) when spans are
+/// exported. The spans end when the returned guards are dropped, after the batch is acked.
+fn trace_deliveries(events: &mut [OutboxEvent]) -> Vec<tracing::Span> {
+    events
+        .iter_mut()
+        .map(|event| {
+            let span = tracing::info_span!(
+                "outbox.relay",
+                event = event.kind.topic(),
+                product_id = %event.product_id,
+            );
+            crate::telemetry::continue_from(&span, &event.traceparent);
+            if let Some(traceparent) = crate::telemetry::traceparent_of(&span) {
+                event.traceparent = traceparent;
+            }
+            span
+        })
+        .collect()
+}
+
 pub struct Relay {
     inventory: Inventory,
     conn: ConnectionManager,
@@ -228,7 +249,8 @@ impl Relay {
         let mut report = RelayReport::default();
         for product in self.inventory.products().await? {
             loop {
-                let batch = self.fetch(product).await?;
+                let mut batch = self.fetch(product).await?;
+                let spans = trace_deliveries(&mut batch.events);
                 let dead = self.deliver(&batch).await?;
                 batch.events.iter().for_each(crate::business::log_outbox_event);
                 self.ack(&batch).await?;
@@ -243,6 +265,7 @@ impl Relay {
                 }
                 report.delivered += batch.events.len() as u64 - dead;
                 report.dead += batch.poison.len() as u64 + dead;
+                drop(spans);
                 if size < self.batch {
                     break;
                 }

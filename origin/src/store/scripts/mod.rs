@@ -167,7 +167,10 @@ impl Call<'_> {
             return Err(unexpected_call(self.script.name, &wrong));
         }
         let started = std::time::Instant::now();
-        let answer = self.invocation.invoke_async(&mut conn.clone()).await;
+        let span = tracing::info_span!("redis.script", script = self.script.name);
+        let answer =
+            tracing::Instrument::instrument(self.invocation.invoke_async(&mut conn.clone()), span)
+                .await;
         let labels = crate::metrics::ScriptLabels { script: self.script.name };
         crate::metrics::SCRIPT_DURATION
             .get_or_create(&labels)
