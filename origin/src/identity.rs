@@ -35,15 +35,20 @@ impl AdminTokens {
     pub fn new(keys: &JwtKeys, policy: TokenPolicy) -> Self {
         let source = match keys {
             JwtKeys::Inline(keys) => Source::Fixed(TokenVerifier::new(keys.clone(), policy)),
-            JwtKeys::Url(url) => Source::Url {
-                url: url.clone(),
-                policy,
-                client: reqwest::Client::builder()
-                    .timeout(FETCH_TIMEOUT)
-                    .build()
-                    .unwrap_or_default(),
-                cached: Mutex::default(),
-            },
+            JwtKeys::Url(url) => {
+                if !url.starts_with("https://") {
+                    tracing::warn!(%url, "the JWKS URL is not HTTPS: use HTTPS in production");
+                }
+                Source::Url {
+                    url: url.clone(),
+                    policy,
+                    client: reqwest::Client::builder()
+                        .timeout(FETCH_TIMEOUT)
+                        .build()
+                        .unwrap_or_default(),
+                    cached: Mutex::default(),
+                }
+            }
         };
         Self { source }
     }

@@ -195,7 +195,7 @@ pub struct Registered {
     pub expired: Counter,
     /// `slot-expiring-soon` reminders emitted.
     pub reminded: Counter,
-    /// Read at scrape time ([`Scrape`]).
+    /// Read at scrape time ([`endpoint`]).
     pub outbox_lag_seconds: Gauge<f64, AtomicU64>,
     pub remaining: Family<ProductLabels, Gauge>,
     pub products: Gauge,

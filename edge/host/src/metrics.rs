@@ -4,7 +4,7 @@
 //! - `flashgate_edge_request_duration_seconds{component,status,decision}`: every answer and
 //!   how long it took; `decision` is what the component decided (`forwarded`, `sold-out`
 //!   from the availability hint, `rate-limited`, …, as [`HEADER_EDGE_DECISION`] said) or,
-//!   for an answer the host made itself, `host-<slug>`;
+//!   for an answer the host made itself (no route, at capacity, timed out), `host`;
 //! - `flashgate_edge_instantiations_total`, `flashgate_edge_instance_reuses_total`
 //!   (requests served by an instance that had served before) and
 //!   `flashgate_edge_instance_wait_seconds` (how long a request waited for an instance, a

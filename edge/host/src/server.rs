@@ -307,6 +307,9 @@ impl EdgeHost {
                         .check_keys()
                         .with_context(|| format!("component `{id}`: jwt_jwks holds a bad key"))?,
                     KeySource::Url { url, .. } => {
+                        if !url.starts_with("https://") {
+                            tracing::warn!(component = %id, %url, "the JWKS URL is not HTTPS: use HTTPS in production");
+                        }
                         if !outbound_allows(&spec.allowed_outbound, url) {
                             anyhow::bail!(
                                 "component `{id}`: jwt_jwks_url {url} is not among its \

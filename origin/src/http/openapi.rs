@@ -50,6 +50,7 @@ pub struct ProblemDoc {
 /// The body of `POST /slots/acquire`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"productId": "01939f4e-6a55-7c2b-a3f0-9a3a1c8e2b11"}))]
 pub struct AcquireBody {
     pub product_id: Uuid,
 }
@@ -57,6 +58,7 @@ pub struct AcquireBody {
 /// The body of `POST /payments`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"slotId": "01939f4e-7b10-7e41-9c2d-5f1a2b3c4d5e", "method": "card"}))]
 pub struct PaymentBody {
     pub slot_id: Uuid,
     /// A payment method name: `card`, … (a-z, 0-9, `_`; at most 32). `test_decline` is
@@ -69,6 +71,13 @@ pub struct PaymentBody {
 /// grow, the sale start is locked once a slot was granted).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "name": "Limited sneaker",
+    "price": {"amount": 12900, "currency": "EUR"},
+    "stock": 500,
+    "saleStartsAt": "2026-12-05T10:00:00Z",
+    "saleEndsAt": "2026-12-05T12:00:00Z"
+}))]
 pub struct ProductBody {
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
