@@ -15,6 +15,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Level;
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -27,6 +28,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// The exporting provider, kept to flush it at exit ([`shutdown`]).
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Whether an OpenTelemetry layer is installed ([`otel_layer`]): without one, carrying trace
+/// contexts from span to span is skipped (no parsing, no allocation per request or event).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Installs the subscriber: logs filtered by `RUST_LOG` or `default_filter` (JSON when
 /// `json`), business events as JSON lines, and OTLP export when configured. Later calls are
@@ -89,12 +94,16 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    EXPORTING.store(true, Ordering::Release);
     tracing_opentelemetry::layer().with_tracer(provider.tracer("flashgate-origin"))
 }
 
 /// Makes `span` a child of the (remote) span `traceparent` names. Call it before the span is
 /// entered; a malformed value leaves the span where it is.
 pub fn continue_from(span: &tracing::Span, traceparent: &str) {
+    if !EXPORTING.load(Ordering::Acquire) {
+        return;
+    }
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let cx = TraceContextPropagator::new().extract(&carrier);
     if cx.span().span_context().is_valid() {
@@ -105,6 +114,9 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str) {
 /// `span`'s own trace context as a `traceparent`, when spans are exported (`None` when no
 /// OpenTelemetry layer is installed: callers keep the context they had).
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    if !EXPORTING.load(Ordering::Acquire) {
+        return None;
+    }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     sc.is_valid()

@@ -134,6 +134,17 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStat
     None
 }
 
+/// Waits up to 5 s for the origin at `base` to answer.
+async fn listening(http: &reqwest::Client, base: &str) -> bool {
+    for _ in 0..200 {
+        if http.get(format!("{base}/metrics")).send().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -165,15 +176,7 @@ async fn sigterm_answers_what_is_in_flight_then_exits_zero() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(format!("{base}/metrics")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "the origin did not listen");
+    assert!(listening(&http, &base).await, "the origin did not listen");
 
     let user = Uuid::new_v4().to_string();
     let body = format!(r#"{{"productId":"{}"}}"#, Uuid::new_v4());
@@ -263,21 +266,13 @@ async fn spans_go_to_the_otlp_endpoint_the_standard_variables_name() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
+    assert!(listening(&http, &base).await, "the origin did not listen");
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut answered = false;
-    for _ in 0..200 {
-        let sent = http
-            .get(format!("{base}/health"))
-            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-            .send()
-            .await;
-        if sent.is_ok() {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(answered, "the origin did not listen");
+    http.get(format!("{base}/health"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .expect("the origin answers");
     // SIGTERM: the origin flushes what it has not exported yet, then exits 0.
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());

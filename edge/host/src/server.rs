@@ -591,12 +591,21 @@ fn admin_answer(shared: &Shared, req: &hyper::Request<Incoming>) -> hyper::Respo
 async fn handle_counted(
     shared: Arc<Shared>,
     peer: SocketAddr,
-    req: hyper::Request<Incoming>,
+    mut req: hyper::Request<Incoming>,
 ) -> hyper::Response<WasiBody> {
     let started = Instant::now();
-    let component =
-        shared.manifest.route(req.uri().path()).and_then(|s| shared.labels.get(&s.id)).copied();
-    let mut response = handle(shared.clone(), peer, req).await;
+    // The arrival stamp the component takes (`flashgate_core::arrival`): before the request
+    // waits for an instance. Whatever a client sent under this name is replaced.
+    let accepted_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    req.headers_mut().insert(HEADER_HOST_ACCEPTED, http::HeaderValue::from(accepted_us));
+    let spec = shared.manifest.route(req.uri().path());
+    let component = spec.and_then(|s| shared.labels.get(&s.id)).copied();
+    let mut response = match spec {
+        Some(spec) => handle(&shared, spec, peer, req).await,
+        None => host_problem(&req, Problem::not_found("no route for this path")),
+    };
     let decision = match response.headers_mut().remove(HEADER_EDGE_DECISION) {
         Some(value) => decision_label(value.to_str().unwrap_or_default()),
         None => "host",
@@ -610,20 +619,13 @@ async fn handle_counted(
     response
 }
 
+/// Runs a stamped request routed to `spec` through its component.
 async fn handle(
-    shared: Arc<Shared>,
+    shared: &Shared,
+    spec: &ComponentSpec,
     peer: SocketAddr,
     mut req: hyper::Request<Incoming>,
 ) -> hyper::Response<WasiBody> {
-    // The arrival stamp the component takes (`flashgate_core::arrival`): before the request
-    // waits for an instance. Whatever a client sent under this name is replaced.
-    let accepted_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    req.headers_mut().insert(HEADER_HOST_ACCEPTED, http::HeaderValue::from(accepted_us));
-    let Some(spec) = shared.manifest.route(req.uri().path()) else {
-        return host_problem(&req, Problem::not_found("no route for this path"));
-    };
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
