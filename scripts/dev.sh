@@ -39,6 +39,9 @@ export FLASHGATE_JWT_JWKS_FILE="$dev_dir/jwks.json"
 export SPIN_VARIABLE_EDGE_SECRET="$FLASHGATE_EDGE_SECRET"
 export SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")"
 export SPIN_VARIABLE_ORIGIN_HOST="$FLASHGATE_ORIGIN_LISTEN"
+# The operator console shows the edge host's decisions from its admin listener.
+: "${FLASHGATE_EDGE_METRICS_URLS:=http://${FLASHGATE_EDGE_ADMIN_LISTEN:-127.0.0.1:9101}/metrics}"
+export FLASHGATE_EDGE_METRICS_URLS
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -70,9 +73,14 @@ done
 for _ in $(seq 100); do
   curl -s -o /dev/null "http://$FLASHGATE_EDGE_LISTEN/" 2>/dev/null && break; sleep 0.1
 done
+buyer_token=$("$bin/flashgate" --dir "$dev_dir" token --role buyer)
+admin_token=$("$bin/flashgate" --dir "$dev_dir" token --role admin)
 cat <<MSG
 
   flashgate is running.
+    buyer page:        http://$FLASHGATE_EDGE_LISTEN/#token=$buyer_token
+    operator console:  http://$FLASHGATE_ORIGIN_LISTEN/console#token=$admin_token
+      (development tokens, valid for an hour; mint more as below)
     edge (buyers):     http://$FLASHGATE_EDGE_LISTEN
     edge host admin:   http://${FLASHGATE_EDGE_ADMIN_LISTEN:-127.0.0.1:9101}   (/health, /metrics)
     origin (admins):   http://$FLASHGATE_ORIGIN_LISTEN   (/health, /metrics, /admin/audit-logs)

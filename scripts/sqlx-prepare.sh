@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refreshes `.sqlx/`, the offline data of the compile-checked SQL (`origin/src/pg/` and the
-# invariant checker, `cli/src/check.rs`),
+# invariant checker, `origin/src/check.rs`),
 # so that builds need no database. Run it after changing a statement or a migration; with
 # `--check` it only fails when `.sqlx/` is stale (scripts/test.sh runs that).
 #
@@ -22,7 +22,7 @@ for migration in migrations/*.sql; do
   psql "$base/$db" -v ON_ERROR_STOP=1 -q -f "$migration" >/dev/null
 done
 # The macros run again only when their crate is rebuilt.
-touch origin/src/pg/*.rs cli/src/check.rs
+touch origin/src/pg/*.rs origin/src/check.rs
 SQLX_OFFLINE=false DATABASE_URL="$base/$db" SQLX_OFFLINE_DIR="$out" \
   cargo check --locked -q -p flashgate-origin -p flashgate-cli --lib
 if [[ "${1:-}" == "--check" ]]; then

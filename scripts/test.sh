@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The one test command: sets up services, builds the edge component, checks formatting and
 # lints, and runs every test (unit, and end-to-end against real Redis, PostgreSQL and the
-# real component in flashgate's wasmtime host).
+# real component in flashgate's wasmtime host, and the buyer page and console in chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[test]\033[0m %s\n' "$*"; }
 
-scripts/setup.sh --kafka --test-tools
+scripts/setup.sh --kafka --test-tools --browser
 scripts/build-edge.sh --platform all
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,9 +1,10 @@
 //! flashgate-cli: development identity (an Ed25519 issuer key pair published as a JWKS, the
 //! edge↔origin secret) and token minting. In production the identity provider holds the
 //! private key; these commands stand in for it locally and in tests. [`check`] is the
-//! invariant checker behind `flashgate check`, outside the server it checks.
+//! invariant checker behind `flashgate check` (the origin's `check` module, which the
+//! operator console runs too).
 
-pub mod check;
+pub use flashgate_origin::check;
 
 use anyhow::{Context, Result};
 use flashgate_core::token::{Jwk, Jwks, Role};

@@ -8,6 +8,7 @@
 //! - [`jwks`]: when to fetch an identity provider's keys from its URL, and how long to trust them;
 //! - [`problem`]: RFC 9457 problem details, the one error shape of every answer;
 //! - [`routes`]: the buyer API the edge forwards;
+//! - [`queue`]: the waiting room: queue passes, places in line, waits, admission rates;
 //! - [`shield`]: the edge's storm shield: availability hints, dedup, token buckets;
 //! - [`edge_config`]: the edge's variables, parsed and checked once for component and host;
 //! - [`fairness`]: the adaptive fairness window the origin holds acquisitions for.
@@ -23,6 +24,7 @@ pub mod fairness;
 pub mod jwks;
 pub mod kv;
 pub mod problem;
+pub mod queue;
 pub mod routes;
 pub mod shield;
 #[cfg(feature = "native")]

@@ -13,10 +13,19 @@ pub const HEADER_EDGE_DECISION: &str = "x-flashgate-edge-decision";
 /// The decision of a request the edge forwarded to the origin (whatever the origin said).
 pub const DECISION_FORWARDED: &str = "forwarded";
 
+/// The decision of an acquisition of a queued product without a valid pass, which the edge
+/// turned into joining the line (forwarded as `POST /queue/{productId}`).
+pub const DECISION_QUEUED: &str = "queued";
+/// The decision of a request for the buyer page, which the edge serves itself.
+pub const DECISION_PAGE: &str = "page";
+
 /// The decisions a host counts under their own label; anything else is `other`, so no
 /// answer can grow the label set.
-pub const DECISIONS: [&str; 14] = [
+pub const DECISIONS: [&str; 17] = [
     DECISION_FORWARDED,
+    DECISION_QUEUED,
+    DECISION_PAGE,
+    "queue-pass",
     "sold-out",
     "sale-ended",
     "not-on-sale",
@@ -47,23 +56,43 @@ pub enum BuyerRoute {
     Payment,
     Products,
     Product,
+    /// `GET` a buyer's place in a product's line (and their pass once admitted); `POST`
+    /// joins it.
+    Queue,
+    /// The buyer page and its assets, served by the edge itself (no token needed).
+    Page(&'static str),
 }
 
 /// Classifies a request; `Err(true)` when the path exists under another method (405),
 /// `Err(false)` when it does not exist (404).
 pub fn classify(method: &str, path: &str) -> Result<BuyerRoute, bool> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    const GET: &[&str] = &["GET"];
     let (route, allowed) = match segments.as_slice() {
-        ["slots", "acquire"] => (BuyerRoute::Acquire, "POST"),
-        ["slots", "my-slots"] => (BuyerRoute::MySlots, "GET"),
-        ["slots", id] if !id.is_empty() => (BuyerRoute::Slot, "GET"),
-        ["payments"] => (BuyerRoute::CreatePayment, "POST"),
-        ["payments", id] if !id.is_empty() => (BuyerRoute::Payment, "GET"),
-        ["products"] => (BuyerRoute::Products, "GET"),
-        ["products", id] if !id.is_empty() => (BuyerRoute::Product, "GET"),
+        ["slots", "acquire"] => (BuyerRoute::Acquire, &["POST"][..]),
+        ["slots", "my-slots"] => (BuyerRoute::MySlots, GET),
+        ["slots", id] if !id.is_empty() => (BuyerRoute::Slot, GET),
+        ["payments"] => (BuyerRoute::CreatePayment, &["POST"][..]),
+        ["payments", id] if !id.is_empty() => (BuyerRoute::Payment, GET),
+        ["products"] => (BuyerRoute::Products, GET),
+        ["products", id] if !id.is_empty() => (BuyerRoute::Product, GET),
+        ["queue", id] if !id.is_empty() => (BuyerRoute::Queue, &["GET", "POST"][..]),
+        [""] | ["drops", _] => (BuyerRoute::Page("index.html"), GET),
+        ["assets", "app.js"] => (BuyerRoute::Page("app.js"), GET),
+        ["assets", "app.css"] => (BuyerRoute::Page("app.css"), GET),
         _ => return Err(false),
     };
-    if method == allowed { Ok(route) } else { Err(true) }
+    if allowed.contains(&method) { Ok(route) } else { Err(true) }
+}
+
+/// The product id in a `/queue/{productId}` path, if it looks like an id.
+pub fn queued_product(path: &str) -> Option<String> {
+    let id = path.strip_prefix("/queue/")?;
+    looks_like_uuid(id).then(|| id.to_ascii_lowercase())
+}
+
+fn looks_like_uuid(id: &str) -> bool {
+    id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// The product id of an acquisition body, if it has one that looks like an id (the origin
@@ -71,8 +100,7 @@ pub fn classify(method: &str, path: &str) -> Result<BuyerRoute, bool> {
 pub fn acquired_product(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let id = v.get("productId")?.as_str()?;
-    let looks_like_uuid = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    looks_like_uuid.then(|| id.to_ascii_lowercase())
+    looks_like_uuid(id).then(|| id.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -95,6 +123,13 @@ mod tests {
         assert_eq!(classify("GET", "/payments/abc"), Ok(BuyerRoute::Payment));
         assert_eq!(classify("GET", "/products"), Ok(BuyerRoute::Products));
         assert_eq!(classify("GET", "/products/abc"), Ok(BuyerRoute::Product));
+        assert_eq!(classify("GET", "/queue/abc"), Ok(BuyerRoute::Queue));
+        assert_eq!(classify("POST", "/queue/abc"), Ok(BuyerRoute::Queue));
+        assert_eq!(classify("GET", "/"), Ok(BuyerRoute::Page("index.html")));
+        assert_eq!(classify("GET", "/drops/abc"), Ok(BuyerRoute::Page("index.html")));
+        assert_eq!(classify("GET", "/assets/app.js"), Ok(BuyerRoute::Page("app.js")));
+        assert_eq!(classify("POST", "/"), Err(true));
+        assert_eq!(classify("GET", "/assets/other.js"), Err(false));
     }
 
     #[test]

@@ -349,6 +349,11 @@ pub fn buyer_key(product_id: &str, user_id: &str) -> String {
     format!("hd:{product_id}:{user_id}")
 }
 
+/// The key-value key of a product's queue mode: until when the edge treats it as queued.
+fn queue_key(product_id: &str) -> String {
+    format!("qm:{product_id}")
+}
+
 /// The key-value key of a buyer's acquisition in flight for a product.
 fn flight_key(product_id: &str, user_id: &str) -> String {
     format!("if:{product_id}:{user_id}")
@@ -521,6 +526,53 @@ impl<'s, S: KeyValue> Shield<'s, S> {
                     .into_bytes(),
             )
         });
+    }
+
+    /// Whether the edge was told, within [`crate::queue::QUEUE_HINT_US`], that acquisitions
+    /// of `product_id` need a queue pass.
+    pub fn queued(&self, product_id: &str, now_us: u64) -> bool {
+        self.text(&queue_key(product_id))
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|until_us| now_us < until_us)
+    }
+
+    /// What a waiting room's answer for `product_id` teaches at `now_us`: its queue mode (the
+    /// origin's [`crate::queue::HEADER_QUEUE_MODE`], when it said), and that the product sold
+    /// out or its sale ended (a 409 problem).
+    pub fn learn_queue(
+        &self,
+        product_id: &str,
+        mode: Option<&str>,
+        status: u16,
+        body: Option<&serde_json::Value>,
+        now_us: u64,
+    ) {
+        match mode {
+            Some("1") => {
+                let until = now_us + crate::queue::QUEUE_HINT_US;
+                self.store.set(&queue_key(product_id), until.to_string().as_bytes());
+            }
+            Some("0") => self.store.delete(&queue_key(product_id)),
+            _ => {}
+        }
+        if status == 409
+            && let Some(availability) = learn(status, None, body)
+        {
+            self.learn_hint(product_id, Hint::new(availability, now_us));
+        }
+    }
+
+    /// The refusal a look at (or a join of) `product_id`'s line gets from a fresh hint: sold
+    /// out or ended (a sale not yet open is exactly when buyers line up).
+    pub fn queue_refusal(&self, product_id: &str, now_us: u64) -> Option<Problem> {
+        let hint = self.text(&hint_key(product_id)).and_then(|s| Hint::decode(&s))?;
+        if now_us.saturating_sub(hint.checked_us) >= self.timings.refresh_every_us {
+            return None;
+        }
+        match hint.availability {
+            Availability::SoldOut | Availability::Ended { .. } => hint.refusal(product_id, now_us),
+            _ => None,
+        }
     }
 
     /// Writes `hint` unless the product's hint is newer (an answer or re-check that was
@@ -771,6 +823,29 @@ mod tests {
                 Admission::Refuse(p) => p.kind.trim_start_matches("/problems/").to_owned(),
                 other => panic!("expected Refuse, got {other:?}"),
             }
+        }
+
+        #[test]
+        fn queue_mode_and_sell_outs_are_learned_from_waiting_room_answers() {
+            let store = MemoryStore::default();
+            let shield = Shield::new(&store, T);
+            assert!(!shield.queued("p", 0));
+            shield.learn_queue("p", Some("1"), 202, None, 10);
+            assert!(shield.queued("p", 20));
+            assert!(!shield.queued("p", 10 + crate::queue::QUEUE_HINT_US));
+            shield.learn_queue("p", Some("0"), 200, None, 30);
+            assert!(!shield.queued("p", 40));
+            // Joining before the opening is what a waiting room is for: never refused.
+            let opens =
+                json!({"type": "/problems/not-on-sale", "saleStartsAt": "x", "saleStartsAtMs": 9});
+            shield.learn_queue("p", None, 409, Some(&opens), 50);
+            assert_eq!(shield.queue_refusal("p", 60), None);
+            let sold = json!({"type": "/problems/sold-out"});
+            shield.learn_queue("p", Some("1"), 409, Some(&sold), 70);
+            let refusal = shield.queue_refusal("p", 80).expect("sold out");
+            assert_eq!(refusal.slug(), "sold-out");
+            // A stale hint is asked again.
+            assert_eq!(shield.queue_refusal("p", 70 + T.refresh_every_us), None);
         }
 
         #[test]

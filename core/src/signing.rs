@@ -62,7 +62,7 @@ impl EdgeSecret {
         Ok(Self(Hmac::<Sha256>::new_from_slice(&bytes).expect("HMAC takes keys of any length")))
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
+    pub(crate) fn mac(&self) -> Hmac<Sha256> {
         self.0.clone()
     }
 }

@@ -504,6 +504,56 @@ impl TestOrigin {
     }
 }
 
+impl TestOrigin {
+    /// `(method, path)` with `body` straight to the origin, signed as the edge would for
+    /// `user` at `arrival_us`, with `extra` headers (a queue pass, say).
+    pub async fn send_signed(
+        &self,
+        id: &Identity,
+        (method, path): (&str, &str),
+        user: Uuid,
+        arrival_us: u64,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<reqwest::Response> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let headers =
+            edge_headers(&id.secret(), method.as_str(), path, user, arrival_us, body.as_bytes());
+        let mut request = reqwest::Client::new()
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        for (k, v) in extra {
+            request = request.header(*k, *v);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// Sets `product`'s waiting room (`PUT /products/{id}/queue`) to `settings`.
+    pub async fn configure_queue(
+        &self,
+        id: &Identity,
+        product: Uuid,
+        settings: Value,
+    ) -> Result<Value> {
+        let response = reqwest::Client::new()
+            .put(self.url(&format!("/products/{product}/queue")))
+            .bearer_auth(id.admin())
+            .json(&settings)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != 200 {
+            bail!("configuring the queue: {status} {body}");
+        }
+        Ok(body)
+    }
+}
+
 /// Redis-side counts of one product, for invariant checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProductCounts {
@@ -860,6 +910,7 @@ impl DrivenOrigin {
         let origin = TestOrigin::spawn_with(&redis, &db, &id, Arc::new(clock.clone()), |s| {
             s.expiry_interval = None;
             s.relay_interval = None;
+            s.admission_interval = None;
             s.kafka_persister = false;
             // Payments settle only when the test releases the processor's webhooks.
             s.payments.worker_interval = None;

@@ -18,6 +18,8 @@ pub mod defaults {
     pub const SETTLE_GRACE_SECS: u64 = 120;
     pub const EXPIRY_INTERVAL_MS: u64 = 1_000;
     pub const RELAY_INTERVAL_MS: u64 = 100;
+    pub const ADMISSION_INTERVAL_MS: u64 = 100;
+    pub const QUEUE_MAX_LENGTH: u64 = 1_000_000;
     pub const RELAY_CLAIM_IDLE_MS: u64 = 5_000;
     pub const GATEWAY_SUCCESS_RATE: f64 = 0.95;
     pub const GATEWAY_LATENCY_MS: u64 = 200;

@@ -46,6 +46,10 @@ pub enum ApiError {
     SlotNotActive { slot_id: Uuid, payment_id: Option<Uuid> },
     #[error("idempotency key reused with another body")]
     IdempotencyKeyReused,
+    #[error("not in the queue of {product_id}")]
+    NotInQueue { product_id: Uuid },
+    #[error("the queue of {product_id} is full")]
+    QueueFull { product_id: Uuid },
     #[error("{0}")]
     Webhook(#[from] crate::gateway::WebhookError),
     #[error("{component} unavailable")]
@@ -131,6 +135,21 @@ impl ApiError {
                 "this Idempotency-Key was used with another body; use a new key for a new request",
             )
             .with("field", "Idempotency-Key"),
+            Self::NotInQueue { product_id } => Problem::new(
+                404,
+                "not-in-queue",
+                "Not in the queue",
+                "you are not in this product's queue: join it with POST /queue/{productId}",
+            )
+            .with("productId", product_id.to_string()),
+            Self::QueueFull { product_id } => Problem::new(
+                503,
+                "queue-full",
+                "Queue full",
+                "this product's queue is full; try again later",
+            )
+            .with("productId", product_id.to_string())
+            .with("retryAfter", 30),
             Self::Webhook(e) => match e {
                 crate::gateway::WebhookError::Signature(d) => {
                     Problem::new(401, "webhook-signature", "Webhook not authentic", d.clone())

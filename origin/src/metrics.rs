@@ -195,6 +195,8 @@ pub struct Registered {
     pub expired: Counter,
     /// `slot-expiring-soon` reminders emitted.
     pub reminded: Counter,
+    /// Buyers admitted from waiting rooms (given a queue pass).
+    pub queue_admitted: Counter,
     /// Read at scrape time ([`endpoint`]).
     pub outbox_lag_seconds: Gauge<f64, AtomicU64>,
     pub remaining: Family<ProductLabels, Gauge>,
@@ -275,6 +277,12 @@ impl Default for Registered {
         );
         let reminded = Counter::default();
         registry.register("slot_reminders", "Expiring-soon reminders emitted", reminded.clone());
+        let queue_admitted = Counter::default();
+        registry.register(
+            "queue_admitted",
+            "Buyers admitted from waiting rooms (given a queue pass)",
+            queue_admitted.clone(),
+        );
         let outbox_lag_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "outbox_lag_seconds",
@@ -376,6 +384,7 @@ impl Default for Registered {
             persister_last_applied,
             expired,
             reminded,
+            queue_admitted,
             outbox_lag_seconds,
             remaining,
             products,

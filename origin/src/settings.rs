@@ -36,6 +36,14 @@ pub struct Settings {
     pub expiry_interval: Option<Duration>,
     /// How often the outbox relay steps; `None` runs no relay (tests drive it).
     pub relay_interval: Option<Duration>,
+    /// How often the waiting rooms admit buyers; `None` runs no admission worker (tests
+    /// drive [`crate::workers::admission::AdmissionWorker::step`]).
+    pub admission_interval: Option<Duration>,
+    /// Most buyers one product's waiting-room line holds.
+    pub queue_max_length: u64,
+    /// The edge hosts' metrics URLs (their admin listeners' `/metrics`), whose decisions the
+    /// operator console shows.
+    pub edge_metrics_urls: Vec<String>,
     /// How long an entry may sit unacknowledged with another relay before this one claims it.
     pub relay_claim_idle: Duration,
     /// The broker, if any. Without one the relay writes to PostgreSQL directly (the local
@@ -135,6 +143,9 @@ impl Settings {
             lifecycle: Lifecycle::default(),
             expiry_interval: Some(Duration::from_millis(defaults::EXPIRY_INTERVAL_MS)),
             relay_interval: Some(Duration::from_millis(defaults::RELAY_INTERVAL_MS)),
+            admission_interval: Some(Duration::from_millis(defaults::ADMISSION_INTERVAL_MS)),
+            queue_max_length: defaults::QUEUE_MAX_LENGTH,
+            edge_metrics_urls: Vec::new(),
             relay_claim_idle: Duration::from_millis(defaults::RELAY_CLAIM_IDLE_MS),
             kafka: None,
             kafka_persister: true,
@@ -203,6 +214,16 @@ pub struct OriginArgs {
     /// How often the outbox relay steps (0: run no relay in this process).
     #[arg(long, env = "FLASHGATE_RELAY_INTERVAL_MS", default_value_t = defaults::RELAY_INTERVAL_MS)]
     pub relay_interval_ms: u64,
+    /// How often the waiting rooms admit buyers (0: run no admission worker here).
+    #[arg(long, env = "FLASHGATE_ADMISSION_INTERVAL_MS", default_value_t = defaults::ADMISSION_INTERVAL_MS)]
+    pub admission_interval_ms: u64,
+    /// Most buyers one product's waiting-room line holds (past it: 503 `queue-full`).
+    #[arg(long, env = "FLASHGATE_QUEUE_MAX_LENGTH", default_value_t = defaults::QUEUE_MAX_LENGTH)]
+    pub queue_max_length: u64,
+    /// The edge hosts' metrics URLs (`http://<admin listener>/metrics`, comma-separated):
+    /// the operator console shows their decisions.
+    #[arg(long = "edge-metrics-url", env = "FLASHGATE_EDGE_METRICS_URLS", value_delimiter = ',')]
+    pub edge_metrics_urls: Vec<String>,
     /// How long an outbox entry may sit unacknowledged with a relay (that died) before
     /// another relay takes it over.
     #[arg(long, env = "FLASHGATE_RELAY_CLAIM_IDLE_MS", default_value_t = defaults::RELAY_CLAIM_IDLE_MS)]
@@ -316,6 +337,10 @@ impl OriginArgs {
             (self.expiry_interval_ms > 0).then(|| Duration::from_millis(self.expiry_interval_ms));
         settings.relay_interval =
             (self.relay_interval_ms > 0).then(|| Duration::from_millis(self.relay_interval_ms));
+        settings.admission_interval = (self.admission_interval_ms > 0)
+            .then(|| Duration::from_millis(self.admission_interval_ms));
+        settings.queue_max_length = self.queue_max_length;
+        settings.edge_metrics_urls = self.edge_metrics_urls;
         settings.kafka = self.kafka_brokers.map(KafkaSettings::new);
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.gateway_success_rate),

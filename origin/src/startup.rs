@@ -14,6 +14,7 @@ use crate::state::{AppState, EdgeTrust, Shared};
 use crate::store::durability::{DurabilityGuard, Persistence};
 use crate::store::inventory::Inventory;
 use crate::store::payments::PaymentStore;
+use crate::workers::admission::AdmissionWorker;
 use crate::workers::expiry::ExpiryWorker;
 use crate::workers::payments::PaymentsWorker;
 use anyhow::Context;
@@ -38,6 +39,7 @@ pub struct Application {
     relay_claim_idle: Duration,
     kafka_settings: Option<KafkaSettings>,
     payments_interval: Option<Duration>,
+    admission_interval: Option<Duration>,
     resubmit_after: Duration,
     drain_limit: Duration,
 }
@@ -192,7 +194,13 @@ impl Application {
             metrics.clone(),
             tasks.clone(),
         );
+        let rooms =
+            crate::store::queue::WaitingRoom::new(inventory.clone(), settings.queue_max_length);
         let state = AppState::new(Shared {
+            edge_metrics: crate::http::console::EdgeMetrics::new(
+                settings.edge_metrics_urls.clone(),
+            ),
+            rooms,
             fairness,
             payments,
             db,
@@ -227,6 +235,7 @@ impl Application {
             relay_claim_idle: settings.relay_claim_idle,
             kafka_settings: settings.kafka.clone().filter(|_| settings.kafka_persister),
             payments_interval: settings.payments.worker_interval,
+            admission_interval: settings.admission_interval,
             resubmit_after: settings.payments.resubmit_after,
             drain_limit: settings.drain_limit,
         })
@@ -253,6 +262,10 @@ impl Application {
         if let Some(interval) = self.expiry_interval {
             let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone())
                 .counting(self.state.metrics.clone());
+            workers.spawn(worker.run(interval, cancel.clone()));
+        }
+        if let Some(interval) = self.admission_interval {
+            let worker = AdmissionWorker::new(self.state.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
         }
         if let Some(interval) = self.payments_interval {

@@ -11,6 +11,7 @@ use crate::platform::Store;
 use flashgate_core::arrival;
 use flashgate_core::kv::KeyValue;
 use flashgate_core::problem::{CONTENT_TYPE, Problem};
+use flashgate_core::queue::{self, HEADER_QUEUE_MODE, HEADER_QUEUE_PASS};
 use flashgate_core::routes::{self, BuyerRoute, MAX_BUYER_BODY};
 use flashgate_core::shield::{self, Admission, HEADER_REMAINING, Limit, Shield};
 use flashgate_core::signing::{self, EdgeStamp};
@@ -20,7 +21,7 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Request headers the origin needs besides the ones the edge adds.
-const FORWARDED_HEADERS: [&str; 2] = ["content-type", "idempotency-key"];
+const FORWARDED_HEADERS: [&str; 3] = ["content-type", "idempotency-key", HEADER_QUEUE_PASS];
 /// Response headers that belong to one hop and are not relayed.
 const HOP_BY_HOP: [&str; 6] =
     ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"];
@@ -55,7 +56,7 @@ pub async fn handle(req: Request) -> (Response, Option<AfterAnswer>) {
     let mut after = None;
     let (mut response, decision) = match admit_and_forward(&req, first_us, &trace, &mut after).await
     {
-        Ok(response) => (response, routes::DECISION_FORWARDED.to_owned()),
+        Ok((response, decision)) => (response, decision.to_owned()),
         Err(refusal) => {
             let decision = refusal.problem.slug().to_owned();
             let problem = refusal.problem.with_trace_id(trace_id.clone());
@@ -80,12 +81,13 @@ impl From<Problem> for Refusal {
     }
 }
 
+/// The answer and what the edge decided (`forwarded`, `queued`, `page`).
 async fn admit_and_forward(
     req: &Request,
     first_us: u64,
     trace: &TraceContext,
     after: &mut Option<AfterAnswer>,
-) -> Result<Response, Refusal> {
+) -> Result<(Response, &'static str), Refusal> {
     let method = req.method.as_str();
     let route = routes::classify(method, req.path()).map_err(|wrong_method| {
         if wrong_method {
@@ -99,6 +101,9 @@ async fn admit_and_forward(
             Problem::not_found(format!("no route for {}", req.path()))
         }
     })?;
+    if let BuyerRoute::Page(name) = route {
+        return Ok((crate::page::serve(name), routes::DECISION_PAGE));
+    }
     let config = config::current(first_us).map_err(|e| {
         // A platform that started the component without checking its variables: say which
         // one is wrong, as a retryable 503 (an operator fixes it; nothing is lost).
@@ -129,9 +134,33 @@ async fn admit_and_forward(
         )
         .into());
     }
+    let forwarded = routes::DECISION_FORWARDED;
+    if route == BuyerRoute::Queue
+        && let Some(product) = routes::queued_product(req.path())
+    {
+        return Ok((
+            waiting_room(req, method, &config, &shield, &product, &token, arrival_us, trace)
+                .await?,
+            forwarded,
+        ));
+    }
     if route == BuyerRoute::Acquire
         && let Some(product) = routes::acquired_product(&req.body)
     {
+        if shield.queued(&product, arrival_us) && !has_pass(req, &config, &product, &token) {
+            // The product's waiting room is on and this buyer has no valid pass: they join
+            // the line instead (their place fixed by this arrival stamp).
+            let join = Request {
+                method: "POST".to_owned(),
+                uri: format!("/queue/{product}"),
+                headers: req.headers.clone(),
+                body: Vec::new(),
+            };
+            let answer =
+                waiting_room(&join, "POST", &config, &shield, &product, &token, arrival_us, trace)
+                    .await?;
+            return Ok((answer, routes::DECISION_QUEUED));
+        }
         let admission = shield.admit(&product, &token.user_id.to_string(), arrival_us);
         let ticket = match admission {
             Admission::Forward(ticket) => ticket,
@@ -142,9 +171,50 @@ async fn admit_and_forward(
                 return Err(pending.into());
             }
         };
-        return acquire(req, method, &config, &shield, ticket, &token, arrival_us, trace).await;
+        let answer =
+            acquire(req, method, &config, &shield, ticket, &product, &token, arrival_us, trace)
+                .await?;
+        return Ok((answer, forwarded));
     }
-    Ok(relay(forward(req, method, &config, &token, arrival_us, trace).await?))
+    Ok((relay(forward(req, method, &config, &token, arrival_us, trace).await?), forwarded))
+}
+
+/// Whether the request carries a queue pass that admits this buyer to `product` now.
+fn has_pass(req: &Request, config: &EdgeConfig, product: &str, token: &VerifiedToken) -> bool {
+    let now_ms = now_us() / 1000;
+    req.header(HEADER_QUEUE_PASS).is_some_and(|pass| {
+        let user = token.user_id.to_string();
+        queue::verify_pass(&config.secret, pass, product, &user, now_ms).is_ok()
+    })
+}
+
+/// A look at (or a join of) `product`'s line: answered here when the product is known to be
+/// sold out or ended, else forwarded; the answer teaches the product's queue mode.
+#[allow(clippy::too_many_arguments)]
+async fn waiting_room(
+    req: &Request,
+    method: &str,
+    config: &EdgeConfig,
+    shield: &Shield<'_, Store>,
+    product: &str,
+    token: &VerifiedToken,
+    arrival_us: u64,
+    trace: &TraceContext,
+) -> Result<Response, Refusal> {
+    if let Some(problem) = shield.queue_refusal(product, arrival_us) {
+        return Err(problem.into());
+    }
+    let answer = forward(req, method, config, token, arrival_us, trace).await?;
+    let body: Option<serde_json::Value> =
+        (answer.status == 409).then(|| serde_json::from_slice(&answer.body).ok()).flatten();
+    shield.learn_queue(
+        product,
+        answer.header(HEADER_QUEUE_MODE),
+        answer.status,
+        body.as_ref(),
+        now_us(),
+    );
+    Ok(relay(answer))
 }
 
 /// The client's address as the platform reports it (`spin-client-addr`), without the port.
@@ -184,6 +254,7 @@ async fn acquire(
     config: &EdgeConfig,
     shield: &Shield<'_, Store>,
     ticket: shield::Ticket,
+    product: &str,
     token: &VerifiedToken,
     arrival_us: u64,
     trace: &TraceContext,
@@ -197,6 +268,11 @@ async fn acquire(
         .and_then(|v| v.parse::<i64>().ok());
     let body: Option<serde_json::Value> =
         answer.as_ref().ok().and_then(|a| serde_json::from_slice(&a.body).ok());
+    if let Ok(a) = &answer {
+        // An acquisition of a queued product the edge did not know was queued: the origin
+        // put the buyer in line (202) and says so.
+        shield.learn_queue(product, a.header(HEADER_QUEUE_MODE), a.status, None, now_us());
+    }
     shield.after_answer(ticket, status, remaining, body.as_ref(), now_us());
     Ok(relay(answer?))
 }
@@ -332,7 +408,9 @@ async fn forward(
 /// The origin's answer as the buyer gets it: without hop-by-hop and edge-only headers.
 fn relay(mut answer: Response) -> Response {
     answer.headers.retain(|(name, _)| {
-        !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != HEADER_REMAINING
+        !HOP_BY_HOP.contains(&name.as_str())
+            && name.as_str() != HEADER_REMAINING
+            && name.as_str() != HEADER_QUEUE_MODE
     });
     answer
 }

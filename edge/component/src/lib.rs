@@ -31,6 +31,7 @@ mod config;
 mod edge;
 mod http;
 mod keys;
+mod page;
 mod platform;
 
 /// The component's export and its outbound requests, for WASI 0.3 (spin-sdk 7's

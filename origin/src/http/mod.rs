@@ -5,12 +5,14 @@
 
 pub mod admin_auth;
 pub mod audit;
+pub mod console;
 pub mod edge_auth;
 pub mod health;
 pub mod openapi;
 pub mod pagination;
 pub mod payments;
 pub mod products;
+pub mod queue;
 pub mod recovery;
 pub mod slots;
 pub mod trace;
@@ -32,15 +34,19 @@ pub fn router(state: AppState) -> Router {
         .merge(slots::router())
         .merge(products::buyer_router())
         .merge(payments::router())
+        .merge(queue::router())
         .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
     Router::new()
         .merge(buyer)
         .merge(products::admin_router())
+        .merge(queue::admin_router())
+        .merge(console::admin_router())
         .merge(recovery::admin_router())
         .merge(audit::admin_router())
         .merge(payments::webhook_router())
         .route_layer(from_fn_with_state(state.clone(), health::require_schema))
         .route("/health", get(health::check))
+        .merge(console::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), metrics::track))

@@ -7,9 +7,11 @@
 //! origin and edge against it (`e2e/tests/contract.rs`).
 
 use crate::http::audit::{AuditEntryView, AuditPage};
+use crate::http::console::{CheckView, LiveView, QueueLive, ViolationView};
 use crate::http::pagination::Page;
 use crate::http::payments::{PaymentView, WebhookAnswer};
 use crate::http::products::{Price, ProductStatus, ProductView};
+use crate::http::queue::{QueueSettingsView, QueueView};
 use crate::http::slots::SlotView;
 use crate::status::{PaymentStatus, SlotStatus};
 use axum::Json;
@@ -98,6 +100,26 @@ pub struct PriceBody {
     /// ISO 4217.
     #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
+}
+
+/// The body of `PUT /products/{id}/queue`: the product's waiting room.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"mode": "always", "order": "fifo", "admitPerSecond": 50}))]
+pub struct QueueBody {
+    /// `off`, `always`, or `auto` (on once `autoThreshold` acquisitions arrive in one second).
+    #[schema(pattern = "^(off|always|auto)$")]
+    pub mode: String,
+    /// `fifo` (by arrival; the default) or `lottery` (a random draw among those who arrived
+    /// before the sale opened).
+    #[schema(pattern = "^(fifo|lottery)$")]
+    pub order: Option<String>,
+    /// Admissions a second; absent: derived from stock and hold time.
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub admit_per_second: Option<i64>,
+    /// Acquisitions in one second that turn an `auto` room on (default 1,000).
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    pub auto_threshold: Option<i64>,
 }
 
 /// `GET /internal/availability`: what the edges' hints are refreshed from.
@@ -217,6 +239,15 @@ impl Modify for Security {
         crate::http::products::remove,
         crate::http::payments::create,
         crate::http::payments::read,
+        crate::http::queue::look,
+        crate::http::queue::join,
+        crate::http::queue::configure,
+        crate::http::console::page,
+        crate::http::console::script,
+        crate::http::console::style,
+        crate::http::console::drops,
+        crate::http::console::live,
+        crate::http::console::run_check,
         crate::http::payments::webhook,
         crate::http::recovery::rebuild_one,
         crate::http::recovery::rebuild_all,
@@ -229,7 +260,7 @@ impl Modify for Security {
     components(schemas(
         ProblemDoc, SlotStatus, PaymentStatus, ProductStatus, Price, ProductView, SlotView,
         PaymentView, AuditEntryView, AuditPage, Page<SlotView>, Page<ProductView>,
-        WebhookAnswer,
+        WebhookAnswer, QueueView, QueueSettingsView, LiveView, QueueLive, CheckView, ViolationView,
     )),
     modifiers(&Security),
     tags(

@@ -165,10 +165,13 @@ pub struct ProductView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sale_ends_at: Option<String>,
     pub status: ProductStatus,
+    /// The waiting room, when the product has one (single-product reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<crate::http::queue::QueueSettingsView>,
 }
 
 impl ProductView {
-    fn new(row: ProductRow, remaining: i64, now_ms: i64) -> Self {
+    pub(crate) fn new(row: ProductRow, remaining: i64, now_ms: i64) -> Self {
         let now = at_ms(now_ms);
         Self {
             status: ProductStatus::at(now, &row, remaining),
@@ -179,8 +182,26 @@ impl ProductView {
             sale_starts_at: rfc3339_ms(ms_of(row.sale_starts_at)),
             sale_ends_at: row.sale_ends_at.map(|t| rfc3339_ms(ms_of(t))),
             name: row.name,
+            queue: None,
         }
     }
+}
+
+/// Views of `rows` with their remaining units from Redis (one round trip); a product Redis
+/// lost answers 503 while it is rebuilt.
+pub(crate) async fn views_of(
+    state: &AppState,
+    rows: Vec<ProductRow>,
+    now_ms: i64,
+) -> ApiResult<Vec<ProductView>> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
+    let remaining = state.inventory.remaining_many(&ids).await?;
+    let mut views = Vec::with_capacity(rows.len());
+    for (row, remaining) in rows.into_iter().zip(remaining) {
+        let remaining = remaining.ok_or_else(|| recovery::not_loaded(state, row.product_id))?;
+        views.push(ProductView::new(row, remaining, now_ms));
+    }
+    Ok(views)
 }
 
 pub(crate) async fn read_json(body: Body, limit: usize) -> ApiResult<Value> {
@@ -375,13 +396,7 @@ pub(crate) async fn list(
         let page = (i64::from(paging.size), paging.offset() as i64);
         (pg::products::list(&state.db, window, now, Some(page)).await?, total as u64)
     };
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
-    let remaining = state.inventory.remaining_many(&ids).await?;
-    let mut views = Vec::with_capacity(rows.len());
-    for (row, remaining) in rows.into_iter().zip(remaining) {
-        let remaining = remaining.ok_or_else(|| recovery::not_loaded(&state, row.product_id))?;
-        views.push(ProductView::new(row, remaining, now_ms));
-    }
+    let views = views_of(&state, rows, now_ms).await?;
     let (items, total) = if by_stock {
         let matching: Vec<ProductView> =
             views.into_iter().filter(|v| Some(v.status) == status).collect();
@@ -426,7 +441,9 @@ pub(crate) async fn read(
         .remaining(product_id)
         .await?
         .ok_or_else(|| recovery::not_loaded(&state, product_id))?;
-    Ok(axum::Json(ProductView::new(row, remaining, state.clock.now_ms())))
+    let mut view = ProductView::new(row, remaining, state.clock.now_ms());
+    view.queue = crate::http::queue::settings_view(&state, product_id).await?;
+    Ok(axum::Json(view))
 }
 
 #[cfg(test)]

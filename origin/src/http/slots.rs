@@ -5,6 +5,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::edge_auth::EdgeContext;
 use crate::http::pagination::{Page, PageRequest};
 use crate::http::parse_id;
+use crate::http::queue;
 use crate::http::trace::RequestTrace;
 use crate::metrics::AcquireLabels;
 use crate::pg;
@@ -15,10 +16,11 @@ use crate::status::SlotStatus;
 use crate::store::scripts::acquire::{AcquireArgs, Acquisition};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use flashgate_core::queue::HEADER_QUEUE_PASS;
 use flashgate_core::shield::HEADER_REMAINING;
 use serde::Serialize;
 use serde_json::Value;
@@ -75,6 +77,7 @@ pub struct SlotView {
     security(("edge" = [])),
     request_body(content = crate::http::openapi::AcquireBody, description = "The product to buy one unit of"),
     responses(
+        (status = 202, description = "The product's waiting room is on and no valid queue pass came (`X-Queue-Pass`): the buyer is in line", body = crate::http::queue::QueueView),
         (status = 201, description = "A slot: one unit held for the buyer until `expiresAt`", body = SlotView,
          headers(("location" = String, description = "/slots/{slotId}"), ("x-flashgate-remaining" = i64, description = "Units left after this grant"))),
         (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -90,9 +93,17 @@ pub(crate) async fn acquire(
     State(state): State<AppState>,
     edge: EdgeContext,
     Extension(trace): Extension<RequestTrace>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let AcquireRequest { product_id } = AcquireRequest::parse(&body)?;
+    if state.rooms.admits_by_pass(product_id) {
+        let pass = headers.get(HEADER_QUEUE_PASS).and_then(|v| v.to_str().ok());
+        if !queue::pass_is_valid(&state, pass, product_id, edge.user_id) {
+            // The waiting room is on: no pass, no acquisition; the buyer joins the line.
+            return queue::place(&state, &edge, product_id, true).await;
+        }
+    }
     if let Err(why) = state.durability.check(&state.inventory).await? {
         // A grant now could be lost and resold after a Redis restart: refuse it.
         return Err(ApiError::Unavailable {

@@ -12,6 +12,7 @@ pub mod leases;
 pub mod outbox;
 pub mod products;
 pub mod purchases;
+pub mod queues;
 pub mod slots;
 
 use sqlx::PgPool;

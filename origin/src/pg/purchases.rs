@@ -121,3 +121,18 @@ pub async fn transition(
     .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// How many payments of `product_id` PostgreSQL holds in each status (the console's counts).
+pub async fn counts_by_status(
+    db: impl PgExecutor<'_>,
+    product_id: Uuid,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT status AS "status!", count(*) AS "count!" FROM purchases
+           WHERE product_id = $1 GROUP BY status"#,
+        product_id,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
+}

@@ -48,6 +48,22 @@ impl ProductKeys {
     pub fn refunds(&self) -> String {
         format!("{}:refunds", self.tag)
     }
+    /// The waiting room's state: admission bookkeeping, the auto-mode demand count.
+    pub fn queue(&self) -> String {
+        format!("{}:queue", self.tag)
+    }
+    /// Buyers in line, scored by their place.
+    pub fn queue_waiting(&self) -> String {
+        format!("{}:queue:waiting", self.tag)
+    }
+    /// Admitted buyers, scored by their pass's expiry.
+    pub fn queue_admitted(&self) -> String {
+        format!("{}:queue:admitted", self.tag)
+    }
+    /// Admissions in order, for the checker.
+    pub fn queue_log(&self) -> String {
+        format!("{}:queue:log", self.tag)
+    }
     /// Sold-out refusals stamped before a granted request (possible fairness inversions).
     pub fn refused(&self) -> String {
         format!("{}:refused", self.tag)
@@ -87,6 +103,10 @@ mod tests {
             k.charges(),
             k.refunds(),
             k.refused(),
+            k.queue(),
+            k.queue_waiting(),
+            k.queue_admitted(),
+            k.queue_log(),
         ] {
             assert!(key.starts_with("fg:{00000000-0000-0000-0000-000000000000}:"), "{key}");
         }

@@ -3,7 +3,7 @@
 //! back through one reply reader ([`script`]). [`grants`] keeps Redis within its lease
 //! and [`fairness`] orders the acquisitions that reach it; [`durability`] refuses to run
 //! on a Redis that could forget what it answered; [`availability`] notes which products'
-//! availability changed, for the edges' re-checks.
+//! availability changed, for the edges' re-checks; [`queue`] is the waiting room.
 
 pub mod availability;
 pub mod durability;
@@ -12,4 +12,5 @@ pub mod grants;
 pub mod inventory;
 pub mod keys;
 pub mod payments;
+pub mod queue;
 pub mod scripts;

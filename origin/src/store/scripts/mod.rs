@@ -12,11 +12,13 @@
 //!   does not read names the script and what was wrong.
 
 pub mod acquire;
+pub mod admit;
 pub mod delete_product;
 pub mod expire;
 pub mod lease;
 pub mod load_product;
 pub mod pay;
+pub mod queue;
 pub mod rebuild;
 pub mod refunded;
 pub mod release_in_doubt;
@@ -138,6 +140,16 @@ impl Call<'_> {
             .key("expiry", keys.expiry())
             .key("reminders", keys.reminders())
             .key("outbox", keys.outbox())
+    }
+
+    /// The keys both waiting-room scripts declare first: product, holders, the room's hash,
+    /// its waiting and admitted sets.
+    pub fn queue_keys(self, keys: &ProductKeys) -> Self {
+        self.key("product", keys.product())
+            .key("holders", keys.holders())
+            .key("queue", keys.queue())
+            .key("waiting", keys.queue_waiting())
+            .key("admitted", keys.queue_admitted())
     }
 
     /// Arguments past the named ones (a variable-length tail, such as rebuild's slots).
@@ -267,8 +279,10 @@ mod tests {
     use super::*;
 
     /// Every script under `lua/` but the library.
-    const SCRIPTS: [(&str, &str); 12] = [
+    const SCRIPTS: [(&str, &str); 14] = [
         ("acquire", include_str!("../../../../lua/acquire.lua")),
+        ("admit", include_str!("../../../../lua/admit.lua")),
+        ("queue", include_str!("../../../../lua/queue.lua")),
         ("delete_product", include_str!("../../../../lua/delete_product.lua")),
         ("expire", include_str!("../../../../lua/expire.lua")),
         ("lease", include_str!("../../../../lua/lease.lua")),

@@ -27,12 +27,21 @@
 //!    keeps the refusals that can be inversions (stamped before the latest grant) in
 //!    `fg:{p}:refused`; the grants come from PostgreSQL.
 //!
+//!    The waiting room's line (issue #17) is held to the same rule: buyers are admitted in
+//!    the order of their places (`fg:{p}:queue:log`), and nobody still waiting stands ahead
+//!    of someone admitted. A buyer whose join reached the origin after someone behind them
+//!    had been admitted (a join later than the fairness window; `lua/queue.lua` counts them
+//!    as `late`) is the network's, reported, not a violation.
+//!
+//! It lives in the origin's library so the operator console can run it
+//! (`POST /admin/check`); `flashgate check` runs the same function.
+//!
 //! Undelivered outbox entries are reported, not counted as violations: a running relay
 //! delivers them; the cross-store checks wait for a drained outbox.
 
-use flashgate_origin::pg::{self, leases::Losses};
-use flashgate_origin::status::{PaymentStatus, SlotStatus};
-use flashgate_origin::store::keys::ProductKeys;
+use crate::pg::{self, leases::Losses};
+use crate::status::{PaymentStatus, SlotStatus};
+use crate::store::keys::ProductKeys;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -73,6 +82,12 @@ pub struct Report {
     /// the window, and late.
     pub max_inversion_gap_us: i64,
     pub max_late_inversion_gap_us: i64,
+    /// Buyers admitted from waiting rooms (as far as the admission logs reach).
+    pub queue_admissions: u64,
+    /// Admissions out of line order, and buyers still waiting ahead of an admitted one.
+    pub queue_inversions: u64,
+    /// Of those, joins that reached the origin late (the network's): not violations.
+    pub queue_late_joins: u64,
     pub violations: Vec<Violation>,
 }
 
@@ -145,6 +160,7 @@ pub async fn check_within(
         check_product(db, redis, product_id, i64::from(stock), deleted, &mut report).await?;
         let skew_us = fairness_skew.as_micros() as i64;
         check_fairness(db, redis, product_id, skew_us, &mut report).await?;
+        check_queue(redis, product_id, &mut report).await?;
     }
     check_parked(db, &mut report).await?;
     check_dead_letters(db, &mut report).await?;
@@ -515,6 +531,62 @@ async fn check_fairness(
                 skew_us / 1000,
                 refused.len(),
                 gap_us as f64 / 1000.0
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Invariant 6 for a product's waiting room: admissions in line order, nobody waiting ahead
+/// of an admitted buyer, beyond the joins that came late.
+async fn check_queue(
+    redis: &ConnectionManager,
+    product_id: Uuid,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let keys = ProductKeys::new(product_id);
+    let mut conn = redis.clone();
+    let log: Vec<String> =
+        redis::cmd("LRANGE").arg(keys.queue_log()).arg(0).arg(-1).query_async(&mut conn).await?;
+    if log.is_empty() {
+        return Ok(());
+    }
+    // `<seq>:<score>:<userId>`, in admission order.
+    let mut admitted: Vec<(u64, f64)> = log
+        .iter()
+        .filter_map(|entry| {
+            let mut parts = entry.split(':');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect();
+    admitted.sort_by_key(|(seq, _)| *seq);
+    let (mut out_of_order, mut highest) = (0u64, f64::MIN);
+    for &(_, score) in &admitted {
+        if score < highest {
+            out_of_order += 1;
+        }
+        highest = highest.max(score);
+    }
+    let overtaken: u64 = redis::cmd("ZCOUNT")
+        .arg(keys.queue_waiting())
+        .arg("-inf")
+        .arg(format!("({highest}"))
+        .query_async(&mut conn)
+        .await?;
+    let late: Option<u64> =
+        redis::cmd("HGET").arg(keys.queue()).arg("late").query_async(&mut conn).await?;
+    let late = late.unwrap_or(0);
+    let inversions = out_of_order + overtaken;
+    report.queue_admissions += admitted.len() as u64;
+    report.queue_inversions += inversions;
+    report.queue_late_joins += late.min(inversions);
+    if inversions > late {
+        report.violations.push(Violation {
+            invariant: 6,
+            product_id,
+            detail: format!(
+                "the waiting room admitted {out_of_order} of {} buyers out of line order and                  {overtaken} still wait ahead of an admitted buyer ({late} joins came late)",
+                admitted.len()
             ),
         });
     }

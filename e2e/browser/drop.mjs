@@ -1,0 +1,68 @@
+// One drop in a real browser (Debian's chromium, driven by playwright-core), for
+// e2e/tests/browser.rs: an operator watches the drop in the console while buyer A waits in
+// the queue, is admitted, acquires, sees the hold count down and pays; buyer B then sees
+// sold out; the console runs the invariant check. Screenshots of both pages go to the docs
+// directory. Prints one JSON line of what it saw; the Rust test asserts on it.
+import { chromium } from 'playwright-core';
+
+const cfg = JSON.parse(process.argv[2]);
+const out = {};
+const browser = await chromium.launch({
+  executablePath: cfg.chromium,
+  headless: true,
+  args: ['--no-sandbox', '--disable-dev-shm-usage'],
+});
+try {
+  const viewport = { width: 1280, height: 860 };
+  const operator = await browser.newContext({ viewport });
+  const console_ = await operator.newPage();
+  await console_.goto(`${cfg.origin}/console?drop=${cfg.product}#token=${cfg.admin}`);
+  await console_.getByTestId('remaining').filter({ hasText: /^1$/ }).waitFor();
+
+  const a = await (await browser.newContext({ viewport: { width: 900, height: 860 } })).newPage();
+  await a.goto(`${cfg.edge}/drops/${cfg.product}#token=${cfg.buyerA}`);
+  await a.getByTestId('opens-in').waitFor({ state: 'visible' });
+  out.countdown = await a.getByTestId('opens-in').textContent();
+  await a.getByTestId('buy').filter({ hasText: 'Join the queue' }).click();
+  await a.getByTestId('queue').waitFor({ state: 'visible' });
+  out.position = await a.getByTestId('position').textContent();
+  await a.screenshot({ path: `${cfg.docs}/buyer-queue.png` });
+
+  await a.getByTestId('admitted').waitFor({ state: 'visible', timeout: 30_000 });
+  await a.getByTestId('buy').filter({ hasText: 'Buy now' }).click();
+  await a.getByTestId('hold').waitFor({ state: 'visible' });
+  const granted = Date.now();
+  await console_.getByTestId('granted').filter({ hasText: /^1$/ }).waitFor({ timeout: 10_000 });
+  out.consoleLatencyMs = Date.now() - granted;
+  const first = await a.getByTestId('hold-left').textContent();
+  await a.waitForTimeout(1_200);
+  out.holdLeft = [first, await a.getByTestId('hold-left').textContent()];
+  await a.screenshot({ path: `${cfg.docs}/buyer-page.png` });
+  await a.getByTestId('pay').click();
+  await a.getByTestId('paid').waitFor({ state: 'visible', timeout: 30_000 });
+  out.paid = await a.getByTestId('paid').textContent();
+
+  const b = await (await browser.newContext({ viewport })).newPage();
+  await b.goto(`${cfg.edge}/drops/${cfg.product}#token=${cfg.buyerB}`);
+  await b.getByTestId('message').filter({ hasText: 'Sold out' }).waitFor({ timeout: 10_000 });
+  out.soldOut = await b.getByTestId('message').textContent();
+  out.buyHidden = await b.getByTestId('buy').isHidden();
+
+  await console_.getByTestId('run-check').click();
+  await console_.getByTestId('check').filter({ hasText: /All invariants hold|violations/ }).waitFor({ timeout: 30_000 });
+  out.check = await console_.getByTestId('check').textContent();
+  await console_.waitForTimeout(600);
+  await console_.screenshot({ path: `${cfg.docs}/console.png`, fullPage: true });
+} catch (e) {
+  // What each page showed when it failed, for the test's message.
+  for (const ctx of browser.contexts()) {
+    for (const page of ctx.pages()) {
+      const text = await page.locator('body').innerText().catch(() => '');
+      console.error(`--- ${page.url()}\n${text.slice(0, 2000)}`);
+    }
+  }
+  throw e;
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));

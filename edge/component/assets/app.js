@@ -1,0 +1,344 @@
+// flashgate's buyer page: the drops on sale, one drop's countdown, its waiting room, one
+// click to acquire, the hold's remaining time and payment. Plain JavaScript against the buyer
+// API served by the same edge (see edge/component/src/page.rs).
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = 'flashgate.buyer-token';
+const state = { token: null, product: null, queued: false, pass: null, passExpiresMs: 0, slot: null, payment: null };
+const timers = {};
+
+function every(name, ms, fn) {
+  clearInterval(timers[name]);
+  fn();
+  timers[name] = setInterval(fn, ms);
+}
+function stop(name) { clearInterval(timers[name]); clearTimeout(timers[name]); }
+function later(name, ms, fn) { clearTimeout(timers[name]); timers[name] = setTimeout(fn, ms); }
+
+function readToken() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function claims(token) {
+  try {
+    return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+  } catch (_) {
+    return null;
+  }
+}
+
+async function api(method, path, body, headers = {}) {
+  const h = { authorization: 'Bearer ' + state.token, ...headers };
+  if (body !== undefined) h['content-type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (_) {
+    return { status: 0, data: { type: '/problems/unavailable' }, retryAfter: 2 };
+  }
+  let data = null;
+  try { data = await res.json(); } catch (_) { /* no body */ }
+  return { status: res.status, data, retryAfter: Number(res.headers.get('retry-after')) || null };
+}
+
+function fmtTime(iso) { return new Date(iso).toLocaleString(); }
+function fmtMoney(price) {
+  try {
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency: price.currency }).format(price.amount / 100);
+  } catch (_) {
+    return `${(price.amount / 100).toFixed(2)} ${price.currency}`;
+  }
+}
+function fmtLeft(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  const two = (n) => String(n).padStart(2, '0');
+  return h > 0 ? `${h}:${two(m)}:${two(sec)}` : `${m}:${two(sec)}`;
+}
+
+// What went wrong, in plain words, from a problem+json answer.
+const WORDS = {
+  'sold-out': () => 'Sold out: every unit is taken. Units come back if a buyer does not pay in time.',
+  'not-on-sale': (p) => `Not on sale yet: it opens at ${fmtTime(p.saleStartsAt)}.`,
+  'sale-ended': () => 'This sale has ended.',
+  'already-holding': () => 'You already hold one of these: pay for it below.',
+  'in-progress': () => 'We are still working on your last try. One moment.',
+  'rate-limited': (p, r) => `Too many tries. Please wait ${r || 1} s and try again.`,
+  unauthorized: () => 'Your sign-in is not valid any more. Sign in again.',
+  unavailable: (p, r) => `We are very busy right now. Try again in ${r || 1} s.`,
+  'queue-full': (p, r) => `The queue is full. Try again in ${r || 30} s.`,
+  'not-in-queue': () => 'You are not in the queue yet.',
+  'slot-expired': () => 'Your hold ran out before payment; the unit went back on sale.',
+  'slot-not-active': () => 'This one is already paid, or its payment is on its way.',
+  'not-found': () => 'We could not find that drop.',
+  validation: (p) => `Something in the request is wrong: ${p.detail}`,
+};
+function slugOf(res) { return ((res.data && res.data.type) || '').split('/').pop(); }
+function explain(res) {
+  const p = res.data || {};
+  const words = WORDS[slugOf(res)];
+  return words ? words(p, res.retryAfter) : (p.detail || `Something went wrong (HTTP ${res.status}).`);
+}
+function say(text, kind = '') {
+  const m = $('message');
+  m.textContent = text;
+  m.className = 'message ' + kind;
+}
+
+function show(id, on) { $(id).hidden = !on; }
+
+// ---- list of drops ----------------------------------------------------------------------
+
+async function showList() {
+  show('list', true);
+  const res = await api('GET', '/products?size=50');
+  const ul = $('drops');
+  ul.textContent = '';
+  if (res.status !== 200) {
+    const li = document.createElement('li');
+    li.textContent = explain(res);
+    ul.appendChild(li);
+    return;
+  }
+  for (const p of res.data.items) {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = `/drops/${p.productId}`;
+    const name = document.createElement('span');
+    name.textContent = `${p.name} · ${fmtMoney(p.price)}`;
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    badge.textContent = p.status.replace('_', ' ').toLowerCase();
+    a.append(name, badge);
+    li.appendChild(a);
+    ul.appendChild(li);
+  }
+}
+
+// ---- one drop ---------------------------------------------------------------------------
+
+async function showDrop(id) {
+  show('drop', true);
+  const res = await api('GET', `/products/${id}`);
+  if (res.status !== 200) {
+    $('buy').disabled = true;
+    return say(explain(res), 'bad');
+  }
+  const p = (state.product = res.data);
+  document.title = `${p.name} — flashgate`;
+  $('name').textContent = p.name;
+  $('price').textContent = fmtMoney(p.price);
+  $('pay-amount').textContent = fmtMoney(p.price);
+  renderStock(p);
+  state.queued = !!(p.queue && p.queue.on);
+  const opens = Date.parse(p.saleStartsAt);
+  every('opens', 250, () => {
+    const left = opens - Date.now();
+    show('countdown', left > 0);
+    $('opens-in').textContent = fmtLeft(left);
+    if (left <= 0) stop('opens');
+    renderButton();
+  });
+  if (await resumeHold()) return;
+  if (p.status === 'SOLD_OUT') say(WORDS['sold-out'](), 'bad');
+  else if (state.queued) await look();
+  renderButton();
+}
+
+function renderStock(p) {
+  $('remaining').textContent = p.status === 'SOLD_OUT' ? 'Sold out' : `${p.remaining} of ${p.stock} left`;
+}
+
+function renderButton() {
+  const b = $('buy');
+  const p = state.product;
+  if (!p || state.slot || state.payment || p.status === 'SOLD_OUT') { b.hidden = true; return; }
+  b.hidden = false;
+  const open = Date.parse(p.saleStartsAt) <= Date.now();
+  if (state.queued && !state.pass) {
+    b.textContent = $('queue').hidden ? 'Join the queue' : 'Waiting for your turn…';
+    b.disabled = !$('queue').hidden;
+  } else {
+    b.textContent = 'Buy now';
+    b.disabled = !open;
+  }
+}
+
+// A buyer who already holds a slot of this product (a reload, another tab) sees it.
+async function resumeHold() {
+  const res = await api('GET', '/slots/my-slots?status=ACTIVE&size=100');
+  if (res.status !== 200) return false;
+  const slot = res.data.items.find((s) => s.productId === state.product.productId);
+  if (slot) showHold(slot);
+  return !!slot;
+}
+
+async function buy() {
+  $('buy').disabled = true;
+  say('');
+  if (state.queued && !state.pass) return join();
+  const headers = state.pass ? { 'x-queue-pass': state.pass } : {};
+  const res = await api('POST', '/slots/acquire', { productId: state.product.productId }, headers);
+  if (res.status === 201) return showHold(res.data);
+  if (res.status === 202) {
+    // The waiting room turned on: this click put us in line.
+    state.queued = true;
+    return onQueue(res);
+  }
+  if (slugOf(res) === 'already-holding' && res.data.slotId) {
+    const slot = await api('GET', `/slots/${res.data.slotId}`);
+    if (slot.status === 200) return showHold(slot.data);
+  }
+  if (slugOf(res) === 'sold-out') soldOut();
+  say(explain(res), 'bad');
+  if (slugOf(res) !== 'sold-out') later('retry', 1000 * (res.retryAfter || 1), renderButton);
+}
+
+// ---- the waiting room -------------------------------------------------------------------
+
+async function join() {
+  onQueue(await api('POST', `/queue/${state.product.productId}`));
+}
+
+async function look() {
+  const res = await api('GET', `/queue/${state.product.productId}`);
+  if (slugOf(res) === 'not-in-queue') return;
+  onQueue(res);
+}
+
+function onQueue(res) {
+  const q = res.data || {};
+  if (res.status === 200 || res.status === 202) {
+    switch (q.status) {
+      case 'OPEN':
+        state.queued = false;
+        show('queue', false);
+        return renderButton();
+      case 'WAITING':
+        show('queue', true);
+        $('position').textContent = q.position;
+        $('queue-length').textContent = q.queueLength;
+        // Nobody is let in before the sale opens: the wait starts there.
+        $('wait').textContent = fmtLeft(Math.max(0, Date.parse(state.product.saleStartsAt) - Date.now()) + q.estimatedWaitSeconds * 1000);
+        $('rate').textContent = q.admitPerSecond;
+        renderButton();
+        return later('poll', 1000 * (q.pollAfterSeconds || 2), look);
+      case 'ADMITTED':
+        state.pass = q.pass;
+        state.passExpiresMs = Date.parse(q.passExpiresAt);
+        show('queue', false);
+        show('admitted', true);
+        every('pass', 500, () => {
+          const left = state.passExpiresMs - Date.now();
+          $('pass-left').textContent = fmtLeft(left);
+          if (left <= 0) { stop('pass'); state.pass = null; show('admitted', false); say('Your turn passed. Join the queue again.', 'bad'); renderButton(); }
+        });
+        say('You are in. Buy now while your pass is valid.', 'ok');
+        return renderButton();
+      case 'HOLDING':
+        return api('GET', `/slots/${q.slotId}`).then((s) => s.status === 200 && showHold(s.data));
+      default:
+        break;
+    }
+  }
+  if (slugOf(res) === 'sold-out' || slugOf(res) === 'sale-ended') {
+    show('queue', false);
+    soldOut();
+    return say(explain(res), 'bad');
+  }
+  say(explain(res), 'bad');
+  later('poll', 1000 * (res.retryAfter || 2), state.queued ? look : renderButton);
+}
+
+function soldOut() {
+  stop('poll');
+  state.product.status = 'SOLD_OUT';
+  renderStock(state.product);
+  $('buy').hidden = true;
+}
+
+// ---- the hold and payment ---------------------------------------------------------------
+
+function showHold(slot) {
+  state.slot = slot;
+  api('GET', `/products/${slot.productId}`).then((r) => r.status === 200 && renderStock((state.product = r.data)));
+  stop('poll');
+  stop('pass');
+  show('queue', false);
+  show('admitted', false);
+  show('hold', true);
+  renderButton();
+  say('');
+  const expires = Date.parse(slot.expiresAt);
+  every('hold', 250, () => {
+    const left = expires - Date.now();
+    $('hold-left').textContent = fmtLeft(left);
+    if (left <= 0 && !state.payment) {
+      stop('hold');
+      $('pay').disabled = true;
+      say(WORDS['slot-expired'](), 'bad');
+    }
+  });
+}
+
+async function pay() {
+  $('pay').disabled = true;
+  const slotId = state.slot.slotId;
+  // One key per slot: a double click or a retry after a lost answer pays once.
+  const keyName = `flashgate.pay.${slotId}`;
+  const key = sessionStorage.getItem(keyName) || crypto.randomUUID();
+  sessionStorage.setItem(keyName, key);
+  const res = await api('POST', '/payments', { slotId, method: 'card' }, { 'idempotency-key': key });
+  if (res.status !== 202 && res.status !== 200) {
+    $('pay').disabled = false;
+    return say(explain(res), 'bad');
+  }
+  state.payment = res.data;
+  say('Payment sent. Waiting for the processor…');
+  every('payment', 1000, async () => {
+    const p = await api('GET', `/payments/${state.payment.paymentId}`);
+    if (p.status !== 200) return;
+    if (p.data.status === 'COMPLETED') {
+      stop('payment');
+      stop('hold');
+      show('hold', false);
+      show('paid', true);
+      $('paid').textContent = `Paid. ${state.product.name} is yours.`;
+      say('');
+    } else if (p.data.status !== 'PENDING') {
+      stop('payment');
+      state.payment = null;
+      sessionStorage.removeItem(keyName);
+      $('pay').disabled = false;
+      say(p.data.status === 'FAILED'
+        ? 'The payment was declined. You still hold it: try again before the time runs out.'
+        : `The payment ended as ${p.data.status.toLowerCase().replace('_', ' ')}.`, 'bad');
+    }
+  });
+}
+
+// ---- start ------------------------------------------------------------------------------
+
+function start() {
+  state.token = readToken();
+  $('signin-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const t = $('token').value.trim();
+    if (t) { sessionStorage.setItem(TOKEN_KEY, t); location.reload(); }
+  });
+  $('buy').addEventListener('click', buy);
+  $('pay').addEventListener('click', pay);
+  if (!state.token) return show('signin', true);
+  const c = claims(state.token);
+  $('who').textContent = c && c.sub ? `buyer ${c.sub.slice(0, 8)}…` : '';
+  const m = location.pathname.match(/^\/drops\/([0-9a-fA-F-]{36})$/);
+  if (m) showDrop(m[1]); else showList();
+}
+
+document.addEventListener('DOMContentLoaded', start);
