@@ -4,11 +4,13 @@
 -- current second; once a second's count reaches the threshold the room is on (`active`)
 -- until the sale ends. A room that is not on admits nobody.
 --
--- Admission starts when the sale opens. Each step earns `rate` admissions a second (at most
--- one second's worth saved up) and admits, lowest score first, only buyers whose score is at
--- most `cutoff` (the origin's clock less the fairness window, so an earlier-stamped request
--- still on its way cannot be overtaken), and only as many as units remain beyond the passes
--- already out (a pass ends when it expires or its buyer holds a slot). Sold out: nobody.
+-- Admission starts once the sale has been open for the fairness window (every buyer who
+-- arrived before the opening is in line by then). Each step earns `rate` admissions a
+-- second (at most one second's worth saved up) and admits, lowest score first, only buyers
+-- whose score is at most `cutoff` (the origin's clock less the fairness window, so an
+-- earlier-stamped request still on its way cannot be overtaken), and only as many as units
+-- remain beyond the passes already out (a pass ends when it expires or its buyer holds a
+-- slot). Sold out: nobody.
 -- Each admission gives the buyer a pass until `nowMs + passTtlMs` and is logged in order
 -- (`<seq>:<score>:<userId>`) for the checker.
 --
@@ -48,7 +50,9 @@ if not product[1] then
   return {'unknown'}
 end
 local waiting = redis.call('ZCARD', KEYS[4])
-if now < tonumber(product[2]) then
+-- Open for the fairness window already (the cutoff is past the opening): every buyer who
+-- arrived before the opening is in line by now, so a lottery draws among all of them.
+if tonumber(ARGV[3]) < tonumber(product[2]) * 1000 then
   return {'not_open', waiting}
 end
 if product[3] and product[3] ~= '' and now >= tonumber(product[3]) then

@@ -325,7 +325,12 @@ impl Application {
         state.tasks.close();
         cancel.cancel();
         let drained = tokio::time::timeout_at(deadline, async {
-            workers.join_all().await;
+            // Not `join_all`, which panics on a cancelled task (the runtime shutting down).
+            while let Some(joined) = workers.join_next().await {
+                if let Err(e) = joined {
+                    tracing::warn!(error = %e, "a worker ended abnormally while draining");
+                }
+            }
             if let Some(relay) = flush {
                 match relay.step().await {
                     Ok(r) => tracing::info!(delivered = r.delivered, "relay flushed"),
