@@ -28,12 +28,13 @@ macro_rules! lua_script {
 // answers requests and `workers` sweep on a clock; `state` (what handlers hold), `recovery`
 // and `payments` (the steps both need) sit below them; `store` (Redis), `outbox` (events to
 // PostgreSQL), `gateway` (the processor) and `pg` (PostgreSQL) own one system each; `clock`,
-// `config`, `error`, `metrics`, `business`, `identity` and `status` are shared by all; `check`
+// `config`, `edges`, `error`, `metrics`, `business`, `identity` and `status` are shared by all; `check`
 // (the invariant checker) reads `store` and `pg` and is run by operators, not on requests. ARCHITECTURE.md at the root draws the map.
 pub mod business;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod edges;
 pub mod error;
 pub mod gateway;
 pub mod http;

@@ -197,9 +197,7 @@ impl Application {
         let rooms =
             crate::store::queue::WaitingRoom::new(inventory.clone(), settings.queue_max_length);
         let state = AppState::new(Shared {
-            edge_metrics: crate::http::console::EdgeMetrics::new(
-                settings.edge_metrics_urls.clone(),
-            ),
+            edge_metrics: crate::edges::EdgeMetrics::new(settings.edge_metrics_urls.clone()),
             rooms,
             fairness,
             payments,

@@ -48,8 +48,8 @@ pub struct Shared {
     pub payments: Payments,
     /// Decides acquisitions in stamp order within the fairness window (a pass-through at 0).
     pub fairness: crate::store::fairness::FairnessWindow,
-    /// The edge hosts whose metrics the console reads ([`crate::http::console`]).
-    pub edge_metrics: crate::http::console::EdgeMetrics,
+    /// The edge hosts whose metrics the console reads (the operator console).
+    pub edge_metrics: crate::edges::EdgeMetrics,
     /// The waiting rooms of queued products ([`crate::store::queue`]).
     pub rooms: crate::store::queue::WaitingRoom,
     /// Whether Redis keeps what it answered (see [`crate::store::durability`]).

@@ -99,6 +99,39 @@ impl WaitingRoom {
         *rooms = next;
     }
 
+    /// Reads the rooms that are not off (of live products whose sale has not ended at `now`)
+    /// from PostgreSQL into the directory; `hold` derives the default admission rates.
+    pub async fn refresh(
+        &self,
+        db: &sqlx::PgPool,
+        now: time::OffsetDateTime,
+        hold: Duration,
+    ) -> sqlx::Result<()> {
+        let mut rooms = Vec::new();
+        for row in crate::pg::queues::active(db, now).await? {
+            let (Some(mode), Some(order)) =
+                (QueueMode::parse(&row.mode), QueueOrder::parse(&row.line_order))
+            else {
+                // The table's CHECKs rule this out; a row from a newer version is skipped.
+                tracing::warn!(product_id = %row.product_id, "unknown queue setting: skipped");
+                continue;
+            };
+            let starts_us = u64::try_from(crate::clock::us_of(row.sale_starts_at)).unwrap_or(0);
+            let settings = settings_of(
+                mode,
+                order,
+                row.admit_per_second,
+                row.auto_threshold,
+                i64::from(row.stock),
+                starts_us,
+                hold,
+            );
+            rooms.push((row.product_id, settings));
+        }
+        self.replace(rooms);
+        Ok(())
+    }
+
     /// Every room, for one admission step.
     pub fn rooms(&self) -> Vec<(Uuid, Arc<Room>)> {
         self.rooms.read().expect("rooms lock").iter().map(|(k, v)| (*k, v.clone())).collect()

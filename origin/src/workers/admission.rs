@@ -10,13 +10,10 @@
 //! fairness window ([`crate::store::fairness`]), so a buyer whose join is still on its way
 //! from an edge (within the window) is not overtaken by one who arrived after them.
 
-use crate::clock::us_of;
 use crate::error::{ApiError, ApiResult};
-use crate::pg;
 use crate::state::AppState;
-use crate::store::queue::settings_of;
 use crate::store::scripts::admit::Step;
-use flashgate_core::queue::{PASS_TTL_MS, QueueMode, QueueOrder};
+use flashgate_core::queue::PASS_TTL_MS;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -31,31 +28,12 @@ pub struct Admissions {
     pub waiting: u64,
 }
 
-/// Reads the rooms that are not off from PostgreSQL into the origin's directory.
+/// Reads the rooms that are not off from PostgreSQL into the origin's directory
+/// ([`crate::store::queue::WaitingRoom::refresh`]).
 pub async fn refresh(state: &AppState) -> ApiResult<()> {
     let now = crate::clock::at_ms(state.clock.now_ms());
     let hold = state.inventory.lifecycle().hold;
-    let mut rooms = Vec::new();
-    for row in pg::queues::active(&state.db, now).await? {
-        let (Some(mode), Some(order)) =
-            (QueueMode::parse(&row.mode), QueueOrder::parse(&row.line_order))
-        else {
-            return Err(ApiError::Internal(anyhow::anyhow!("stored queue {:?}", row.product_id)));
-        };
-        let starts_us = u64::try_from(us_of(row.sale_starts_at)).unwrap_or(0);
-        let settings = settings_of(
-            mode,
-            order,
-            row.admit_per_second,
-            row.auto_threshold,
-            i64::from(row.stock),
-            starts_us,
-            hold,
-        );
-        rooms.push((row.product_id, settings));
-    }
-    state.rooms.replace(rooms);
-    Ok(())
+    Ok(state.rooms.refresh(&state.db, now, hold).await?)
 }
 
 #[derive(Clone)]
