@@ -18,8 +18,7 @@
 -- asks again; when it runs low, a grant says so and the origin extends it in the background.
 --
 -- KEYS[1] product hash    fg:{<pid>}:product    remaining, total, granted, leased, inDoubt,
---                         startsAtMs, endsAtMs, maxGrantUs (the latest arrival stamp granted),
---                         refusals (acquisitions refused here, for the operator console)
+--                         startsAtMs, endsAtMs, maxGrantUs (the latest arrival stamp granted)
 -- KEYS[2] holders hash    fg:{<pid>}:holders    userId -> slotId (ACTIVE or COMPLETED)
 -- KEYS[3] slot hash       fg:{<pid>}:slot:<slotId>   (the new slot)
 -- KEYS[4] expiry zset     fg:{<pid>}:expiry     slotId scored by expiresAtMs
@@ -51,7 +50,6 @@ if held then
   local held_key = string.gsub(KEYS[3], '[^:]+$', held)
   local slot = redis.call('HMGET', held_key, 'status', 'expiresMs', 'paymentId', 'traceparent')
   if slot[1] ~= 'ACTIVE' or not past_deadline(slot[2], now) or present(slot[3]) then
-    redis.call('HINCRBY', KEYS[1], 'refusals', 1)
     return {'holding', held}
   end
   product[1] = reclaim(
@@ -61,15 +59,12 @@ if held then
 end
 
 if now < tonumber(product[2]) then
-  redis.call('HINCRBY', KEYS[1], 'refusals', 1)
   return {'not_on_sale', product[2]}
 end
 if product[3] and product[3] ~= '' and now >= tonumber(product[3]) then
-  redis.call('HINCRBY', KEYS[1], 'refusals', 1)
   return {'ended', product[3]}
 end
 if tonumber(product[1]) <= 0 then
-  redis.call('HINCRBY', KEYS[1], 'refusals', 1)
   -- Refused although stamped before a request that was granted: a possible fairness
   -- inversion. Kept (at most 10,000 per product, for 7 days) for the invariant checker.
   if product[4] and tonumber(ARGV[5]) < tonumber(product[4]) then

@@ -199,6 +199,7 @@ impl Application {
         let state = AppState::new(Shared {
             edge_metrics: crate::edges::EdgeMetrics::new(settings.edge_metrics_urls.clone()),
             rooms,
+            refusals: Arc::default(),
             fairness,
             payments,
             db,
@@ -261,6 +262,18 @@ impl Application {
             let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone())
                 .counting(self.state.metrics.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
+        }
+        {
+            let state = self.state.clone();
+            workers.spawn(crate::clock::every(
+                "refusal tally",
+                Duration::from_secs(1),
+                cancel.clone(),
+                move || {
+                    let state = state.clone();
+                    async move { state.refusals.flush(&state.inventory.connection()).await }
+                },
+            ));
         }
         if let Some(interval) = self.admission_interval {
             let worker = AdmissionWorker::new(self.state.clone());

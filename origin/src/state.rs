@@ -50,6 +50,8 @@ pub struct Shared {
     pub fairness: crate::store::fairness::FairnessWindow,
     /// The edge hosts whose metrics the console reads (the operator console).
     pub edge_metrics: crate::edges::EdgeMetrics,
+    /// Refused acquisitions per product, flushed to Redis once a second (the console's).
+    pub refusals: Arc<crate::store::tally::RefusalTally>,
     /// The waiting rooms of queued products ([`crate::store::queue`]).
     pub rooms: crate::store::queue::WaitingRoom,
     /// Whether Redis keeps what it answered (see [`crate::store::durability`]).

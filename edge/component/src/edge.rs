@@ -147,9 +147,23 @@ async fn admit_and_forward(
     if route == BuyerRoute::Acquire
         && let Some(product) = routes::acquired_product(&req.body)
     {
+        let admission = shield.admit(&product, &token.user_id.to_string(), arrival_us);
+        let ticket = match admission {
+            Admission::Forward(ticket) => ticket,
+            Admission::Refuse(problem) => return Err(problem.into()),
+            Admission::Refresh { pending } => {
+                // Answered from the hint now; the re-check runs once the answer is sent.
+                *after = Some(AfterAnswer { config: config.clone(), trace: *trace });
+                return Err(pending.into());
+            }
+        };
+        // Checked only for what the shield would forward, so a storm the hints answer costs
+        // no extra read.
         if shield.queued(&product, arrival_us) && !has_pass(req, &config, &product, &token) {
             // The product's waiting room is on and this buyer has no valid pass: they join
-            // the line instead (their place fixed by this arrival stamp).
+            // the line instead (their place fixed by this arrival stamp), and the
+            // acquisition they had in flight is over.
+            shield.after_answer(ticket, Some(202), None, None, now_us());
             let join = Request {
                 method: "POST".to_owned(),
                 uri: format!("/queue/{product}"),
@@ -161,16 +175,6 @@ async fn admit_and_forward(
                     .await?;
             return Ok((answer, routes::DECISION_QUEUED));
         }
-        let admission = shield.admit(&product, &token.user_id.to_string(), arrival_us);
-        let ticket = match admission {
-            Admission::Forward(ticket) => ticket,
-            Admission::Refuse(problem) => return Err(problem.into()),
-            Admission::Refresh { pending } => {
-                // Answered from the hint now; the re-check runs once the answer is sent.
-                *after = Some(AfterAnswer { config: config.clone(), trace: *trace });
-                return Err(pending.into());
-            }
-        };
         let answer =
             acquire(req, method, &config, &shield, ticket, &product, &token, arrival_us, trace)
                 .await?;

@@ -120,7 +120,8 @@ pub struct LiveView {
     pub at_ms: i64,
     /// Slots granted so far (Redis).
     pub granted: i64,
-    /// Acquisitions the origin refused so far (sold out, not on sale, ended, holding).
+    /// Acquisitions the origins refused so far (sold out, not on sale, ended, holding; added
+    /// to Redis once a second by each origin).
     pub refused: i64,
     /// Slots held and not yet paid (or expired).
     pub active_holds: i64,
@@ -186,7 +187,8 @@ pub(crate) async fn live(
         .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
     let keys = ProductKeys::new(product_id);
     let mut pipe = redis::pipe();
-    pipe.cmd("HMGET").arg(keys.product()).arg("remaining").arg("granted").arg("refusals");
+    pipe.cmd("HMGET").arg(keys.product()).arg("remaining").arg("granted");
+    pipe.cmd("GET").arg(keys.refusals());
     pipe.cmd("ZCARD").arg(keys.expiry());
     pipe.cmd("XLEN").arg(keys.outbox());
     pipe.cmd("XRANGE").arg(keys.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
@@ -196,7 +198,8 @@ pub(crate) async fn live(
     pipe.cmd("HMGET").arg(keys.queue()).arg("seq").arg("late");
     #[allow(clippy::type_complexity)]
     let (
-        (remaining, granted, refused),
+        (remaining, granted),
+        refused,
         active_holds,
         undelivered,
         first,
@@ -205,7 +208,8 @@ pub(crate) async fn live(
         passes_out,
         (admitted, late),
     ): (
-        (Option<i64>, Option<i64>, Option<i64>),
+        (Option<i64>, Option<i64>),
+        Option<i64>,
         i64,
         u64,
         redis::streams::StreamRangeReply,

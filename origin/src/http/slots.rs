@@ -147,6 +147,7 @@ pub(crate) async fn acquire(
     if !matches!(outcome, Acquisition::Granted { .. }) {
         let reason = outcome.outcome();
         state.acquisition_log.refused(now_ms, &trace_id, product_id, edge.user_id, reason);
+        state.refusals.note(product_id);
     }
     match outcome {
         Acquisition::Granted { expires_ms, remaining } => {

@@ -48,6 +48,11 @@ impl ProductKeys {
     pub fn refunds(&self) -> String {
         format!("{}:refunds", self.tag)
     }
+    /// Acquisitions the origins refused (the console's refusals a second;
+    /// [`crate::store::tally`]).
+    pub fn refusals(&self) -> String {
+        format!("{}:refusals", self.tag)
+    }
     /// The waiting room's state: admission bookkeeping, the auto-mode demand count.
     pub fn queue(&self) -> String {
         format!("{}:queue", self.tag)
@@ -103,6 +108,7 @@ mod tests {
             k.charges(),
             k.refunds(),
             k.refused(),
+            k.refusals(),
             k.queue(),
             k.queue_waiting(),
             k.queue_admitted(),

@@ -14,3 +14,4 @@ pub mod keys;
 pub mod payments;
 pub mod queue;
 pub mod scripts;
+pub mod tally;
