@@ -85,6 +85,11 @@ async fn acquire_through(
     request.send().await.unwrap()
 }
 
+/// `GET /queue/{product}` through the edge with `token`.
+async fn look_through(s: &Stack, token: &str, product: Uuid) -> reqwest::Response {
+    s.http.get(s.edge.url(&format!("/queue/{product}"))).bearer_auth(token).send().await.unwrap()
+}
+
 /// Fills a product's line before its sale opens: `early` buyers before the opening (1 ms
 /// apart, in order), then `late` after it; returns them in arrival order.
 async fn line_up(
@@ -291,13 +296,7 @@ async fn the_edge_forwards_acquisitions_of_a_queued_product_only_with_a_valid_pa
         .unwrap();
     let buyer = s.id.buyer(Uuid::new_v4());
     // The first look teaches the edge the product is queued.
-    let r = s
-        .http
-        .get(s.edge.url(&format!("/queue/{product}")))
-        .bearer_auth(&buyer)
-        .send()
-        .await
-        .unwrap();
+    let r = look_through(&s, &buyer, product).await;
     assert!(r.headers().get("x-flashgate-queue").is_none(), "an edge-only header");
     problem(r, 404, "not-in-queue").await;
     let before = s.origin.route_count(ACQUIRE).await.unwrap();
@@ -316,13 +315,7 @@ async fn the_edge_forwards_acquisitions_of_a_queued_product_only_with_a_valid_pa
     let deadline = Instant::now() + Duration::from_secs(20);
     let pass = loop {
         assert!(Instant::now() < deadline, "not admitted within 20 s");
-        let r = s
-            .http
-            .get(s.edge.url(&format!("/queue/{product}")))
-            .bearer_auth(&buyer)
-            .send()
-            .await
-            .unwrap();
+        let r = look_through(&s, &buyer, product).await;
         let place: Value = r.json().await.unwrap();
         if place["status"] == "ADMITTED" {
             break place["pass"].as_str().unwrap().to_owned();

@@ -222,7 +222,8 @@ pub(crate) async fn live(
     let now_ms = state.clock.now_ms();
     let oldest_ms = first.ids.first().and_then(|e| e.id.split('-').next()?.parse::<i64>().ok());
     let late_refusals = refused_before.iter().filter(|m| m.ends_with(":1")).count() as u64;
-    let settings = crate::http::queue::settings_view(&state, product_id).await?;
+    let settings =
+        crate::http::queue::settings_view(&state, product_id, i64::from(row.stock)).await?;
     let queue = QueueLive {
         mode: settings.as_ref().map_or("off", |s| s.mode).to_owned(),
         on: settings.as_ref().is_some_and(|s| s.on),

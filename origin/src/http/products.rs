@@ -441,8 +441,9 @@ pub(crate) async fn read(
         .remaining(product_id)
         .await?
         .ok_or_else(|| recovery::not_loaded(&state, product_id))?;
+    let stock = i64::from(row.stock);
     let mut view = ProductView::new(row, remaining, state.clock.now_ms());
-    view.queue = crate::http::queue::settings_view(&state, product_id).await?;
+    view.queue = crate::http::queue::settings_view(&state, product_id, stock).await?;
     Ok(axum::Json(view))
 }
 

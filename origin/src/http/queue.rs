@@ -106,20 +106,20 @@ pub struct QueueSettingsView {
     pub on: bool,
 }
 
-/// The waiting-room settings of `product_id`, if it has any.
+/// The waiting-room settings of `product_id` (of `stock` units), if it has any.
 pub(crate) async fn settings_view(
     state: &AppState,
     product_id: Uuid,
+    stock: i64,
 ) -> ApiResult<Option<QueueSettingsView>> {
     let Some(row) = pg::queues::find(&state.db, product_id).await? else { return Ok(None) };
-    let Some(product) = pg::products::find(&state.db, product_id).await? else { return Ok(None) };
     let (mode, order) = parse_row(&row)?;
     let settings = crate::store::queue::settings_of(
         mode,
         order,
         row.admit_per_second,
         row.auto_threshold,
-        i64::from(product.stock),
+        stock,
         0,
         state.inventory.lifecycle().hold,
     );
@@ -375,9 +375,9 @@ pub(crate) async fn configure(
 ) -> ApiResult<Json<QueueSettingsView>> {
     let product_id = parse_id(&id, "product")?;
     let settings = QueueSettings::parse(&read_json(body, 4096).await?)?;
-    if pg::products::find(&state.db, product_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no product {product_id}")));
-    }
+    let product = pg::products::find(&state.db, product_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
     let row = QueueRow {
         product_id,
         mode: settings.mode.as_str().to_owned(),
@@ -389,7 +389,7 @@ pub(crate) async fn configure(
     // This origin follows at once; the others at their next admission step.
     crate::workers::admission::refresh(&state).await?;
     tracing::info!(%product_id, admin = %admin.user_id, mode = row.mode, order = row.line_order, "queue configured");
-    settings_view(&state, product_id)
+    settings_view(&state, product_id, i64::from(product.stock))
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))
