@@ -7,8 +7,10 @@
 #
 #   scripts/bench.sh            # the whole run (about 4 minutes after the release build)
 #   BENCH_SECONDS=10 scripts/bench.sh  # longer scenarios (default 6 s each)
-#   BENCH_ONLY=fairness scripts/bench.sh  # the full path's capacity and the fairness rows
-#                                         # only; the page goes to target/bench/report/
+#   BENCH_ONLY=fairness scripts/bench.sh  # the full path's capacity, the fairness and the
+#                                         # scaling rows only; the page goes to target/bench/report/
+#   BENCH_ONLY=scaling scripts/bench.sh   # the scaling rows only (1 vs 2 origins, 1 vs 3
+#                                         # Redis shards); the page goes to target/bench/report/
 #
 # Everything measured runs on this machine in this one run, so the ratios compare like
 # with like. The load generator takes one core; the system under test gets the other.
@@ -192,11 +194,103 @@ raw() {
   rcli del "fg:{$p}:outbox" >/dev/null
 }
 
+
+# 8. Scaling out on this machine: grants and sold-out answers at the origin with 1 vs 2
+#    origins on one Redis, and with 1 vs 3 Redis shards (a Redis Cluster, one replica per
+#    master, every grant waiting for its replica: the durability shipped on a cluster).
+#    48 products, requests spread over them round robin, so 3 shards each own some. Two
+#    origins get one load generator each, half the connections each; their rows add up.
+#    On two cores every process competes for the same CPUs: these rows show that nothing
+#    regresses and how the model scales (docs/capacity.md), not a speed-up.
+scale_origin_addr=127.0.0.1:18091
+cluster_origin_addr=127.0.0.1:18092
+scale_rows() {
+  local tag=$1 target=$2 second=${3:-}
+  local grants sold half=$((conns / 2))
+  grants=$(seq 48 | xargs -P 4 -I{} bash -c "origin_addr=$target product 100000000" | paste -sd,)
+  sold=$(seq 48 | xargs -P 4 -I{} bash -c "origin_addr=$target product 1" | paste -sd,)
+  prime --target "$target" --auth edge --products "$sold" --buyers 48 --buyer-seed 70 \
+    --connections 4 --duration 30 --warmup 0 --max-requests 48 --round-robin
+  for kind in grant sold-out; do
+    local products=$grants seed=71
+    [ "$kind" = sold-out ] && products=$sold && seed=72
+    if [ -z "$second" ]; then
+      load --label "scale-$kind-$tag" --target "$target" --auth edge --products "$products" \
+        --buyers 2000000 --buyer-seed $seed --connections "$conns" --duration "$secs" --round-robin
+    else
+      load --label "scale-$kind-$tag-a" --target "$target" --auth edge --products "$products" \
+        --buyers 2000000 --buyer-seed $seed --connections "$half" --duration "$secs" \
+        --round-robin & local first=$!
+      load --label "scale-$kind-$tag-b" --target "$second" --auth edge --products "$products" \
+        --buyers 2000000 --buyer-seed $((seed + 100)) --connections "$half" --duration "$secs" \
+        --round-robin
+      wait $first
+    fi
+  done
+}
+scale_out() {
+  export -f product; export admin
+  log "scaling: 1 origin, 1 Redis"
+  start_stack auto
+  scale_rows 1-origin $origin_addr
+  check scale-1-origin
+  log "scaling: 2 origins, 1 Redis"
+  start_stack auto
+  FLASHGATE_ORIGIN_LISTEN=$scale_origin_addr RUST_LOG=warn \
+    "$bin/flashgate-origin" >>"$out/origin-2.log" 2>&1 & stack_pids+=($!)
+  for _ in $(seq 100); do curl -fsS "http://$scale_origin_addr/health" >/dev/null 2>&1 && break; sleep 0.1; done
+  scale_rows 2-origins $origin_addr $scale_origin_addr
+  check scale-2-origins
+  local shards
+  for shards in 1 3; do
+    log "scaling: 1 origin on a Redis Cluster of $shards master(s), a replica each"
+    start_stack auto
+    local nodes=() node_pids=() i port
+    for i in $(seq $((shards * 2))); do
+      port=$((7100 + i))
+      mkdir -p "$out/cluster-$shards/$port"
+      redis-server --port $port --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file nodes.conf --save "" --appendonly yes --appendfsync always \
+        --dir "$out/cluster-$shards/$port" --logfile "$out/cluster-$shards/$port/redis.log" &
+      node_pids+=($!)
+      nodes+=("127.0.0.1:$port")
+    done
+    for n in "${nodes[@]}"; do
+      for _ in $(seq 50); do redis-cli -p "${n#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$out/cluster-$shards/create.log" 2>&1
+    for _ in $(seq 100); do
+      redis-cli -p 7101 cluster info | grep -q cluster_state:ok && break; sleep 0.2
+    done
+    sleep 2 # the replicas' first sync
+    local urls
+    urls=$(printf 'redis://%s,' "${nodes[@]}"); urls=${urls%,}
+    FLASHGATE_ORIGIN_LISTEN=$cluster_origin_addr FLASHGATE_REDIS_CLUSTER_NODES=$urls \
+      FLASHGATE_GATEWAY_STORE_URL=$FLASHGATE_REDIS_URL RUST_LOG=warn \
+      "$bin/flashgate-origin" >>"$out/origin-cluster.log" 2>&1 & local cluster_origin=$!
+    for _ in $(seq 100); do curl -fsS "http://$cluster_origin_addr/health" >/dev/null 2>&1 && break; sleep 0.1; done
+    scale_rows "$shards-shard" $cluster_origin_addr
+    log "check after scale-$shards-shard (waiting for the outbox to drain)"
+    sleep 5
+    if FLASHGATE_REDIS_CLUSTER_NODES=$urls "$bin/flashgate" check --skew-ms 100000 \
+        >"$out/check-scale-$shards-shard.txt" 2>&1; then
+      echo "scale-$shards-shard	pass	$(tail -n1 "$out/check-scale-$shards-shard.txt")" >>"$checks"
+    else
+      echo "scale-$shards-shard	FAIL	$(tail -n1 "$out/check-scale-$shards-shard.txt")" >>"$checks"
+      log "invariant check failed after scale-$shards-shard"
+    fi
+    kill $cluster_origin "${node_pids[@]}" 2>/dev/null || true
+    wait $cluster_origin "${node_pids[@]}" 2>/dev/null || true
+  done
+}
+
 log "stack: origin $origin_addr, edge $edge_addr, redis $redis_port, database $db_name"
 start_stack auto
 
 fairness_only=false
 [ "${BENCH_ONLY:-}" = fairness ] && fairness_only=true
+scaling_only=false
+[ "${BENCH_ONLY:-}" = scaling ] && scaling_only=true && fairness_only=true
 if ! $fairness_only; then
 # 1. Raw Redis capacity for acquire.lua, grant and sold-out paths.
 raw redis-grant 100000000
@@ -242,6 +336,7 @@ check edge-sold-out
 
 fi
 
+if ! $scaling_only; then
 # 4. The full path: buyers through the edge to the origin and Redis, each buyer once.
 full=$(product 10000000)
 load --label full-path-capacity --target $edge_addr --auth token --products "$full" \
@@ -359,6 +454,10 @@ for load_x in 1 2; do
         FROM purchase_slots WHERE product_id = '$f'" >"$out/grants-$name.txt"
   done
 done
+
+fi
+
+scale_out
 
 total_secs=$(( $(date +%s) - started ))
 # A partial run does not overwrite the page of a whole one.

@@ -157,6 +157,39 @@ def main():
         # Cost per request at saturation is the inverse of throughput.
         c = rps(b_) / rps(a_) if k_ok(a_, b_) else float("nan")
         bar(name, c, "≈ 1 (flat)", c <= 1.25)
+    scale = [
+        ("1 origin, 1 Redis (AOF fsynced)", "1-origin"),
+        ("2 origins, 1 Redis (AOF fsynced)", "2-origins"),
+        ("1 origin, Redis Cluster of 1 master + 1 replica (grants WAIT 1)", "1-shard"),
+        ("1 origin, Redis Cluster of 3 masters + 3 replicas (grants WAIT 1)", "3-shard"),
+    ]
+
+    def scaled(kind, tag):
+        found = [rep[k]["rps"] for k in (f"scale-{kind}-{tag}", f"scale-{kind}-{tag}-a",
+                                           f"scale-{kind}-{tag}-b") if k in rep]
+        return sum(found) if found else None
+
+    if any(scaled("grant", t) for _, t in scale):
+        w("")
+        w("## Scaling out")
+        w("")
+        w("Grants and sold-out answers a second at the origin (edge-signed requests straight to "
+          "it), 48 products round robin; two origins get one load generator each and their "
+          "figures add up. Every process shares the same two cores, so these rows show that "
+          "nothing regresses when the work spreads, not a speed-up; `docs/capacity.md` turns "
+          "them into what a drop needs.")
+        w("")
+        w("| setup | grants/s | sold-out answers/s | check |")
+        w("|---|---|---|---|")
+        checks_now = {}
+        for line in open(args.checks):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2:
+                checks_now[parts[0]] = parts[1]
+        for name, tag in scale:
+            g, so = scaled("grant", tag), scaled("sold-out", tag)
+            fmt = lambda v: f"{v:.0f}" if v is not None else "—"  # noqa: E731
+            w(f"| {name} | {fmt(g)} | {fmt(so)} | {checks_now.get('scale-' + tag, '—')} |")
     w("")
     w("## Scenarios")
     w("")

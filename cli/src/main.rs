@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use flashgate_cli::check::Limits;
 use flashgate_cli::{DevIdentity, TokenSpec, mint};
+use flashgate_origin::store::redis::{Redis, RedisTarget};
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -39,6 +40,14 @@ enum Command {
         database_url: String,
         #[arg(long, env = "FLASHGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
         redis_url: String,
+        /// A Redis Cluster's nodes (`redis://host:port`, comma-separated), instead of one
+        /// Redis at `--redis-url`.
+        #[arg(
+            long = "redis-cluster-node",
+            env = "FLASHGATE_REDIS_CLUSTER_NODES",
+            value_delimiter = ','
+        )]
+        redis_cluster_nodes: Vec<String>,
         /// A refusal stamped before a grant counts as a fairness inversion only when the
         /// grant's stamp is later by more than this (clock skew between edges).
         #[arg(long, default_value_t = 0)]
@@ -99,14 +108,18 @@ fn main() -> Result<()> {
             }
             println!("{}", serde_json::to_string(&tokens)?);
         }
-        Command::Check { database_url, redis_url, skew_ms, payment_deadline_secs } => {
+        Command::Check {
+            database_url,
+            redis_url,
+            redis_cluster_nodes,
+            skew_ms,
+            payment_deadline_secs,
+        } => {
             let mut limits = Limits::new(std::time::Duration::from_millis(skew_ms));
             limits.payment_deadline = std::time::Duration::from_secs(payment_deadline_secs);
-            let report = tokio::runtime::Runtime::new()?.block_on(check(
-                &database_url,
-                &redis_url,
-                limits,
-            ))?;
+            let redis = RedisTarget::new(&redis_url, &redis_cluster_nodes);
+            let report =
+                tokio::runtime::Runtime::new()?.block_on(check(&database_url, &redis, limits))?;
             for v in &report.violations {
                 println!("VIOLATION {v}");
             }
@@ -135,10 +148,10 @@ fn main() -> Result<()> {
 
 async fn check(
     database_url: &str,
-    redis_url: &str,
+    redis: &RedisTarget,
     limits: Limits,
 ) -> Result<flashgate_cli::check::Report> {
     let db = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(database_url).await?;
-    let redis = redis::Client::open(redis_url)?.get_connection_manager().await?;
+    let redis = Redis::connect(redis, std::time::Duration::from_secs(5))?;
     flashgate_cli::check::check_within(&db, &redis, limits).await
 }

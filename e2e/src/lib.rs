@@ -5,6 +5,8 @@
 //! edge component served by [`EdgeHost`] from the repository's `spin.toml`. Nothing is
 //! mocked. Tracing output appears only when `TEST_LOG` is set.
 
+pub mod cluster;
+
 use anyhow::{Context, Result, bail};
 pub use flashgate_bench::proxy::Delay;
 use flashgate_cli::{DevIdentity, TokenSpec};

@@ -421,3 +421,62 @@ async fn the_origin_starts_while_the_broker_is_down_and_delivers_once_it_is_up()
     let persister = sale.persister();
     sale.persist_until(&persister, 1).await;
 }
+
+#[tokio::test]
+async fn two_persisters_in_one_group_share_the_partitions_and_each_products_order_is_kept() {
+    let t = Sale::start().await;
+    let mut granted: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for _ in 0..12 {
+        let product = t.origin.create_product(&t.id, 3).await.unwrap();
+        for _ in 0..3 {
+            let (_, slot) = t.driven.grant(product).await.unwrap();
+            granted.entry(product).or_default().push(slot);
+        }
+    }
+    assert_eq!(t.relay(Duration::from_secs(30)).step().await.unwrap().delivered, 36);
+
+    // Two persisters of one group: the broker splits the partitions between them.
+    let (one, two) = (t.persister(), t.persister());
+    let mut applied = 0;
+    for _ in 0..60 {
+        applied += one.step(Duration::from_millis(250)).await.unwrap();
+        applied += two.step(Duration::from_millis(250)).await.unwrap();
+        let (a, b) = (one.assignment(), two.assignment());
+        if applied >= 36 && !a.is_empty() && !b.is_empty() {
+            break;
+        }
+    }
+    let (a, b) = (one.assignment(), two.assignment());
+    assert!(!a.is_empty() && !b.is_empty(), "both persisters hold partitions: {a:?} / {b:?}");
+    assert!(a.iter().all(|p| !b.contains(p)), "no partition held twice: {a:?} / {b:?}");
+    assert_eq!(t.pg_count("SELECT count(*) FROM purchase_slots").await, 36);
+    assert_eq!(t.pg_count("SELECT count(*) FROM slot_audit_log").await, 36, "each event once");
+
+    // Keyed by product: each product's events sit in one partition, in the order granted.
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &t.kafka.brokers)
+        .set("group.id", format!("order-{}", Uuid::new_v4().simple()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&["slot-acquired"]).unwrap();
+    let mut seen: HashMap<Uuid, Vec<(i32, Uuid)>> = HashMap::new();
+    while seen.values().map(Vec::len).sum::<usize>() < 36 {
+        let message = tokio::time::timeout(Duration::from_secs(20), reader.recv())
+            .await
+            .expect("every slot-acquired event is read back")
+            .unwrap();
+        let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let product = Uuid::parse_str(event["productId"].as_str().unwrap()).unwrap();
+        let slot = Uuid::parse_str(event["slotId"].as_str().unwrap()).unwrap();
+        seen.entry(product).or_default().push((message.partition(), slot));
+    }
+    let partitions: std::collections::HashSet<i32> =
+        seen.values().flatten().map(|(p, _)| *p).collect();
+    assert!(partitions.len() > 1, "products spread over the partitions: {partitions:?}");
+    for (product, events) in &seen {
+        assert!(events.iter().all(|(p, _)| *p == events[0].0), "{product} in one partition");
+        let order: Vec<Uuid> = events.iter().map(|(_, s)| *s).collect();
+        assert_eq!(&order, &granted[product], "{product}'s events in the order granted");
+    }
+}

@@ -25,7 +25,10 @@ fn unlimited(settings: &mut HostSettings) {
 }
 
 /// The checker's report once the relay has delivered everything.
-async fn drained_report(db: &sqlx::PgPool, redis: &redis::aio::ConnectionManager) -> Report {
+async fn drained_report(
+    db: &sqlx::PgPool,
+    redis: &flashgate_origin::store::redis::Redis,
+) -> Report {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let report = check(db, redis, Duration::ZERO).await.unwrap();

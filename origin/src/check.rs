@@ -42,7 +42,7 @@
 use crate::pg::{self, leases::Losses};
 use crate::status::{PaymentStatus, SlotStatus};
 use crate::store::keys::ProductKeys;
-use redis::aio::ConnectionManager;
+use crate::store::redis::Redis;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::fmt;
@@ -133,20 +133,12 @@ impl Limits {
 
 /// Checks every product PostgreSQL knows (deleted ones included: their slots still count);
 /// fairness inversions count when the later stamp leads by more than `fairness_skew`.
-pub async fn check(
-    db: &PgPool,
-    redis: &ConnectionManager,
-    fairness_skew: Duration,
-) -> anyhow::Result<Report> {
+pub async fn check(db: &PgPool, redis: &Redis, fairness_skew: Duration) -> anyhow::Result<Report> {
     check_within(db, redis, Limits::new(fairness_skew)).await
 }
 
 /// As [`check`], with every limit given.
-pub async fn check_within(
-    db: &PgPool,
-    redis: &ConnectionManager,
-    limits: Limits,
-) -> anyhow::Result<Report> {
+pub async fn check_within(db: &PgPool, redis: &Redis, limits: Limits) -> anyhow::Result<Report> {
     let fairness_skew = limits.fairness_skew;
     let mut report = Report::default();
     let products = sqlx::query!(
@@ -290,7 +282,7 @@ const SLOT_READS_PER_ROUND_TRIP: usize = 1_000;
 
 async fn check_product(
     db: &PgPool,
-    redis: &ConnectionManager,
+    redis: &Redis,
     product_id: Uuid,
     stock: i64,
     deleted: bool,
@@ -469,7 +461,7 @@ async fn check_product(
 /// (`acquired ≤ refused at`) and g's stamp later than r's by more than the skew.
 async fn check_fairness(
     db: &PgPool,
-    redis: &ConnectionManager,
+    redis: &Redis,
     product_id: Uuid,
     skew_us: i64,
     report: &mut Report,
@@ -539,11 +531,7 @@ async fn check_fairness(
 
 /// Invariant 6 for a product's waiting room: admissions in line order, nobody waiting ahead
 /// of an admitted buyer, beyond the joins that came late.
-async fn check_queue(
-    redis: &ConnectionManager,
-    product_id: Uuid,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn check_queue(redis: &Redis, product_id: Uuid, report: &mut Report) -> anyhow::Result<()> {
     let keys = ProductKeys::new(product_id);
     let mut conn = redis.clone();
     let log: Vec<String> =

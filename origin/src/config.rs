@@ -33,6 +33,13 @@ pub mod defaults {
     pub const GRANT_LEASE: i64 = 256;
     pub const DRAIN_SECS: u64 = 10;
     pub const REDIS_TIMEOUT_MS: u64 = 500;
+    /// Replicas a grant must reach before `201` on a Redis Cluster (none on one server,
+    /// whose append-only file is the durability).
+    pub const CLUSTER_REPLICA_ACKS: u32 = 1;
+    pub const REPLICA_ACK_TIMEOUT_MS: u64 = 250;
+    /// How long an origin's claim on a work partition lasts unless renewed: a dead origin's
+    /// partitions are taken over within it.
+    pub const WORK_LEASE_MS: u64 = 5_000;
     pub const DATABASE_MAX_CONNECTIONS: u32 = 10;
 }
 

@@ -199,7 +199,10 @@ impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> Self {
         // LOADING: Redis is replaying its AOF after a restart; the others: a cluster or a
         // replica that cannot serve this key right now. All pass by themselves.
-        let transient = matches!(e.code(), Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN"));
+        let transient = matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN")
+        );
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()

@@ -501,25 +501,27 @@ pub async fn endpoint(State(state): State<AppState>) -> impl IntoResponse {
 
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The series read from Redis at scrape time, for every product in one pipeline: its
+/// The series read from Redis at scrape time, for every product in one pipeline (one per
+/// shard on a cluster): its
 /// remaining units, its live slots (the oversell invariant) and its oldest outbox entry.
 async fn scrape_redis(state: &AppState) -> redis::RedisResult<()> {
     let metrics = &state.metrics;
     let mut products = state.inventory.products().await?;
     products.sort_unstable();
-    let mut pipe = redis::pipe();
+    let mut reads = Vec::with_capacity(products.len() * 4);
     for p in &products {
         let keys = ProductKeys::new(*p);
-        pipe.cmd("HMGET").arg(keys.product()).arg("remaining").arg("total");
-        pipe.cmd("HLEN").arg(keys.holders());
-        pipe.cmd("ZCARD").arg(keys.expiry());
-        pipe.cmd("XRANGE").arg(keys.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
+        let mut fields = redis::cmd("HMGET");
+        fields.arg(keys.product()).arg("remaining").arg("total");
+        let mut holders = redis::cmd("HLEN");
+        holders.arg(keys.holders());
+        let mut active = redis::cmd("ZCARD");
+        active.arg(keys.expiry());
+        let mut oldest = redis::cmd("XRANGE");
+        oldest.arg(keys.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
+        reads.extend([fields, holders, active, oldest]);
     }
-    let replies: Vec<redis::Value> = if products.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(&mut state.inventory.connection()).await?
-    };
+    let replies: Vec<redis::Value> = state.inventory.connection().query_all(reads).await?;
     let now_ms = state.clock.now_ms();
     let (mut oversold, mut holds, mut oldest_ms) = (0, 0, None::<i64>);
     metrics.remaining.clear();

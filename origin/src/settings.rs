@@ -7,6 +7,7 @@ use crate::gateway::SimulatedSettings;
 use crate::outbox::kafka::KafkaSettings;
 use crate::store::fairness::Fairness;
 use crate::store::inventory::Lifecycle;
+use crate::store::redis::{RedisTarget, ReplicaAcks};
 use anyhow::Context;
 use flashgate_core::fairness::WindowPolicy;
 use flashgate_core::signing::EdgeSecret;
@@ -20,7 +21,18 @@ pub struct Settings {
     /// Where to listen; port 0 picks a free port (tests).
     pub listen: SocketAddr,
     pub database_url: String,
+    /// One Redis server (unless `redis_cluster_nodes` are given).
     pub redis_url: String,
+    /// A Redis Cluster's seed nodes; when given, the origin runs on the cluster.
+    pub redis_cluster_nodes: Vec<String>,
+    /// Replicas a grant must reach (`WAIT`) before it is answered `201`; `None`: one on a
+    /// cluster, none on one server.
+    pub redis_replica_acks: Option<u32>,
+    /// How long a grant waits for its replicas before it is answered 503 instead.
+    pub redis_replica_ack_timeout: Duration,
+    /// How long an origin's claim on a work partition lasts unless renewed
+    /// ([`crate::store::leases`]).
+    pub work_lease: Duration,
     /// Shared with the edge; verifies the edge's HMAC signatures.
     pub edge_secret: EdgeSecret,
     /// The identity provider's public keys (or where to fetch them) and claim rules (admin
@@ -122,6 +134,21 @@ impl From<KeySet> for JwtKeys {
 }
 
 impl Settings {
+    /// Where Redis is: the cluster when its nodes are given, else the one server.
+    pub fn redis_target(&self) -> RedisTarget {
+        RedisTarget::new(&self.redis_url, &self.redis_cluster_nodes)
+    }
+
+    /// What a grant waits for before `201`.
+    pub fn replica_acks(&self) -> ReplicaAcks {
+        let cluster = !self.redis_cluster_nodes.is_empty();
+        let default = if cluster { defaults::CLUSTER_REPLICA_ACKS } else { 0 };
+        ReplicaAcks {
+            replicas: self.redis_replica_acks.unwrap_or(default),
+            timeout: self.redis_replica_ack_timeout,
+        }
+    }
+
     pub fn new(
         listen: SocketAddr,
         database_url: String,
@@ -136,6 +163,10 @@ impl Settings {
             listen,
             database_url,
             redis_url,
+            redis_cluster_nodes: Vec::new(),
+            redis_replica_acks: None,
+            redis_replica_ack_timeout: Duration::from_millis(defaults::REPLICA_ACK_TIMEOUT_MS),
+            work_lease: Duration::from_millis(defaults::WORK_LEASE_MS),
             edge_secret,
             jwt_keys,
             jwt_policy,
@@ -177,6 +208,25 @@ pub struct OriginArgs {
     pub database_url: String,
     #[arg(long, env = "FLASHGATE_REDIS_URL", default_value = defaults::REDIS_URL)]
     pub redis_url: String,
+    /// A Redis Cluster's nodes (`redis://host:port`, comma-separated): run on the cluster
+    /// instead of the one Redis at `--redis-url`.
+    #[arg(
+        long = "redis-cluster-node",
+        env = "FLASHGATE_REDIS_CLUSTER_NODES",
+        value_delimiter = ','
+    )]
+    pub redis_cluster_nodes: Vec<String>,
+    /// Replicas a grant must reach before it is answered 201 (default: 1 on a cluster, 0 on
+    /// one server); past `--redis-replica-ack-timeout-ms` the buyer hears 503 instead.
+    #[arg(long, env = "FLASHGATE_REDIS_REPLICA_ACKS")]
+    pub redis_replica_acks: Option<u32>,
+    #[arg(long, env = "FLASHGATE_REDIS_REPLICA_ACK_TIMEOUT_MS", default_value_t = defaults::REPLICA_ACK_TIMEOUT_MS)]
+    pub redis_replica_ack_timeout_ms: u64,
+    /// How long an origin's claim on a work partition (expiry, payments, relay, admission)
+    /// lasts unless renewed: a dead origin's share is taken over within it.
+    #[arg(long, env = "FLASHGATE_WORK_LEASE_MS", default_value_t = defaults::WORK_LEASE_MS,
+          value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub work_lease_ms: u64,
     /// Hex secret shared with the edge (≥ 32 bytes).
     #[arg(long, env = "FLASHGATE_EDGE_SECRET", hide_env_values = true, value_parser = edge_secret)]
     pub edge_secret: EdgeSecret,
@@ -330,6 +380,11 @@ impl OriginArgs {
         settings.lifecycle.remind_before = Duration::from_secs(self.remind_before_secs);
         settings.lifecycle.settle_grace = Duration::from_secs(self.settle_grace_secs);
         settings.relay_claim_idle = Duration::from_millis(self.relay_claim_idle_ms);
+        settings.redis_cluster_nodes = self.redis_cluster_nodes;
+        settings.redis_replica_acks = self.redis_replica_acks;
+        settings.redis_replica_ack_timeout =
+            Duration::from_millis(self.redis_replica_ack_timeout_ms);
+        settings.work_lease = Duration::from_millis(self.work_lease_ms);
         settings.allow_volatile_redis = self.allow_volatile_redis;
         settings.drain_limit = Duration::from_secs(self.drain_secs);
         settings.payments.reconcile_after = Duration::from_secs(self.payment_reconcile_after_secs);

@@ -13,6 +13,7 @@ use crate::settings::Settings;
 use crate::state::{AppState, EdgeTrust, Shared};
 use crate::store::durability::{DurabilityGuard, Persistence};
 use crate::store::inventory::Inventory;
+use crate::store::leases::{Partitions, WorkLeases};
 use crate::store::payments::PaymentStore;
 use crate::workers::admission::AdmissionWorker;
 use crate::workers::expiry::ExpiryWorker;
@@ -32,6 +33,8 @@ use uuid::Uuid;
 /// A built origin: connected, migrated and bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    /// This origin's share of the workers' partitions, among the origins alive.
+    leases: Arc<WorkLeases>,
     router: Router,
     state: AppState,
     expiry_interval: Option<Duration>,
@@ -73,6 +76,19 @@ where
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The `flashgate-origin` process: settings from `args`, serve until SIGTERM or Ctrl-C,
+/// drain, flush the traces. The binary is this and nothing else (so the tests that
+/// `kill -9` an origin run exactly it, `e2e/src/bin/origin.rs`).
+pub async fn serve(args: crate::settings::OriginArgs) -> anyhow::Result<()> {
+    crate::telemetry::init("info,sqlx=warn", args.log_json);
+    let settings = args.into_settings()?;
+    let app = Application::build(settings).await?;
+    tracing::info!(addr = %app.local_addr(), "origin listening");
+    let served = app.run_until_stopped(flashgate_core::signal::stop()).await;
+    crate::telemetry::shutdown();
+    served
 }
 
 impl Application {
@@ -137,19 +153,22 @@ impl Application {
                 Err(e) => return Err(anyhow::Error::new(e).context("applying migrations")),
             }
         }
-        let inventory =
-            Inventory::connect(&settings.redis_url, settings.redis_timeout, settings.lifecycle)
-                .context("parsing the Redis URL")?
-                .with_clock(clock.clone());
+        let redis = settings.redis_target();
+        // The response deadline must outlast a grant's wait for its replicas.
+        let acks = settings.replica_acks();
+        let timeout = settings.redis_timeout.max(acks.timeout + Duration::from_millis(100));
+        let inventory = Inventory::connect(&redis, timeout, settings.lifecycle)
+            .context("parsing the Redis URL")?
+            .with_clock(clock.clone())
+            .with_replica_acks(acks);
         let durability = DurabilityGuard::new(settings.allow_volatile_redis);
         match Persistence::of(&inventory).await {
             Ok(p @ Persistence::Durable) => durability.record(&p),
             Ok(Persistence::Volatile(why)) if !settings.allow_volatile_redis => anyhow::bail!(
-                "Redis at {} does not keep what it answers: {why}. Grants answered 201 would \
-                 be lost and resold after a restart. Run it with `--appendonly yes \
+                "Redis at {redis} does not keep what it answers: {why}. Grants answered 201 \
+                 would be lost and resold after a restart. Run it with `--appendonly yes \
                  --appendfsync always` (scripts/dev.sh does), or start the origin with \
-                 --allow-volatile-redis to accept that",
-                settings.redis_url
+                 --allow-volatile-redis to accept that"
             ),
             Ok(p @ Persistence::Volatile(_)) => {
                 tracing::warn!(persistence = ?p, "Redis is volatile (allowed by --allow-volatile-redis)");
@@ -222,11 +241,17 @@ impl Application {
             tasks,
             schema_ready,
         });
+        let leases = Arc::new(WorkLeases::new(
+            &state.inventory,
+            format!("origin-{}", Uuid::new_v4().simple()),
+            settings.work_lease,
+        ));
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         Ok(Self {
             router: crate::http::router(state.clone()),
+            leases,
             listener,
             state,
             expiry_interval: settings.expiry_interval,
@@ -258,9 +283,17 @@ impl Application {
     ) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
         let mut workers = tokio::task::JoinSet::new();
+        // The first share is taken before any worker sweeps (nothing if Redis is down: the
+        // next step, a third of a lease later, takes it).
+        if let Err(e) = self.leases.step().await {
+            tracing::warn!(error = %e, "no work partitions yet: Redis is down");
+        }
+        let partitions = Partitions::Leased(self.leases.clone());
+        workers.spawn(self.leases.clone().run(cancel.clone()));
         if let Some(interval) = self.expiry_interval {
             let worker = ExpiryWorker::new(self.state.inventory.clone(), self.state.clock.clone())
-                .counting(self.state.metrics.clone());
+                .counting(self.state.metrics.clone())
+                .sharing(partitions.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
         }
         {
@@ -285,7 +318,8 @@ impl Application {
                 self.state.payments.clone(),
                 self.state.clock.clone(),
                 self.resubmit_after,
-            );
+            )
+            .sharing(partitions.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
         }
         let writer = PgWriter::new(self.state.db.clone()).counting(self.state.metrics.clone());
@@ -295,10 +329,11 @@ impl Application {
                 Some(producer) => Sink::Kafka(producer.clone()),
                 None => Sink::Postgres(writer.clone()),
             };
-            let consumer = format!("origin-{}", Uuid::new_v4().simple());
+            let consumer = self.leases.me().to_owned();
             let relay = Arc::new(
                 Relay::new(self.state.inventory.clone(), sink, consumer, self.relay_claim_idle)
-                    .counting(self.state.metrics.clone()),
+                    .counting(self.state.metrics.clone())
+                    .sharing(partitions.clone()),
             );
             flush = Some(relay.clone());
             let cancel = cancel.clone();
@@ -334,6 +369,7 @@ impl Application {
         let state = self.state;
         state.fairness.close();
         state.tasks.close();
+        let held = self.leases.owned();
         cancel.cancel();
         let drained = tokio::time::timeout_at(deadline, async {
             // Not `join_all`, which panics on a cancelled task (the runtime shutting down).
@@ -343,7 +379,7 @@ impl Application {
                 }
             }
             if let Some(relay) = flush {
-                match relay.step().await {
+                match relay.step_in(&held).await {
                     Ok(r) => tracing::info!(delivered = r.delivered, "relay flushed"),
                     Err(e) => {
                         tracing::warn!(error = ?e, "relay flush failed; the next origin delivers")

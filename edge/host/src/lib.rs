@@ -7,7 +7,7 @@
 //! build), a fresh instance per request for a WASI 0.2 one, as `spin up` does — under the
 //! pooling allocator, with epoch yields and a wall-clock deadline ([`server`]). Components see `wasi:http`, `wasi:config`
 //! (their resolved variables, [`bindings`]) and `wasi:keyvalue` ([`kv`]: bounded stores
-//! shared across requests).
+//! shared across requests). Several origins behind one `origin_url`: [`upstream`].
 
 pub mod bindings;
 pub mod kv;
@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod server;
 pub mod settings;
 mod state;
+pub mod upstream;
 
 pub use metrics::HostStats;
 pub use server::{EdgeHost, HostSettings, WasiGeneration};

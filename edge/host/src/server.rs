@@ -19,6 +19,7 @@ use crate::manifest::{ComponentSpec, Manifest};
 use crate::metrics::{HostStats, RequestLabels};
 use crate::settings::defaults;
 use crate::state::{Outbound, RequestState};
+use crate::upstream::OriginPool;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use flashgate_core::arrival::HEADER_HOST_ACCEPTED;
@@ -64,6 +65,9 @@ pub struct HostSettings {
     pub admin_listen: Option<SocketAddr>,
     /// `--variable name=value` overrides (beat `SPIN_VARIABLE_*` and defaults).
     pub variables: HashMap<String, String>,
+    /// Origins (`host:port`) the component's `origin_url` stands for, served in turn
+    /// ([`crate::upstream`]); empty: `origin_url` alone.
+    pub origins: Vec<String>,
     /// Deadline of a whole request, guest execution and outbound waits included.
     pub request_timeout: Duration,
     pub outbound_connect_timeout: Duration,
@@ -94,6 +98,7 @@ impl HostSettings {
             listen,
             admin_listen: defaults::ADMIN_LISTEN.parse().ok(),
             variables: HashMap::new(),
+            origins: Vec::new(),
             request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
             outbound_connect_timeout: Duration::from_millis(defaults::OUTBOUND_CONNECT_TIMEOUT_MS),
             outbound_first_byte_timeout: Duration::from_millis(
@@ -273,6 +278,32 @@ pub struct EdgeHost {
     shared: Arc<Shared>,
 }
 
+/// The origins component `id`'s `origin_url` stands for, if the host was given any.
+fn origin_pool(
+    id: &str,
+    spec: &ComponentSpec,
+    origins: &[String],
+) -> Result<Option<Arc<OriginPool>>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let Some(url) = spec.variables.get("origin_url") else { return Ok(None) };
+    let name = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned())
+        .with_context(|| format!("component `{id}`: origin_url `{url}` has no host"))?;
+    let members = origins
+        .iter()
+        .map(|o| {
+            let o = o.trim().trim_start_matches("http://").trim_end_matches('/');
+            o.parse().with_context(|| format!("--origin `{o}` is not host:port"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tracing::info!(component = %id, origin_url = %url, origins = ?origins, "origins served in turn");
+    Ok(Some(OriginPool::new(name, members)))
+}
+
 impl EdgeHost {
     /// Loads the manifest, compiles and pre-instantiates every component, and binds.
     pub async fn build(settings: HostSettings) -> Result<Self> {
@@ -356,11 +387,15 @@ impl EdgeHost {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "component ready"
             );
-            let outbound = Outbound::new(
+            let mut outbound = Outbound::new(
                 spec.allowed_outbound.clone().into(),
                 settings.outbound_connect_timeout,
                 settings.outbound_first_byte_timeout,
             );
+            if let Some(pool) = origin_pool(id, spec, &settings.origins)? {
+                pool.check_health();
+                outbound = outbound.with_origins(pool);
+            }
             let spec = Arc::new(spec.clone());
             let workers = Workers {
                 pre,

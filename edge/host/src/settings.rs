@@ -43,6 +43,11 @@ pub struct HostArgs {
     /// Set an application variable (`name=value`); beats `SPIN_VARIABLE_*`.
     #[arg(long = "variable", value_parser = parse_variable)]
     pub variables: Vec<(String, String)>,
+    /// Several origins (`host:port`, comma-separated or repeated): the component's requests
+    /// to its `origin_url` go to them in turn, skipping those down (`GET /health` every
+    /// second); a read refused a connection is tried on the next. Unset: `origin_url` alone.
+    #[arg(long = "origin", env = "FLASHGATE_EDGE_ORIGINS", value_delimiter = ',')]
+    pub origins: Vec<String>,
     /// Whole-request deadline in milliseconds.
     #[arg(long, env = "FLASHGATE_EDGE_REQUEST_TIMEOUT_MS", default_value_t = defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
@@ -94,6 +99,7 @@ impl HostArgs {
         let mut settings = HostSettings::new(self.manifest, self.listen);
         settings.admin_listen = self.admin_listen.0;
         settings.variables = self.variables.into_iter().collect();
+        settings.origins = self.origins;
         settings.request_timeout = Duration::from_millis(self.request_timeout_ms);
         settings.kv_capacity_bytes = self.kv_mib * 1024 * 1024;
         settings.reuse_instances = self.reuse_instances;
@@ -120,7 +126,7 @@ mod tests {
         assert_eq!(parsed.reuse_instances, new.reuse_instances);
         assert_eq!(parsed.instance_concurrency, new.instance_concurrency);
         assert_eq!(parsed.idle_instance_timeout, new.idle_instance_timeout);
-        assert!(parsed.variables.is_empty());
+        assert!(parsed.variables.is_empty() && parsed.origins.is_empty());
     }
 
     #[test]

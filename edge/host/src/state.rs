@@ -3,6 +3,7 @@
 
 use crate::kv::KvStores;
 use crate::manifest::{ComponentSpec, OutboundRule};
+use crate::upstream::OriginPool;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -65,6 +66,8 @@ pub struct Outbound {
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
     pub(crate) pool: Client<HttpConnector, WasiBody>,
+    /// The origins the component's `origin_url` stands for, when the host was given several.
+    pub(crate) origins: Option<Arc<OriginPool>>,
 }
 
 /// Idle connections kept per origin; enough for the concurrency one host serves.
@@ -94,7 +97,13 @@ impl Outbound {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .build(connector);
-        Self { rules, connect_timeout, first_byte_timeout: first_byte, pool }
+        Self { rules, connect_timeout, first_byte_timeout: first_byte, pool, origins: None }
+    }
+
+    /// Sends the component's requests to its origin over `origins` instead.
+    pub fn with_origins(mut self, origins: Arc<OriginPool>) -> Self {
+        self.origins = Some(origins);
+        self
     }
 
     fn allows(&self, uri: &http::Uri) -> bool {
@@ -130,16 +139,23 @@ impl WasiHttpHooks for Outbound {
             });
         }
         let pool = self.pool.clone();
+        let origins = self.origins.clone().filter(|o| o.serves(request.uri()));
         Box::new(async move {
             // The pool connects (bounded by the connector's timeout) and sends: the head must
             // be back within both timeouts.
             let head_within = options.connect_timeout.unwrap_or_default()
                 + options.first_byte_timeout.unwrap_or_default();
             let between = options.between_bytes_timeout.unwrap_or_default();
-            let response = tokio::time::timeout(head_within, pool.request(request))
-                .await
-                .map_err(|_| HttpError::ConnectionReadTimeout)?
-                .map_err(pooled_error)?;
+            let send = |request| async {
+                tokio::time::timeout(head_within, pool.request(request))
+                    .await
+                    .map_err(|_| HttpError::ConnectionReadTimeout)?
+                    .map_err(pooled_error)
+            };
+            let response = match origins {
+                None => send(request).await?,
+                Some(origins) => to_origins(&origins, request, send).await?,
+            };
             let response = response
                 .map(|body| TimeoutBody::new(between, body).map_err(body_error).boxed_unsync());
             // The pool drives the connection itself.
@@ -149,6 +165,50 @@ impl WasiHttpHooks for Outbound {
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+/// Sends `request` to the pool's origins in [`OriginPool::order`]: the first that accepts the
+/// connection answers. A refused connection marks its origin down; only a read (`GET`,
+/// `HEAD`, with no body) goes on to the next origin.
+async fn to_origins<F, Fut>(
+    origins: &OriginPool,
+    request: http::Request<WasiBody>,
+    send: F,
+) -> Result<http::Response<hyper::body::Incoming>, HttpError>
+where
+    F: Fn(http::Request<WasiBody>) -> Fut,
+    Fut: Future<Output = Result<http::Response<hyper::body::Incoming>, HttpError>>,
+{
+    let retries = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+    let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    let order = origins.order();
+    let mut last = HttpError::ConnectionRefused;
+    for (attempt, &i) in order.iter().enumerate() {
+        let mut builder = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(origins.target(&parts.uri, i))
+            .version(parts.version);
+        if let Some(headers) = builder.headers_mut() {
+            *headers = parts.headers.clone();
+        }
+        let body = body.take().unwrap_or_else(|| {
+            http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+        });
+        let request =
+            builder.body(body).map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+        match send(request).await {
+            Err(HttpError::ConnectionRefused) => {
+                origins.mark_down(i);
+                last = HttpError::ConnectionRefused;
+                if !retries || attempt + 1 == order.len() {
+                    break;
+                }
+            }
+            answered => return answered,
+        }
+    }
+    Err(last)
+}
 
 fn pooled_error(e: hyper_util::client::legacy::Error) -> HttpError {
     if e.is_connect() {

@@ -224,6 +224,17 @@ impl KafkaPersister {
             .map_err(|(e, _)| anyhow::Error::new(e).context("publishing a dead letter"))
     }
 
+    /// The topic partitions the group gave this persister (several persisters in one group
+    /// share the partitions; a product's events stay in one partition of each topic).
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.consumer
+            .assignment()
+            .map(|list| {
+                list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Receives up to a batch of events, waiting at most `wait` for the first one.
     pub async fn fetch(&self, wait: Duration) -> anyhow::Result<Vec<OutboxEvent>> {
         let mut events = Vec::new();

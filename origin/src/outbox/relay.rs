@@ -8,8 +8,13 @@
 //! [`crate::clock::MAX_BACKOFF`], so the
 //! outbox moves again within a second of its destination coming back. Delivery is
 //! at-least-once; the persister applies each event id once.
-//! [`Relay::step`] is one pass over every product; [`Relay::fetch`], [`Relay::deliver`] and
+//! [`Relay::step`] is one pass over every product of its work partitions (several origins
+//! divide them: [`crate::store::leases`]); [`Relay::fetch`], [`Relay::deliver`] and
 //! [`Relay::ack`] are its parts, so tests can stop between them as a crash would.
+//!
+//! On a Redis Cluster a batch is delivered only once a replica has the entries (and
+//! everything the master wrote before reading them, `WAIT`): an event the destination has
+//! is never one a failover takes back.
 //!
 //! Destination today: [`Sink::Postgres`], the persister's writer called directly (the local
 //! default without a broker). The Kafka producer (issue #3) is the other sink.
@@ -20,7 +25,8 @@ use crate::outbox::kafka::EventProducer;
 use crate::outbox::persister::PgWriter;
 use crate::store::inventory::Inventory;
 use crate::store::keys::ProductKeys;
-use redis::aio::ConnectionManager;
+use crate::store::leases::Partitions;
+use crate::store::redis::Redis;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -87,13 +93,14 @@ fn trace_deliveries(events: &mut [OutboxEvent]) -> Vec<tracing::Span> {
 
 pub struct Relay {
     inventory: Inventory,
-    conn: ConnectionManager,
+    conn: Redis,
     sink: Sink,
     consumer: String,
     batch: usize,
     claim_idle: Duration,
     groups: Mutex<HashSet<Uuid>>,
     metrics: Option<Metrics>,
+    partitions: Partitions,
 }
 
 impl Relay {
@@ -108,7 +115,14 @@ impl Relay {
             claim_idle,
             groups: Mutex::default(),
             metrics: None,
+            partitions: Partitions::All,
         }
+    }
+
+    /// Relays only these partitions' products (this origin's leased share).
+    pub fn sharing(mut self, partitions: Partitions) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     /// Counts what it delivers in the origin's `/metrics`.
@@ -153,8 +167,10 @@ impl Relay {
     async fn fetch_once(&self, product: Uuid) -> redis::RedisResult<Batch> {
         let stream = ProductKeys::new(product).outbox();
         self.ensure_group(product, &stream).await?;
+        // One connection for the reads and the WAIT that covers them.
+        let conn = self.conn.pinned();
         // Our own entries whose delivery failed: read again at once, not after an idle time.
-        let mut entries = self.read_group(&stream, "0").await?;
+        let mut entries = self.read_group(&conn, &stream, "0").await?;
         if entries.is_empty() {
             let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
@@ -164,12 +180,15 @@ impl Relay {
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(self.batch)
-                .query_async(&mut self.conn.clone())
+                .query_async(&mut conn.clone())
                 .await?;
             entries = claimed.claimed;
         }
         if entries.is_empty() {
-            entries = self.read_group(&stream, ">").await?;
+            entries = self.read_group(&conn, &stream, ">").await?;
+        }
+        if !entries.is_empty() {
+            self.inventory.replicated(&conn, product).await?;
         }
         let mut batch = Batch { stream, ..Batch::default() };
         for entry in entries {
@@ -182,7 +201,12 @@ impl Relay {
     }
 
     /// `XREADGROUP` from `id`: `0` re-reads this consumer's pending entries, `>` new ones.
-    async fn read_group(&self, stream: &str, id: &str) -> redis::RedisResult<Vec<StreamId>> {
+    async fn read_group(
+        &self,
+        conn: &Redis,
+        stream: &str,
+        id: &str,
+    ) -> redis::RedisResult<Vec<StreamId>> {
         let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -192,7 +216,7 @@ impl Relay {
             .arg("STREAMS")
             .arg(stream)
             .arg(id)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn.clone())
             .await?;
         // A pending entry deleted meanwhile comes back without fields: nothing to deliver.
         Ok(read
@@ -246,8 +270,14 @@ impl Relay {
     /// One pass over every product's outbox, draining each (a hot product's backlog moves
     /// in one pass, batch by batch).
     pub async fn step(&self) -> anyhow::Result<RelayReport> {
+        self.step_in(&self.partitions.current()).await
+    }
+
+    /// As [`Relay::step`], over the given partitions' products (a stopping origin's last
+    /// flush covers what it held before giving its leases back).
+    pub async fn step_in(&self, partitions: &[u16]) -> anyhow::Result<RelayReport> {
         let mut report = RelayReport::default();
-        for product in self.inventory.products().await? {
+        for product in self.inventory.products_in(partitions).await? {
             loop {
                 let mut batch = self.fetch(product).await?;
                 let spans = trace_deliveries(&mut batch.events);

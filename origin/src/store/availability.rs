@@ -2,21 +2,21 @@
 //! sale, sold out, not yet on sale, ended), may have changed since a given time, so that an
 //! edge's re-check costs what changed, not the catalogue (`GET /internal/availability?since=`).
 //!
-//! One sorted set, `fg:availability:changes` ([`CHANGES`]): member a product id, score the origin's clock
-//! (ms) at its last change. A product appears once (a new change moves its score), and
-//! entries older than [`KEEP_MS`] are trimmed on every write, so the key holds at most the
-//! products changed in that time. It spans products, so it cannot live inside the per-product
-//! scripts (one cluster slot each): the origin notes a change right after the script that
-//! made it ([`crate::store::inventory::Inventory`] and
+//! One sorted set per work partition, `fg:{wNN}:changes` ([`PartitionKeys::changes`]): member
+//! a product id, score the origin's clock (ms) at its last change. A product appears once (a
+//! new change moves its score), and entries older than [`KEEP_MS`] are trimmed on every
+//! write, so a key holds at most its products changed in that time. It spans products, so it
+//! cannot live inside the per-product scripts (one cluster slot each): the origin notes a
+//! change right after the script that made it ([`crate::store::inventory::Inventory`] and
 //! [`crate::store::payments::Payments`] are the only callers). A note is best effort: a
 //! process killed between a script and its note loses that note, which is why an edge also
 //! re-reads the whole catalogue now and then (`flashgate_core::shield::FULL_REFRESH_EVERY_US`)
 //! — a lost note can delay a sale at the edge by that long, never oversell, since the origin
 //! decides every acquisition it sees.
 
-use crate::store::keys::AVAILABILITY_CHANGES as CHANGES;
+use crate::store::keys::{PARTITIONS, PartitionKeys};
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 /// How long a change is kept: longer than any edge goes between two re-checks (an edge
@@ -29,23 +29,28 @@ pub const SLACK_MS: i64 = 5_000;
 
 /// Notes that `product_id`'s availability may have changed at `now_ms`. Failures are logged,
 /// not returned: the change itself is made, and the edge's full re-read covers a lost note.
-pub async fn note(conn: &ConnectionManager, product_id: Uuid, now_ms: i64) {
+pub async fn note(conn: &Redis, product_id: Uuid, now_ms: i64) {
+    let changes = PartitionKeys::of(product_id).changes();
     let mut pipe = redis::pipe();
-    pipe.cmd("ZADD").arg(CHANGES).arg(now_ms).arg(product_id.to_string()).ignore();
-    pipe.cmd("ZREMRANGEBYSCORE").arg(CHANGES).arg("-inf").arg(now_ms - KEEP_MS).ignore();
+    pipe.cmd("ZADD").arg(&changes).arg(now_ms).arg(product_id.to_string()).ignore();
+    pipe.cmd("ZREMRANGEBYSCORE").arg(&changes).arg("-inf").arg(now_ms - KEEP_MS).ignore();
     if let Err(e) = pipe.query_async::<()>(&mut conn.clone()).await {
         tracing::warn!(%product_id, error = %e, "an availability change was not noted");
     }
 }
 
 /// Products changed at or after `since_ms` (less [`SLACK_MS`]).
-pub async fn changed_since(conn: &ConnectionManager, since_ms: i64) -> RedisResult<Vec<Uuid>> {
-    let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg(CHANGES)
-        .arg(since_ms.saturating_sub(SLACK_MS))
-        .arg("+inf")
-        .arg("BYSCORE")
-        .query_async(&mut conn.clone())
-        .await?;
-    Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+pub async fn changed_since(conn: &Redis, since_ms: i64) -> RedisResult<Vec<Uuid>> {
+    let reads = (0..PARTITIONS)
+        .map(|p| {
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(PartitionKeys::new(p).changes())
+                .arg(since_ms.saturating_sub(SLACK_MS))
+                .arg("+inf")
+                .arg("BYSCORE");
+            cmd
+        })
+        .collect();
+    let ids: Vec<Vec<String>> = conn.query_all(reads).await?;
+    Ok(ids.iter().flatten().filter_map(|id| Uuid::try_parse(id).ok()).collect())
 }

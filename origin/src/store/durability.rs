@@ -7,6 +7,11 @@
 //! start-up and refuses to run on a Redis that would forget grants, unless the operator says
 //! `--allow-volatile-redis` (development, throwaway benchmarks).
 //!
+//! On a Redis Cluster every master and replica must be so, and a grant also waits for a
+//! replica to have it (`WAIT`, [`crate::store::redis::ReplicaAcks`], in
+//! [`Inventory::replicated`]) before it is answered: a failover promotes a replica, and
+//! what the old master's disk holds no longer counts.
+//!
 //! The check repeats on every `/health` probe, so a Redis restarted with another
 //! configuration is noticed; while Redis is known to be volatile (and that is not allowed),
 //! acquisitions are answered 503 instead of grants that a restart would resell.
@@ -25,10 +30,12 @@ pub enum Persistence {
 }
 
 impl Persistence {
-    /// Reads Redis' persistence settings (`CONFIG GET`). A Redis that refuses `CONFIG`
+    /// Reads Redis' persistence settings (`CONFIG GET`), from every server of a cluster: all
+    /// must be durable, since any replica may be promoted. A Redis that refuses `CONFIG`
     /// (managed services rename it) cannot be shown durable and counts as volatile.
     pub async fn of(inventory: &Inventory) -> RedisResult<Self> {
-        let appendonly = match config_get(inventory, "appendonly").await {
+        let conn = inventory.connection();
+        let appendonly = match conn.config_get("appendonly").await {
             Ok(v) => v,
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() => {
                 return Err(e);
@@ -39,8 +46,18 @@ impl Persistence {
                 )));
             }
         };
-        let appendfsync = config_get(inventory, "appendfsync").await?;
-        Ok(Self::judge(&appendonly, &appendfsync))
+        let appendfsync = conn.config_get("appendfsync").await?;
+        for (server, aof) in &appendonly {
+            let fsync = appendfsync.iter().find(|(s, _)| s == server).map_or("", |(_, f)| f);
+            if let Self::Volatile(why) = Self::judge(aof, fsync) {
+                return Ok(Self::Volatile(if server.is_empty() {
+                    why
+                } else {
+                    format!("{server}: {why}")
+                }));
+            }
+        }
+        Ok(Self::Durable)
     }
 
     /// The decision, from the two settings.
@@ -53,12 +70,6 @@ impl Persistence {
             _ => Self::Volatile("appendonly is off: a restart loses every grant".into()),
         }
     }
-}
-
-async fn config_get(inventory: &Inventory, name: &str) -> RedisResult<String> {
-    let pair: Vec<String> =
-        redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut inventory.connection()).await?;
-    Ok(pair.get(1).cloned().unwrap_or_default())
 }
 
 const UNKNOWN: u8 = 0;

@@ -3,7 +3,8 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::store::availability;
-use crate::store::keys::{PRODUCT_INDEX, ProductKeys};
+use crate::store::keys::{PARTITIONS, PartitionKeys, ProductKeys};
+use crate::store::redis::{Redis, RedisTarget, ReplicaAcks};
 use crate::store::scripts::acquire::{self, AcquireArgs, Acquisition, Attempt};
 use crate::store::scripts::delete_product::{self, ProductDeletion};
 use crate::store::scripts::expire::{self, Expiry};
@@ -11,7 +12,6 @@ use crate::store::scripts::rebuild::{self, LiveSlot, RebuiltCounts};
 use crate::store::scripts::update_product::{self, ProductUpdate};
 use crate::store::scripts::{lease, load_product, release_in_doubt, remind};
 use redis::RedisResult;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -54,23 +54,56 @@ pub struct LeaseState {
 /// availability made through it is noted in the change log ([`availability`]).
 #[derive(Clone)]
 pub struct Inventory {
-    conn: ConnectionManager,
+    conn: Redis,
     lifecycle: Lifecycle,
     clock: Arc<dyn Clock>,
+    /// Replicas that must have a grant before it is answered (a cluster's masters' replicas).
+    acks: ReplicaAcks,
 }
 
 impl Inventory {
     /// Connects lazily: the origin starts even while Redis is down, and answers 503 until it
     /// is back. Every command has `timeout` as its deadline.
-    pub fn connect(url: &str, timeout: Duration, lifecycle: Lifecycle) -> RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, lifecycle, clock: Arc::new(SystemClock) })
+    pub fn connect(
+        target: &RedisTarget,
+        timeout: Duration,
+        lifecycle: Lifecycle,
+    ) -> RedisResult<Self> {
+        let conn = Redis::connect(target, timeout)?;
+        Ok(Self { conn, lifecycle, clock: Arc::new(SystemClock), acks: ReplicaAcks::NONE })
+    }
+
+    /// Answers a grant only once `acks.replicas` replicas have it (`WAIT`), else 503.
+    pub fn with_replica_acks(mut self, acks: ReplicaAcks) -> Self {
+        self.acks = acks;
+        self
+    }
+
+    pub fn replica_acks(&self) -> ReplicaAcks {
+        self.acks
+    }
+
+    /// Returns once the writes this connection made to `product_id`'s master are on the
+    /// replicas [`ReplicaAcks`] asks for; an error (answered 503) when they are not within
+    /// its timeout. Nothing to wait for without replicas.
+    /// `conn` is the connection that made the writes ([`Redis::pinned`]).
+    pub async fn replicated(&self, conn: &Redis, product_id: Uuid) -> RedisResult<()> {
+        if self.acks.replicas == 0 {
+            return Ok(());
+        }
+        let key = ProductKeys::new(product_id).product();
+        let acked = conn.wait_for_replicas(&key, self.acks).await?;
+        if acked >= self.acks.replicas {
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the write reached {acked} of {} replicas within {:?}",
+                self.acks.replicas, self.acks.timeout
+            ),
+        )
+        .into())
     }
 
     /// Times the change log with `clock` (the application's).
@@ -104,13 +137,18 @@ impl Inventory {
     }
 
     pub async fn acquire(&self, a: &AcquireArgs, lease_size: i64) -> RedisResult<Attempt> {
-        let attempt = acquire::Args { attempt: a, lifecycle: self.lifecycle, lease_size }
-            .run(&self.conn)
-            .await?;
-        if let Attempt::Decided { acquisition: Acquisition::Granted { remaining: 0, .. }, .. } =
+        let conn = self.conn.pinned();
+        let attempt =
+            acquire::Args { attempt: a, lifecycle: self.lifecycle, lease_size }.run(&conn).await?;
+        if let Attempt::Decided { acquisition: Acquisition::Granted { remaining, .. }, .. } =
             attempt
         {
-            self.note_changed(a.product_id).await; // sold out
+            // A grant a failover could lose is not answered 201: the buyer hears 503 and
+            // finds their slot (or none) when they ask again.
+            self.replicated(&conn, a.product_id).await?;
+            if remaining == 0 {
+                self.note_changed(a.product_id).await; // sold out
+            }
         }
         Ok(attempt)
     }
@@ -159,11 +197,7 @@ impl Inventory {
         ends_ms: Option<i64>,
     ) -> RedisResult<bool> {
         // Indexed first: a product in the index without sale state is harmless to sweep.
-        redis::cmd("SADD")
-            .arg(PRODUCT_INDEX)
-            .arg(product_id.to_string())
-            .query_async::<i64>(&mut self.conn.clone())
-            .await?;
+        self.index(product_id).await?;
         let loaded =
             load_product::Args { product_id, total, starts_ms, ends_ms }.run(&self.conn).await?;
         if loaded {
@@ -201,7 +235,7 @@ impl Inventory {
         let decision = delete_product::Args { product_id }.run(&self.conn).await?;
         if !matches!(decision, ProductDeletion::Active { .. }) {
             redis::cmd("SREM")
-                .arg(PRODUCT_INDEX)
+                .arg(PartitionKeys::of(product_id).products())
                 .arg(product_id.to_string())
                 .query_async::<i64>(&mut self.conn.clone())
                 .await?;
@@ -224,11 +258,7 @@ impl Inventory {
         slots: &[LiveSlot],
         payments_json: &str,
     ) -> RedisResult<Option<i64>> {
-        redis::cmd("SADD")
-            .arg(PRODUCT_INDEX)
-            .arg(product_id.to_string())
-            .query_async::<i64>(&mut self.conn.clone())
-            .await?;
+        self.index(product_id).await?;
         let rebuilt = rebuild::Args {
             product_id,
             total,
@@ -246,8 +276,18 @@ impl Inventory {
         Ok(rebuilt)
     }
 
+    /// Adds a product to its partition's index, for the workers.
+    async fn index(&self, product_id: Uuid) -> RedisResult<()> {
+        redis::cmd("SADD")
+            .arg(PartitionKeys::of(product_id).products())
+            .arg(product_id.to_string())
+            .query_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+    }
+
     /// `(productId, remaining, startsAtMs, endsAtMs)` of those of `ids` Redis has sale state
-    /// for, in one round trip.
+    /// for, in one round trip (one per shard on a cluster).
     async fn availability_of(
         &self,
         ids: Vec<Uuid>,
@@ -255,16 +295,19 @@ impl Inventory {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for p in &ids {
-            pipe.cmd("HMGET")
-                .arg(ProductKeys::new(*p).product())
-                .arg("remaining")
-                .arg("startsAtMs")
-                .arg("endsAtMs");
-        }
+        let reads = ids
+            .iter()
+            .map(|p| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(ProductKeys::new(*p).product())
+                    .arg("remaining")
+                    .arg("startsAtMs")
+                    .arg("endsAtMs");
+                cmd
+            })
+            .collect();
         let rows: Vec<(Option<i64>, Option<i64>, Option<String>)> =
-            pipe.query_async(&mut self.conn.clone()).await?;
+            self.conn.query_all(reads).await?;
         Ok(ids
             .into_iter()
             .zip(rows)
@@ -276,21 +319,34 @@ impl Inventory {
 
     /// `remaining` of several products in one round trip (`None`: not in Redis).
     pub async fn remaining_many(&self, products: &[Uuid]) -> RedisResult<Vec<Option<i64>>> {
-        if products.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for p in products {
-            pipe.cmd("HGET").arg(ProductKeys::new(*p).product()).arg("remaining");
-        }
-        pipe.query_async(&mut self.conn.clone()).await
+        let reads = products
+            .iter()
+            .map(|p| {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(ProductKeys::new(*p).product()).arg("remaining");
+                cmd
+            })
+            .collect();
+        self.conn.query_all(reads).await
     }
 
-    /// Every product the workers must sweep.
+    /// Every product with sale state in Redis, over every partition.
     pub async fn products(&self) -> RedisResult<Vec<Uuid>> {
-        let ids: Vec<String> =
-            redis::cmd("SMEMBERS").arg(PRODUCT_INDEX).query_async(&mut self.conn.clone()).await?;
-        Ok(ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect())
+        self.products_in(&(0..PARTITIONS).collect::<Vec<_>>()).await
+    }
+
+    /// The products of the given work partitions: what one origin's workers sweep.
+    pub async fn products_in(&self, partitions: &[u16]) -> RedisResult<Vec<Uuid>> {
+        let reads = partitions
+            .iter()
+            .map(|p| {
+                let mut cmd = redis::cmd("SMEMBERS");
+                cmd.arg(PartitionKeys::new(*p).products());
+                cmd
+            })
+            .collect();
+        let ids: Vec<Vec<String>> = self.conn.query_all(reads).await?;
+        Ok(ids.iter().flatten().filter_map(|id| Uuid::try_parse(id).ok()).collect())
     }
 
     /// Up to `limit` slots of `schedule` (expiry or reminders) due at `now_ms`.
@@ -342,7 +398,7 @@ impl Inventory {
     }
 
     /// A connection for operators' tools and tests.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Redis {
         self.conn.clone()
     }
 }
@@ -350,7 +406,7 @@ impl Inventory {
 /// Up to `limit` ids of the sorted set `schedule` scored at or before `until` (the work
 /// queues: expiry, reminders, charges, refunds).
 pub(crate) async fn due(
-    conn: &ConnectionManager,
+    conn: &Redis,
     schedule: String,
     until: i64,
     limit: usize,

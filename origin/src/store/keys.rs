@@ -82,12 +82,54 @@ pub fn locator(id: Uuid) -> String {
     format!("fg:loc:{id}")
 }
 
-/// The set of every product id with sale state in Redis: what the workers sweep.
-pub const PRODUCT_INDEX: &str = "fg:products";
+/// How many work partitions the products are divided into. A product belongs to one
+/// ([`partition_of`]); each partition has its own product index and change log under its own
+/// hash tag (so they spread over a cluster's shards and no command spans two), and the
+/// workers of several origins divide the partitions between them by lease
+/// ([`crate::store::leases`]).
+pub const PARTITIONS: u16 = 16;
 
-/// Product ids by the time of their last availability change
-/// ([`crate::store::availability`]).
-pub const AVAILABILITY_CHANGES: &str = "fg:availability:changes";
+/// The work partition of a product: its id's low bits (random in UUID v4 and v7, so products
+/// created together still spread).
+pub fn partition_of(product_id: Uuid) -> u16 {
+    (product_id.as_u128() % u128::from(PARTITIONS)) as u16
+}
+
+/// The keys of one work partition; all carry the partition's hash tag (`fg:{w07}:…`).
+#[derive(Debug, Clone)]
+pub struct PartitionKeys {
+    tag: String,
+}
+
+impl PartitionKeys {
+    pub fn new(partition: u16) -> Self {
+        Self { tag: format!("fg:{{w{partition:02}}}") }
+    }
+
+    pub fn of(product_id: Uuid) -> Self {
+        Self::new(partition_of(product_id))
+    }
+
+    /// Every product of the partition with sale state in Redis: what its workers sweep.
+    pub fn products(&self) -> String {
+        format!("{}:products", self.tag)
+    }
+
+    /// The partition's products by the time of their last availability change
+    /// ([`crate::store::availability`]).
+    pub fn changes(&self) -> String {
+        format!("{}:changes", self.tag)
+    }
+
+    /// Which origin works the partition, until when ([`crate::store::leases`]).
+    pub fn owner(&self) -> String {
+        format!("{}:owner", self.tag)
+    }
+}
+
+/// The origins whose workers are alive, scored by their last heartbeat
+/// ([`crate::store::leases`]): how many share the partitions.
+pub const WORKERS: &str = "fg:{workers}:alive";
 
 #[cfg(test)]
 mod tests {
@@ -116,5 +158,17 @@ mod tests {
         ] {
             assert!(key.starts_with("fg:{00000000-0000-0000-0000-000000000000}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn products_spread_over_every_partition() {
+        let mut seen = [0u32; PARTITIONS as usize];
+        for _ in 0..1_600 {
+            seen[usize::from(partition_of(Uuid::now_v7()))] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 40), "{seen:?}");
+        let k = PartitionKeys::new(7);
+        assert_eq!(k.products(), "fg:{w07}:products");
+        assert_eq!(k.owner(), "fg:{w07}:owner");
     }
 }

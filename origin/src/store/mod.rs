@@ -3,7 +3,9 @@
 //! back through one reply reader ([`script`]). [`grants`] keeps Redis within its lease
 //! and [`fairness`] orders the acquisitions that reach it; [`durability`] refuses to run
 //! on a Redis that could forget what it answered; [`availability`] notes which products'
-//! availability changed, for the edges' re-checks; [`queue`] is the waiting room.
+//! availability changed, for the edges' re-checks; [`queue`] is the waiting room. [`redis`]
+//! is the connection, to one server or a cluster; [`leases`] divides the workers' partitions
+//! between origins.
 
 pub mod availability;
 pub mod durability;
@@ -11,7 +13,9 @@ pub mod fairness;
 pub mod grants;
 pub mod inventory;
 pub mod keys;
+pub mod leases;
 pub mod payments;
 pub mod queue;
+pub mod redis;
 pub mod scripts;
 pub mod tally;

@@ -5,11 +5,11 @@ use crate::status::PaymentStatus;
 use crate::store::availability;
 use crate::store::inventory::{Inventory, Lifecycle, due};
 use crate::store::keys::{ProductKeys, locator};
+use crate::store::redis::Redis;
 use crate::store::scripts::pay::{Creation, NewPayment};
 use crate::store::scripts::settle::{self, Settlement};
 use crate::store::scripts::{ms, refunded};
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ pub enum Claim {
 
 #[derive(Clone)]
 pub struct PaymentStore {
-    conn: ConnectionManager,
+    conn: Redis,
     lifecycle: Lifecycle,
 }
 

@@ -4,8 +4,8 @@
 //! write, one write per refusal would cost the sold-out path most of its speed).
 
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -24,20 +24,23 @@ impl RefusalTally {
         *self.pending.lock().expect("tally lock").entry(product_id).or_default() += 1;
     }
 
-    /// Adds what was counted since the last flush to Redis, in one round trip; on failure the
+    /// Adds what was counted since the last flush to Redis, in one round trip (one per shard on a cluster); on failure the
     /// counts are kept for the next flush.
-    pub async fn flush(&self, conn: &ConnectionManager) -> RedisResult<()> {
+    pub async fn flush(&self, conn: &Redis) -> RedisResult<()> {
         let counts = std::mem::take(&mut *self.pending.lock().expect("tally lock"));
         if counts.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut writes = Vec::with_capacity(counts.len() * 2);
         for (product_id, n) in &counts {
             let key = ProductKeys::new(*product_id).refusals();
-            pipe.cmd("INCRBY").arg(&key).arg(*n).ignore();
-            pipe.cmd("EXPIRE").arg(&key).arg(TTL_SECS).ignore();
+            let mut add = redis::cmd("INCRBY");
+            add.arg(&key).arg(*n);
+            let mut bound = redis::cmd("EXPIRE");
+            bound.arg(&key).arg(TTL_SECS);
+            writes.extend([add, bound]);
         }
-        let flushed: RedisResult<()> = pipe.query_async(&mut conn.clone()).await;
+        let flushed: RedisResult<()> = conn.query_all::<i64>(writes).await.map(drop);
         if flushed.is_err() {
             let mut pending = self.pending.lock().expect("tally lock");
             for (product_id, n) in counts {

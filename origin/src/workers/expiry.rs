@@ -2,12 +2,14 @@
 //! `slot-expiring-soon` reminders (`lua/remind.lua`).
 //!
 //! [`ExpiryWorker::step`] does one sweep at the clock's current time, so tests drive it
-//! deterministically; [`ExpiryWorker::run`] repeats it until cancelled. Any number of
-//! workers may run at once: the scripts make each reclaim and each reminder happen once.
+//! deterministically; [`ExpiryWorker::run`] repeats it until cancelled. Several origins
+//! divide the products by work partition ([`crate::store::leases`]); any number of workers
+//! may still run at once: the scripts make each reclaim and each reminder happen once.
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::inventory::Inventory;
+use crate::store::leases::Partitions;
 use crate::store::scripts::expire::Expiry;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +33,18 @@ pub struct ExpiryWorker {
     /// Slots handled per product and schedule in one sweep.
     batch: usize,
     metrics: Option<Metrics>,
+    partitions: Partitions,
 }
 
 impl ExpiryWorker {
     pub fn new(inventory: Inventory, clock: Arc<dyn Clock>) -> Self {
-        Self { inventory, clock, batch: 500, metrics: None }
+        Self { inventory, clock, batch: 500, metrics: None, partitions: Partitions::All }
+    }
+
+    /// Sweeps only these partitions' products (this origin's leased share).
+    pub fn sharing(mut self, partitions: Partitions) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     /// Counts expiries and reminders in the origin's `/metrics`.
@@ -44,11 +53,11 @@ impl ExpiryWorker {
         self
     }
 
-    /// One sweep over every product, at the clock's current time.
+    /// One sweep over every product of its partitions, at the clock's current time.
     pub async fn step(&self) -> redis::RedisResult<Sweep> {
         let now_ms = self.clock.now_ms();
         let mut sweep = Sweep::default();
-        for product in self.inventory.products().await? {
+        for product in self.inventory.products_in(&self.partitions.current()).await? {
             for slot in self.inventory.due_reminders(product, now_ms, self.batch).await? {
                 if self.inventory.remind(product, slot, now_ms).await? {
                     sweep.reminded += 1;

@@ -14,13 +14,15 @@
 //!
 //! So every payment reaches a final state whatever was lost on the way (a webhook, the
 //! origin that submitted the charge). [`PaymentsWorker::step`] is one pass over every
-//! product; tests call it directly.
+//! product of its work partitions (all of them, unless several origins share them:
+//! [`crate::store::leases`]); tests call it directly.
 
 use crate::clock::Clock;
 use crate::gateway::{ChargeRequest, ChargeStatus, GatewayError, Outcome};
 use crate::payments::Payments;
 use crate::status::PaymentStatus;
 use crate::store::inventory::Inventory;
+use crate::store::leases::Partitions;
 use crate::store::payments::status_of;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,7 @@ pub struct PaymentsWorker {
     payments: Payments,
     clock: Arc<dyn Clock>,
     resubmit_after: Duration,
+    partitions: Partitions,
 }
 
 impl PaymentsWorker {
@@ -51,14 +54,20 @@ impl PaymentsWorker {
         clock: Arc<dyn Clock>,
         resubmit_after: Duration,
     ) -> Self {
-        Self { inventory, payments, clock, resubmit_after }
+        Self { inventory, payments, clock, resubmit_after, partitions: Partitions::All }
+    }
+
+    /// Works only these partitions' products (this origin's leased share).
+    pub fn sharing(mut self, partitions: Partitions) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     pub async fn step(&self) -> anyhow::Result<PaymentsReport> {
         let now = self.clock.now_ms();
         let mut report = PaymentsReport::default();
         let store = &self.payments.store;
-        for product in self.inventory.products().await? {
+        for product in self.inventory.products_in(&self.partitions.current()).await? {
             let cutoff = now - self.resubmit_after.as_millis() as i64;
             for payment_id in store.unsubmitted(product, cutoff, BATCH).await? {
                 if self.resubmit(product, payment_id).await? {

@@ -3,8 +3,8 @@
 use super::{LuaScript, Reply, ms};
 use crate::store::inventory::Lifecycle;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -92,7 +92,7 @@ impl Attempt {
 }
 
 impl Args<'_> {
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Attempt> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<Attempt> {
         let a = self.attempt;
         let keys = ProductKeys::new(a.product_id);
         let reply = SCRIPT

@@ -2,8 +2,8 @@
 
 use super::LuaScript;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ pub enum Step {
 }
 
 impl Args {
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Step> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<Step> {
         let keys = ProductKeys::new(self.product_id);
         let reply = SCRIPT
             .call()

@@ -2,8 +2,8 @@
 
 use super::LuaScript;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -23,7 +23,7 @@ pub enum ProductDeletion {
 }
 
 impl Args {
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<ProductDeletion> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<ProductDeletion> {
         let keys = ProductKeys::new(self.product_id);
         let reply = SCRIPT
             .call()

@@ -3,8 +3,8 @@
 use super::{LuaScript, ms};
 use crate::store::inventory::Lifecycle;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ pub enum Expiry {
 }
 
 impl Args {
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Expiry> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<Expiry> {
         let keys = ProductKeys::new(self.product_id);
         let reply = SCRIPT
             .call()

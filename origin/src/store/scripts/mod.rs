@@ -25,9 +25,10 @@ pub mod release_in_doubt;
 pub mod remind;
 pub mod settle;
 pub mod update_product;
+pub mod work_lease;
 
 use crate::store::keys::ProductKeys;
-use redis::aio::ConnectionManager;
+use crate::store::redis::Redis;
 use redis::{
     FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation, ToRedisArgs, Value,
 };
@@ -163,7 +164,7 @@ impl Call<'_> {
     }
 
     /// Runs the call and reads its answer as `T`.
-    pub async fn invoke<T: FromRedisValue>(self, conn: &ConnectionManager) -> RedisResult<T> {
+    pub async fn invoke<T: FromRedisValue>(self, conn: &Redis) -> RedisResult<T> {
         let missing = (self.keys, self.args.min(self.script.argv.len()));
         if let Some(wrong) = self.wrong.or_else(|| {
             (missing != (self.script.keys.len(), self.script.argv.len())).then(|| {
@@ -191,7 +192,7 @@ impl Call<'_> {
     }
 
     /// Runs the call and reads its `{outcome, values…}` answer.
-    pub async fn reply(self, conn: &ConnectionManager) -> RedisResult<Reply> {
+    pub async fn reply(self, conn: &Redis) -> RedisResult<Reply> {
         let name = self.script.name;
         Reply::read(name, self.invoke(conn).await?)
     }
@@ -279,7 +280,7 @@ mod tests {
     use super::*;
 
     /// Every script under `lua/` but the library.
-    const SCRIPTS: [(&str, &str); 14] = [
+    const SCRIPTS: [(&str, &str); 15] = [
         ("acquire", include_str!("../../../../lua/acquire.lua")),
         ("admit", include_str!("../../../../lua/admit.lua")),
         ("queue", include_str!("../../../../lua/queue.lua")),
@@ -294,6 +295,7 @@ mod tests {
         ("remind", include_str!("../../../../lua/remind.lua")),
         ("settle", include_str!("../../../../lua/settle.lua")),
         ("update_product", include_str!("../../../../lua/update_product.lua")),
+        ("work_lease", include_str!("../../../../lua/work_lease.lua")),
     ];
 
     /// The highest `KEYS[i]` or `ARGV[i]` the script's code (not its header) uses.

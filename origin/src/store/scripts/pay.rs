@@ -2,8 +2,8 @@
 
 use super::LuaScript;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -37,7 +37,7 @@ pub enum Creation {
 }
 
 impl NewPayment<'_> {
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Creation> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<Creation> {
         let keys = ProductKeys::new(self.product_id);
         let reply = SCRIPT
             .call()

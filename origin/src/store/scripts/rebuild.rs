@@ -3,8 +3,8 @@
 use super::{LuaScript, ms};
 use crate::store::inventory::Lifecycle;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -49,7 +49,7 @@ pub struct Args<'a> {
 
 impl Args<'_> {
     /// How many live slots were restored; `None` if Redis already had the product.
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Option<i64>> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<Option<i64>> {
         let keys = ProductKeys::new(self.product_id);
         let mut call = SCRIPT
             .call()

@@ -3,8 +3,8 @@
 use super::{LuaScript, ms};
 use crate::store::inventory::Lifecycle;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ pub struct Args {
 
 impl Args {
     /// `true` if recorded now (`false`: it was not awaiting a refund).
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<bool> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<bool> {
         let keys = ProductKeys::new(self.product_id);
         let recorded: i64 = SCRIPT
             .call()

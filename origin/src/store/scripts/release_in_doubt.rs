@@ -2,8 +2,8 @@
 
 use super::LuaScript;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ pub struct Args {
 
 impl Args {
     /// How many units were released; `None` if Redis does not know the product.
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Option<i64>> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<Option<i64>> {
         let released: i64 = SCRIPT
             .call()
             .key("product", ProductKeys::new(self.product_id).product())

@@ -2,8 +2,8 @@
 
 use super::LuaScript;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ pub struct Args {
 
 impl Args {
     /// `true` if the event was emitted now.
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<bool> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<bool> {
         let keys = ProductKeys::new(self.product_id);
         let emitted: i64 = SCRIPT
             .call()

@@ -4,8 +4,8 @@ use super::{LuaScript, ms};
 use crate::status::PaymentStatus;
 use crate::store::inventory::Lifecycle;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -37,7 +37,7 @@ pub enum Settlement {
 }
 
 impl Args<'_> {
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<Settlement> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<Settlement> {
         let keys = ProductKeys::new(self.product_id);
         let reply = SCRIPT
             .call()

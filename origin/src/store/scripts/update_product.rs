@@ -2,8 +2,8 @@
 
 use super::LuaScript;
 use crate::store::keys::ProductKeys;
+use crate::store::redis::Redis;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ pub enum ProductUpdate {
 }
 
 impl Args {
-    pub async fn run(&self, conn: &ConnectionManager) -> RedisResult<ProductUpdate> {
+    pub async fn run(&self, conn: &Redis) -> RedisResult<ProductUpdate> {
         let reply = SCRIPT
             .call()
             .key("product", ProductKeys::new(self.product_id).product())
