@@ -207,7 +207,7 @@ cluster_origin_addr=127.0.0.1:18092
 scale_rows() {
   local tag=$1 target=$2 second=${3:-}
   local grants sold half=$((conns / 2))
-  grants=$(seq 48 | xargs -P 4 -I{} bash -c "origin_addr=$target product 100000000" | paste -sd,)
+  grants=$(seq 48 | xargs -P 4 -I{} bash -c "origin_addr=$target product 10000000" | paste -sd,)
   sold=$(seq 48 | xargs -P 4 -I{} bash -c "origin_addr=$target product 1" | paste -sd,)
   prime --target "$target" --auth edge --products "$sold" --buyers 48 --buyer-seed 70 \
     --connections 4 --duration 30 --warmup 0 --max-requests 48 --round-robin
@@ -258,11 +258,33 @@ scale_out() {
     for n in "${nodes[@]}"; do
       for _ in $(seq 50); do redis-cli -p "${n#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
     done
-    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$out/cluster-$shards/create.log" 2>&1
+    if [ "$shards" = 1 ]; then
+      # redis-cli --cluster create wants 3 masters: one master and its replica by hand.
+      redis-cli -p 7101 cluster addslotsrange 0 16383 >/dev/null
+      redis-cli -p 7102 cluster meet 127.0.0.1 7101 >/dev/null
+      sleep 1
+      redis-cli -p 7102 cluster replicate "$(redis-cli -p 7101 cluster myid)" \
+        >"$out/cluster-$shards/create.log" 2>&1
+    else
+      redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+        >"$out/cluster-$shards/create.log" 2>&1
+    fi
     for _ in $(seq 100); do
       redis-cli -p 7101 cluster info | grep -q cluster_state:ok && break; sleep 0.2
     done
-    sleep 2 # the replicas' first sync
+    # Every master's replica online (its first sync done), so grants can wait for it.
+    for _ in $(seq 100); do
+      local synced=yes n
+      for n in "${nodes[@]}"; do
+        local info
+        info=$(redis-cli -p "${n#*:}" info replication)
+        if grep -q role:master <<<"$info" && ! grep -q 'slave0:.*state=online' <<<"$info"; then
+          synced=no
+        fi
+      done
+      [ $synced = yes ] && break
+      sleep 0.2
+    done
     local urls
     urls=$(printf 'redis://%s,' "${nodes[@]}"); urls=${urls%,}
     FLASHGATE_ORIGIN_LISTEN=$cluster_origin_addr FLASHGATE_REDIS_CLUSTER_NODES=$urls \
