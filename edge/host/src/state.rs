@@ -146,15 +146,20 @@ impl WasiHttpHooks for Outbound {
             let head_within = options.connect_timeout.unwrap_or_default()
                 + options.first_byte_timeout.unwrap_or_default();
             let between = options.between_bytes_timeout.unwrap_or_default();
-            let send = |request| async {
-                tokio::time::timeout(head_within, pool.request(request))
+            let response = match origins {
+                None => tokio::time::timeout(head_within, pool.request(request))
                     .await
                     .map_err(|_| HttpError::ConnectionReadTimeout)?
-                    .map_err(pooled_error)
-            };
-            let response = match origins {
-                None => send(request).await?,
-                Some(origins) => to_origins(&origins, request, send).await?,
+                    .map_err(pooled_error)?,
+                Some(origins) => {
+                    let send = |request| async {
+                        tokio::time::timeout(head_within, pool.request(request))
+                            .await
+                            .map_err(|_| HttpError::ConnectionReadTimeout)?
+                            .map_err(pooled_error)
+                    };
+                    to_origins(&origins, request, send).await?
+                }
             };
             let response = response
                 .map(|body| TimeoutBody::new(between, body).map_err(body_error).boxed_unsync());
