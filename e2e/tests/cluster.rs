@@ -2,11 +2,9 @@
 //! loopback): products spread over the shards and sell on each; a master killed mid-storm
 //! is replaced by its replica and no buyer answered `201` loses the slot (issue #18).
 
-use flashgate_cli::check::{Report, check};
 use flashgate_e2e::cluster::RedisCluster;
-use flashgate_e2e::{Identity, RedisServer, TestDatabase, TestOrigin};
+use flashgate_e2e::{Identity, RedisServer, TestDatabase, TestOrigin, checked_when_drained};
 use flashgate_origin::clock::SystemClock;
-use flashgate_origin::state::AppState;
 use flashgate_origin::store::fairness::Fairness;
 use flashgate_origin::store::keys::ProductKeys;
 use serde_json::Value;
@@ -42,30 +40,6 @@ async fn on_cluster() -> OnCluster {
     OnCluster { cluster, origin, id, _db: db, _processor: processor }
 }
 
-/// The checker's report once PostgreSQL holds `slots` slots and the outbox is empty (or
-/// after 30 s), fairness left out (a storm at W = 0 inverts by design).
-async fn checked_when_drained(state: &AppState, slots: u64) -> Report {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let checked = check(&state.db, &state.inventory.connection(), Duration::ZERO).await;
-        let mut report = match checked {
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("check failed, trying again: {e:#}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            other => other.unwrap(),
-        };
-        if (report.undelivered == 0 && report.slots_in_postgres == slots)
-            || Instant::now() > deadline
-        {
-            report.violations.retain(|v| v.invariant != 6);
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn products_spread_over_the_shards_and_sell_on_each() {
     let t = on_cluster().await;
@@ -92,7 +66,7 @@ async fn products_spread_over_the_shards_and_sell_on_each() {
     }
     // Every worker sweep and checker read works shard by shard: the relay delivers all 24
     // grants, and the checker finds every invariant holding over all three masters.
-    let report = checked_when_drained(&t.origin.state, 24).await;
+    let report = checked_when_drained(&t.origin.state, 24, Duration::from_secs(30)).await;
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!((report.products, report.slots_in_postgres, report.undelivered), (12, 24, 0));
     // The edges' availability re-check reads every partition's change log.
@@ -225,7 +199,7 @@ async fn a_master_killed_mid_storm_fails_over_and_no_201_is_lost() {
         );
     }
     // Nothing oversold, nothing lost on the way to PostgreSQL.
-    let report = checked_when_drained(&origin.state, stock as u64).await;
+    let report = checked_when_drained(&origin.state, stock as u64, Duration::from_secs(30)).await;
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!((report.undelivered, report.slots_in_postgres), (0, stock as u64));
 }

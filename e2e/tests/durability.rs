@@ -1,10 +1,10 @@
 //! Durable before `201` (invariant 3): the origin runs only on a Redis that fsyncs what it
 //! answers, and a Redis killed mid-storm comes back with every grant it answered.
 
-use flashgate_cli::check::{Report, check};
-use flashgate_e2e::{Identity, RedisServer, Stack, TestDatabase, TestEdge, TestOrigin, problem};
+use flashgate_e2e::{
+    Identity, RedisServer, Stack, TestDatabase, TestEdge, TestOrigin, checked_when_drained, problem,
+};
 use flashgate_origin::clock::SystemClock;
-use flashgate_origin::state::AppState;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -86,32 +86,6 @@ async fn buy(http: reqwest::Client, url: String, token: String, product: Uuid) -
     panic!("a buyer was never answered");
 }
 
-/// The checker's report once the outbox is relayed and PostgreSQL holds `slots` slots (or
-/// after 20 s), with fairness (invariant 6) left out: at the default window W = 0 a storm
-/// of concurrent requests inverts, which issue #14 addresses.
-async fn checked_when_drained(state: &AppState, slots: u64) -> Report {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // A read that times out (a loaded machine, Redis just restarted) is tried again.
-        let checked = check(&state.db, &state.inventory.connection(), Duration::ZERO).await;
-        let mut report = match checked {
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("check failed, trying again: {e:#}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            other => other.unwrap(),
-        };
-        if (report.undelivered == 0 && report.slots_in_postgres == slots)
-            || Instant::now() > deadline
-        {
-            report.violations.retain(|v| v.invariant != 6);
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Every buyer answered 201 holds that very slot, read through the edge.
 async fn assert_each_201_holds(
     edge: &TestEdge,
@@ -183,7 +157,8 @@ async fn a_redis_killed_mid_storm_keeps_every_grant_it_answered() {
         }
     }
     // Once the outbox is relayed, every buyer answered 201 still holds that very slot.
-    let report = checked_when_drained(&stack.origin.state, stock as u64).await;
+    let report =
+        checked_when_drained(&stack.origin.state, stock as u64, Duration::from_secs(20)).await;
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!((report.undelivered, report.slots_in_postgres), (0, stock as u64));
     assert_each_201_holds(&stack.edge, &buyers, &granted).await;
@@ -238,7 +213,7 @@ async fn an_origin_killed_mid_storm_loses_no_grant() {
     let distinct: HashSet<&String> = granted.values().collect();
     assert_eq!(distinct.len(), granted.len());
     // The second origin's relay takes over the first one's unacknowledged entries.
-    let report = checked_when_drained(&second.state, stock as u64).await;
+    let report = checked_when_drained(&second.state, stock as u64, Duration::from_secs(20)).await;
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!(report.slots_in_postgres, stock as u64);
     assert_each_201_holds(&edge, &buyers, &granted).await;
