@@ -213,6 +213,34 @@ impl RedisCluster {
         }
     }
 
+    /// The live replica of `master` (`ROLE` of every other node).
+    pub async fn replica_of(&self, master: usize) -> Result<usize> {
+        let port = i64::from(self.nodes[master].port);
+        for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.child.is_some()) {
+            let role: Vec<redis::Value> =
+                ask(&node.url(), &redis::cmd("ROLE")).await.unwrap_or_default();
+            if let [redis::Value::BulkString(kind), _, master_port, ..] = role.as_slice()
+                && kind == b"slave"
+                && redis::from_redis_value_ref::<i64>(master_port).ok() == Some(port)
+            {
+                return Ok(i);
+            }
+        }
+        bail!("node {master} has no replica")
+    }
+
+    /// How many times `node` has run `command` (`INFO commandstats`).
+    pub async fn calls(&self, node: usize, command: &str) -> Result<u64> {
+        let stats: String =
+            ask(&self.nodes[node].url(), redis::cmd("INFO").arg("commandstats")).await?;
+        let prefix = format!("cmdstat_{}:calls=", command.to_lowercase());
+        Ok(stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(Ok(0), str::parse)?)
+    }
+
     /// Whether `node` is a replica now (`ROLE`).
     pub async fn is_replica(&self, node: usize) -> bool {
         let role: redis::RedisResult<Vec<redis::Value>> = async {

@@ -167,10 +167,8 @@ impl Relay {
     async fn fetch_once(&self, product: Uuid) -> redis::RedisResult<Batch> {
         let stream = ProductKeys::new(product).outbox();
         self.ensure_group(product, &stream).await?;
-        // One connection for the reads and the WAIT that covers them.
-        let conn = self.conn.pinned();
         // Our own entries whose delivery failed: read again at once, not after an idle time.
-        let mut entries = self.read_group(&conn, &stream, "0").await?;
+        let mut entries = self.read_group(&stream, "0").await?;
         if entries.is_empty() {
             let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
@@ -180,15 +178,17 @@ impl Relay {
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(self.batch)
-                .query_async(&mut conn.clone())
+                .query_async(&mut self.conn.clone())
                 .await?;
             entries = claimed.claimed;
         }
         if entries.is_empty() {
-            entries = self.read_group(&conn, &stream, ">").await?;
+            entries = self.read_group(&stream, ">").await?;
         }
         if !entries.is_empty() {
-            self.inventory.replicated(&conn, product).await?;
+            // The reads were writes (XREADGROUP): their group commit, sent after them,
+            // covers the entries they read. An event PostgreSQL has is on a replica.
+            self.inventory.replicated(product).await?;
         }
         let mut batch = Batch { stream, ..Batch::default() };
         for entry in entries {
@@ -201,12 +201,7 @@ impl Relay {
     }
 
     /// `XREADGROUP` from `id`: `0` re-reads this consumer's pending entries, `>` new ones.
-    async fn read_group(
-        &self,
-        conn: &Redis,
-        stream: &str,
-        id: &str,
-    ) -> redis::RedisResult<Vec<StreamId>> {
+    async fn read_group(&self, stream: &str, id: &str) -> redis::RedisResult<Vec<StreamId>> {
         let read: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -216,7 +211,7 @@ impl Relay {
             .arg("STREAMS")
             .arg(stream)
             .arg(id)
-            .query_async(&mut conn.clone())
+            .query_async(&mut self.conn.clone())
             .await?;
         // A pending entry deleted meanwhile comes back without fields: nothing to deliver.
         Ok(read

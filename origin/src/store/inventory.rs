@@ -3,6 +3,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::store::availability;
+use crate::store::commit::GroupCommit;
 use crate::store::keys::{PARTITIONS, PartitionKeys, ProductKeys};
 use crate::store::redis::{Redis, RedisTarget, ReplicaAcks};
 use crate::store::scripts::acquire::{self, AcquireArgs, Acquisition, Attempt};
@@ -57,8 +58,9 @@ pub struct Inventory {
     conn: Redis,
     lifecycle: Lifecycle,
     clock: Arc<dyn Clock>,
-    /// Replicas that must have a grant before it is answered (a cluster's masters' replicas).
-    acks: ReplicaAcks,
+    /// Waits for the replicas a grant must reach before it is answered (a cluster's
+    /// masters' replicas), many grants at once.
+    commits: GroupCommit,
 }
 
 impl Inventory {
@@ -70,40 +72,27 @@ impl Inventory {
         lifecycle: Lifecycle,
     ) -> RedisResult<Self> {
         let conn = Redis::connect(target, timeout)?;
-        Ok(Self { conn, lifecycle, clock: Arc::new(SystemClock), acks: ReplicaAcks::NONE })
+        // Lazy: without replicas to wait for it never connects.
+        let commits = GroupCommit::new(Redis::connect(target, timeout)?, ReplicaAcks::NONE);
+        Ok(Self { conn, lifecycle, clock: Arc::new(SystemClock), commits })
     }
 
     /// Answers a grant only once `acks.replicas` replicas have it (`WAIT`), else 503.
     pub fn with_replica_acks(mut self, acks: ReplicaAcks) -> Self {
-        self.acks = acks;
+        self.commits = self.commits.with_acks(acks);
         self
     }
 
     pub fn replica_acks(&self) -> ReplicaAcks {
-        self.acks
+        self.commits.acks()
     }
 
-    /// Returns once the writes this connection made to `product_id`'s master are on the
+    /// Returns once every write `product_id`'s master answered before the call is on the
     /// replicas [`ReplicaAcks`] asks for; an error (answered 503) when they are not within
-    /// its timeout. Nothing to wait for without replicas.
-    /// `conn` is the connection that made the writes ([`Redis::pinned`]).
-    pub async fn replicated(&self, conn: &Redis, product_id: Uuid) -> RedisResult<()> {
-        if self.acks.replicas == 0 {
-            return Ok(());
-        }
-        let key = ProductKeys::new(product_id).product();
-        let acked = conn.wait_for_replicas(&key, self.acks).await?;
-        if acked >= self.acks.replicas {
-            return Ok(());
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "the write reached {acked} of {} replicas within {:?}",
-                self.acks.replicas, self.acks.timeout
-            ),
-        )
-        .into())
+    /// its timeout. Nothing to wait for without replicas. Concurrent calls share one `WAIT`
+    /// ([`GroupCommit`]).
+    pub async fn replicated(&self, product_id: Uuid) -> RedisResult<()> {
+        self.commits.replicated(product_id).await
     }
 
     /// Times the change log with `clock` (the application's).
@@ -137,15 +126,15 @@ impl Inventory {
     }
 
     pub async fn acquire(&self, a: &AcquireArgs, lease_size: i64) -> RedisResult<Attempt> {
-        let conn = self.conn.pinned();
-        let attempt =
-            acquire::Args { attempt: a, lifecycle: self.lifecycle, lease_size }.run(&conn).await?;
+        let attempt = acquire::Args { attempt: a, lifecycle: self.lifecycle, lease_size }
+            .run(&self.conn)
+            .await?;
         if let Attempt::Decided { acquisition: Acquisition::Granted { remaining, .. }, .. } =
             attempt
         {
             // A grant a failover could lose is not answered 201: the buyer hears 503 and
             // finds their slot (or none) when they ask again.
-            self.replicated(&conn, a.product_id).await?;
+            self.replicated(a.product_id).await?;
             if remaining == 0 {
                 self.note_changed(a.product_id).await; // sold out
             }

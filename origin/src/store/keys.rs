@@ -69,6 +69,11 @@ impl ProductKeys {
     pub fn queue_log(&self) -> String {
         format!("{}:queue:log", self.tag)
     }
+    /// Written by each group commit of the product's grants, which then waits for its
+    /// replicas to have it ([`crate::store::commit`]).
+    pub fn commit(&self) -> String {
+        format!("{}:commit", self.tag)
+    }
     /// Sold-out refusals stamped before a granted request (possible fairness inversions).
     pub fn refused(&self) -> String {
         format!("{}:refused", self.tag)

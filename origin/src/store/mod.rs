@@ -2,12 +2,14 @@
 //! under `lua/` ([`inventory`] for slots and products, [`payments`] for payments), read
 //! back through one reply reader ([`script`]). [`grants`] keeps Redis within its lease
 //! and [`fairness`] orders the acquisitions that reach it; [`durability`] refuses to run
-//! on a Redis that could forget what it answered; [`availability`] notes which products'
+//! on a Redis that could forget what it answered, and [`commit`] holds a grant's answer until
+//! its replicas have it; [`availability`] notes which products'
 //! availability changed, for the edges' re-checks; [`queue`] is the waiting room. [`redis`]
 //! is the connection, to one server or a cluster; [`leases`] divides the workers' partitions
 //! between origins.
 
 pub mod availability;
+pub mod commit;
 pub mod durability;
 pub mod fairness;
 pub mod grants;

@@ -6,8 +6,9 @@
 //! - commands over several products (keys in different cluster slots) go through
 //!   [`Redis::query_all`]: one pipeline on a single server, concurrent single commands on a
 //!   cluster;
-//! - [`Redis::wait_for_replicas`] asks the master holding a key for `WAIT`, so a grant is
-//!   on a replica before it is answered `201` ([`ReplicaAcks`]);
+//! - [`Redis::write_and_wait`] writes a key and waits (`WAIT`) for its master's replicas to
+//!   have the write, so a grant is on a replica before it is answered `201` ([`ReplicaAcks`],
+//!   [`crate::store::commit`]);
 //! - [`Redis::config_get`] reads a setting from every master and replica;
 //! - a cluster connection that fails for want of a node (refused, timed out, dropped, or
 //!   `CLUSTERDOWN`) is replaced, at most once a second, by a fresh one that reads the slots
@@ -18,9 +19,7 @@
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -74,9 +73,6 @@ impl ReplicaAcks {
 pub enum Redis {
     Single(ConnectionManager),
     Cluster(Arc<Cluster>),
-    /// The cluster connection as it was when [`Redis::pinned`] was called, kept through
-    /// replacements: a write and the `WAIT` that covers it must use one connection.
-    Pinned(Arc<Cluster>, ClusterConnection),
 }
 
 /// A cluster connection, replaced by a fresh one when a node it relies on is gone.
@@ -168,16 +164,6 @@ impl Redis {
         !matches!(self, Self::Single(_))
     }
 
-    /// This connection, kept as it is now even if the cluster connection is replaced
-    /// meanwhile: for a write followed by [`Redis::wait_for_replicas`], which counts only
-    /// the writes its own connection made (on a fresh one it would count none and pass).
-    pub fn pinned(&self) -> Self {
-        match self {
-            Self::Cluster(cluster) => Self::Pinned(cluster.clone(), cluster.current()),
-            other => other.clone(),
-        }
-    }
-
     /// Runs `cmds`, whose keys may live on different shards, and reads each answer as `T`:
     /// one pipeline (one round trip) on a single server; on a cluster, every command on its
     /// own, all at once (the cluster connection pipelines them per node).
@@ -193,7 +179,7 @@ impl Redis {
                 }
                 pipe.query_async(&mut conn.clone()).await
             }
-            Self::Cluster(_) | Self::Pinned(..) => {
+            Self::Cluster(_) => {
                 futures::future::try_join_all(cmds.into_iter().map(|cmd| {
                     let mut conn = self.clone();
                     async move { cmd.query_async::<T>(&mut conn).await }
@@ -203,32 +189,31 @@ impl Redis {
         }
     }
 
-    /// Waits until `acks.replicas` replicas of the master holding `key` have every write
-    /// this connection sent it so far (`WAIT`; on a cluster, a [`Redis::pinned`] one); how many did, within `acks.timeout`.
-    /// Replication is one ordered stream per master, so an acknowledged write also covers
-    /// every write the master made before it.
-    pub async fn wait_for_replicas(&self, key: &str, acks: ReplicaAcks) -> RedisResult<u32> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(acks.replicas).arg((acks.timeout.as_millis() as u64).max(1));
-        let acked: i64 = match self {
-            Self::Single(conn) => cmd.query_async(&mut conn.clone()).await?,
-            Self::Cluster(_) => {
-                return Err((
-                    redis::ErrorKind::Client,
-                    "WAIT on a cluster needs the connection the writes used (Redis::pinned)",
-                )
-                    .into());
-            }
-            Self::Pinned(cluster, conn) => {
-                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let answer = conn.clone().route_command(cmd, routing).await;
-                if let Err(e) = &answer {
-                    cluster.failed(e);
-                }
-                redis::from_redis_value(answer?)?
-            }
-        };
+    /// Writes `key` (a marker expiring after `ttl`), then waits until `acks.replicas`
+    /// replicas of its master have that write (`WAIT`); how many did, within `acks.timeout`.
+    /// Replication is one ordered stream per master, so the write's acknowledgement also
+    /// covers every write the master answered before it.
+    ///
+    /// The two go as one pipeline, so they reach one node over one connection: `WAIT`
+    /// counts only the writes of the connection it is sent on, and answers for whichever
+    /// node it reaches. Sent alone after the write, a cluster client whose connection to the
+    /// master broke would send it to another node (redis-rs falls back to the shard's
+    /// replica, then to any node), and a master that never had the write would acknowledge
+    /// it. In the pipeline, only the key's master accepts the `SET`, and an error in it fails
+    /// the whole call.
+    pub async fn write_and_wait(
+        &self,
+        key: &str,
+        ttl: Duration,
+        acks: ReplicaAcks,
+    ) -> RedisResult<u32> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(key).arg(1).arg("PX").arg((ttl.as_millis() as u64).max(1));
+        pipe.cmd("WAIT").arg(acks.replicas).arg((acks.timeout.as_millis() as u64).max(1));
+        let (written, acked): (String, i64) = pipe.query_async(&mut self.clone()).await?;
+        if written != "OK" {
+            return Err((redis::ErrorKind::Parse, "SET answered", written).into());
+        }
         Ok(acked.max(0) as u32)
     }
 
@@ -246,7 +231,7 @@ impl Redis {
                 let pair: Value = cmd.query_async(&mut conn.clone()).await?;
                 Ok(vec![(String::new(), value_of(pair)?)])
             }
-            Self::Cluster(cluster) | Self::Pinned(cluster, _) => {
+            Self::Cluster(cluster) => {
                 let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
                 let Value::Map(answers) = cluster.route(cmd, routing).await? else {
                     return Err(
@@ -278,13 +263,6 @@ impl ConnectionLike for Redis {
                 }
                 answer
             }),
-            Self::Pinned(cluster, conn) => Box::pin(async move {
-                let answer = conn.req_packed_command(cmd).await;
-                if let Err(e) = &answer {
-                    cluster.failed(e);
-                }
-                answer
-            }),
         }
     }
 
@@ -303,20 +281,13 @@ impl ConnectionLike for Redis {
                 }
                 answer
             }),
-            Self::Pinned(cluster, conn) => Box::pin(async move {
-                let answer = conn.req_packed_commands(pipeline, offset, count).await;
-                if let Err(e) = &answer {
-                    cluster.failed(e);
-                }
-                answer
-            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(conn) => conn.get_db(),
-            Self::Cluster(_) | Self::Pinned(..) => 0,
+            Self::Cluster(_) => 0,
         }
     }
 }

@@ -1,0 +1,128 @@
+//! Group commit of replica acknowledgements: many grants' `WAIT` as one.
+//!
+//! Redis blocks the connection a `WAIT` is sent on until the replicas answer, and the
+//! origin sends every request for a master over one multiplexed connection: a `WAIT` per
+//! grant on it held up every request behind it. Instead, a grant whose script has answered
+//! joins its product's group and waits for the group's next commit:
+//! - on a connection of its own ([`GroupCommit::conn`], never the requests' one),
+//! - a write of its own, `fg:{<productId>}:commit` (expiring after [`COMMIT_KEY_TTL`]),
+//! - then `WAIT` for that write.
+//!
+//! The commit's write is sent after every grant in the group was answered by the master,
+//! and replication is one ordered stream per master: once a replica has the commit's write,
+//! it has every grant before it. One commit per product is in flight at a time; grants that
+//! join meanwhile go in the next one, so a storm pays one `WAIT` per replica round trip,
+//! not one per grant.
+
+use crate::store::keys::ProductKeys;
+use crate::store::redis::{Redis, ReplicaAcks};
+use redis::RedisResult;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// How long a product's commit key outlives its last commit.
+pub const COMMIT_KEY_TTL: Duration = Duration::from_secs(60);
+
+/// What one commit tells its group: how many replicas acknowledged it, or why it failed.
+type Outcome = Result<u32, String>;
+
+/// Groups grants per product and commits each group with one `WAIT`; cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The commits' own connection: a `WAIT` blocks only commits behind it.
+    conn: Redis,
+    acks: ReplicaAcks,
+    /// A product is here while its commits run: the grants waiting for the next one.
+    waiting: Mutex<HashMap<Uuid, Vec<oneshot::Sender<Outcome>>>>,
+}
+
+impl GroupCommit {
+    /// Commits over `conn`, a connection nothing else sends on, waiting as `acks` says.
+    pub fn new(conn: Redis, acks: ReplicaAcks) -> Self {
+        Self { inner: Arc::new(Inner { conn, acks, waiting: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// The same connection, waiting as `acks` says.
+    pub fn with_acks(&self, acks: ReplicaAcks) -> Self {
+        Self::new(self.inner.conn.clone(), acks)
+    }
+
+    pub fn acks(&self) -> ReplicaAcks {
+        self.inner.acks
+    }
+
+    /// Returns once every write the master of `product` answered before this call is on
+    /// the replicas [`ReplicaAcks`] asks for; an error (answered 503) when they are not
+    /// within its timeout. Nothing to wait for without replicas.
+    pub async fn replicated(&self, product: Uuid) -> RedisResult<()> {
+        let wanted = self.inner.acks.replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let lead = match self.inner.waiting.lock().expect("commit lock").entry(product) {
+            Entry::Occupied(mut group) => {
+                group.get_mut().push(tx);
+                false
+            }
+            Entry::Vacant(group) => {
+                group.insert(vec![tx]);
+                true
+            }
+        };
+        if lead {
+            // Its own task: a buyer who hangs up must not stop the commits of the others.
+            tokio::spawn(self.clone().lead(product));
+        }
+        let acked = match rx.await {
+            Ok(Ok(acked)) => acked,
+            Ok(Err(failure)) => return Err(std::io::Error::other(failure).into()),
+            Err(_) => return Err(std::io::Error::other("the group commit ended").into()),
+        };
+        if acked >= wanted {
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the write reached {acked} of {wanted} replicas within {:?}",
+                self.inner.acks.timeout
+            ),
+        )
+        .into())
+    }
+
+    /// Commits `product`'s group again and again while grants join it.
+    async fn lead(self, product: Uuid) {
+        loop {
+            let group = {
+                let mut waiting = self.inner.waiting.lock().expect("commit lock");
+                let Some(group) = waiting.get_mut(&product) else { return };
+                if group.is_empty() {
+                    waiting.remove(&product);
+                    return;
+                }
+                std::mem::take(group)
+            };
+            let outcome = self.commit(product).await.map_err(|e| e.to_string());
+            for grant in group {
+                let _ = grant.send(outcome.clone());
+            }
+        }
+    }
+
+    /// One commit: a write of its own, then `WAIT` for it, as one pipeline to the
+    /// product's master ([`Redis::write_and_wait`]).
+    async fn commit(&self, product: Uuid) -> RedisResult<u32> {
+        let key = ProductKeys::new(product).commit();
+        self.inner.conn.write_and_wait(&key, COMMIT_KEY_TTL, self.inner.acks).await
+    }
+}
