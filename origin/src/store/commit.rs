@@ -4,18 +4,21 @@
 //! origin sends every request for a master over one multiplexed connection: a `WAIT` per
 //! grant on it held up every request behind it. Instead, a grant whose script has answered
 //! joins its product's group and waits for the group's next commit:
-//! - on a connection of its own ([`GroupCommit::conn`], never the requests' one),
+//! - on connections of their own ([`COMMIT_CONNECTIONS`], never the requests' one; a
+//!   product always uses the same one),
 //! - a write of its own, `fg:{<productId>}:commit` (expiring after [`COMMIT_KEY_TTL`]),
-//! - then `WAIT` for that write.
+//! - then `WAIT` for that write ([`Redis::write_and_wait`]).
 //!
 //! The commit's write is sent after every grant in the group was answered by the master,
 //! and replication is one ordered stream per master: once a replica has the commit's write,
 //! it has every grant before it. One commit per product is in flight at a time; grants that
-//! join meanwhile go in the next one, so a storm pays one `WAIT` per replica round trip,
-//! not one per grant.
+//! join meanwhile go in the next one, so a hot product pays one `WAIT` per replica round
+//! trip, not one per grant. Commits of different products run side by side on different
+//! connections, and Redis answers every `WAIT` blocked on a master with one round of
+//! acknowledgements from its replicas.
 
 use crate::store::keys::ProductKeys;
-use crate::store::redis::{Redis, ReplicaAcks};
+use crate::store::redis::{Redis, RedisTarget, ReplicaAcks};
 use redis::RedisResult;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -23,6 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// Connections commits are spread over (by product): as many `WAIT`s at once per master.
+pub const COMMIT_CONNECTIONS: usize = 16;
 
 /// How long a product's commit key outlives its last commit.
 pub const COMMIT_KEY_TTL: Duration = Duration::from_secs(60);
@@ -37,22 +43,31 @@ pub struct GroupCommit {
 }
 
 struct Inner {
-    /// The commits' own connection: a `WAIT` blocks only commits behind it.
-    conn: Redis,
+    /// The commits' own connections: a `WAIT` blocks only commits behind it on its own.
+    conns: Vec<Redis>,
     acks: ReplicaAcks,
     /// A product is here while its commits run: the grants waiting for the next one.
     waiting: Mutex<HashMap<Uuid, Vec<oneshot::Sender<Outcome>>>>,
 }
 
 impl GroupCommit {
-    /// Commits over `conn`, a connection nothing else sends on, waiting as `acks` says.
-    pub fn new(conn: Redis, acks: ReplicaAcks) -> Self {
-        Self { inner: Arc::new(Inner { conn, acks, waiting: Mutex::new(HashMap::new()) }) }
+    /// Commits over [`COMMIT_CONNECTIONS`] connections of their own to `target`, waiting
+    /// as `acks` says. They connect lazily: without replicas to wait for, never.
+    pub fn connect(
+        target: &RedisTarget,
+        timeout: Duration,
+        acks: ReplicaAcks,
+    ) -> RedisResult<Self> {
+        let conns = (0..COMMIT_CONNECTIONS)
+            .map(|_| Redis::connect(target, timeout))
+            .collect::<RedisResult<_>>()?;
+        Ok(Self { inner: Arc::new(Inner { conns, acks, waiting: Mutex::new(HashMap::new()) }) })
     }
 
-    /// The same connection, waiting as `acks` says.
+    /// The same connections, waiting as `acks` says.
     pub fn with_acks(&self, acks: ReplicaAcks) -> Self {
-        Self::new(self.inner.conn.clone(), acks)
+        let conns = self.inner.conns.clone();
+        Self { inner: Arc::new(Inner { conns, acks, waiting: Mutex::new(HashMap::new()) }) }
     }
 
     pub fn acks(&self) -> ReplicaAcks {
@@ -123,6 +138,8 @@ impl GroupCommit {
     /// product's master ([`Redis::write_and_wait`]).
     async fn commit(&self, product: Uuid) -> RedisResult<u32> {
         let key = ProductKeys::new(product).commit();
-        self.inner.conn.write_and_wait(&key, COMMIT_KEY_TTL, self.inner.acks).await
+        let conns = &self.inner.conns;
+        let conn = &conns[(product.as_u128() % conns.len() as u128) as usize];
+        conn.write_and_wait(&key, COMMIT_KEY_TTL, self.inner.acks).await
     }
 }

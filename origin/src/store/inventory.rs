@@ -72,8 +72,7 @@ impl Inventory {
         lifecycle: Lifecycle,
     ) -> RedisResult<Self> {
         let conn = Redis::connect(target, timeout)?;
-        // Lazy: without replicas to wait for it never connects.
-        let commits = GroupCommit::new(Redis::connect(target, timeout)?, ReplicaAcks::NONE);
+        let commits = GroupCommit::connect(target, timeout, ReplicaAcks::NONE)?;
         Ok(Self { conn, lifecycle, clock: Arc::new(SystemClock), commits })
     }
 
