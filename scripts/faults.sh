@@ -86,7 +86,7 @@ kafka_start() {
 origin_pid=; edge_pid=
 origin_start() {
   FLASHGATE_ORIGIN_LISTEN=$origin_addr FLASHGATE_PAYMENT_RECONCILE_AFTER_SECS=5 \
-    FLASHGATE_RELAY_CLAIM_IDLE_MS=2000 RUST_LOG=${FAULT_ORIGIN_LOG:-warn} \
+    FLASHGATE_INSTANCE_ID=origin-faults FLASHGATE_RELAY_CLAIM_IDLE_MS=2000 RUST_LOG=${FAULT_ORIGIN_LOG:-warn} \
     "$bin/flashgate-origin" >>"$out/origin.log" 2>&1 & origin_pid=$!
 }
 edge_start() {

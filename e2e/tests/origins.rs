@@ -50,6 +50,26 @@ async fn shared_by(redis: &RedisServer, origins: usize, limit: Duration) -> Hash
     }
 }
 
+/// What origin processes share: Redis, PostgreSQL, the identity provider, and the simulated
+/// processor's own Redis.
+struct Services {
+    redis: RedisServer,
+    db: TestDatabase,
+    id: Identity,
+    processor: RedisServer,
+}
+
+impl Services {
+    async fn start() -> Self {
+        Self {
+            redis: RedisServer::start().unwrap(),
+            db: TestDatabase::create().await.unwrap(),
+            id: Identity::generate().unwrap(),
+            processor: RedisServer::start().unwrap(),
+        }
+    }
+}
+
 /// `POST /slots/acquire` to any origin at `base`, signed as an edge would.
 async fn acquire(base: &str, id: &Identity, user: Uuid, product: Uuid) -> reqwest::Response {
     let body = json!({ "productId": product }).to_string();
@@ -153,11 +173,8 @@ async fn two_origins_divide_the_work_and_do_each_piece_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_origins_share_is_taken_over_within_a_lease_and_nothing_is_lost() {
-    let redis = RedisServer::start().unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    let id = Identity::generate().unwrap();
+    let Services { redis, db, id, processor } = Services::start().await;
     let binary = env!("CARGO_BIN_EXE_origin");
-    let processor = RedisServer::start().unwrap();
     let args = [
         "--work-lease-ms",
         "1000",
@@ -223,4 +240,36 @@ async fn a_killed_origins_share_is_taken_over_within_a_lease_and_nothing_is_lost
     let report = check(&pool, &conn, Duration::ZERO).await.unwrap();
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!((report.slots_in_postgres, report.undelivered), (grants as u64, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_restarted_under_its_instance_id_takes_its_work_back_at_once() {
+    let Services { redis, db, id, processor } = Services::start().await;
+    let binary = env!("CARGO_BIN_EXE_origin");
+    // A lease far longer than the test: a restarted origin under a new id would wait it out
+    // before relaying anything.
+    let args = [
+        "--instance-id",
+        "origin-a",
+        "--work-lease-ms",
+        "60000",
+        "--gateway-store-url",
+        &processor.url,
+    ];
+    let mut a = OriginProcess::spawn(binary, &redis.url, &db, &id, &args).await.unwrap();
+    let owner = shared_by(&redis, 1, Duration::from_secs(10)).await;
+    assert_eq!(owner, HashSet::from(["origin-a".to_owned()]));
+    a.kill();
+    let a = OriginProcess::spawn(binary, &redis.url, &db, &id, &args).await.unwrap();
+    let restarted = Instant::now();
+    let product = create_product(&a.url(""), &id, 3).await;
+    assert_eq!(acquire(&a.url(""), &id, Uuid::new_v4(), product).await.status(), 201);
+    // Its relay works its partitions at once: the grant is in PostgreSQL within seconds.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    while pg_count(&pool, "SELECT count(*) FROM purchase_slots").await < 1 {
+        let waited = restarted.elapsed();
+        assert!(waited < Duration::from_secs(15), "not relayed after {waited:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("relayed {:?} after the restart (lease 60 s)", restarted.elapsed());
 }

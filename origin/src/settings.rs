@@ -33,6 +33,12 @@ pub struct Settings {
     /// How long an origin's claim on a work partition lasts unless renewed
     /// ([`crate::store::leases`]).
     pub work_lease: Duration,
+    /// This origin's name among the origins sharing Redis: the owner of its work leases and
+    /// its relay's consumer. `None`: a fresh one each start. Kept across restarts (a pod's
+    /// stable name, say), a restarted origin takes its partitions and its relay's unacked
+    /// entries back at once instead of after the lease runs out. Two live origins must never
+    /// share one.
+    pub instance_id: Option<String>,
     /// Shared with the edge; verifies the edge's HMAC signatures.
     pub edge_secret: EdgeSecret,
     /// The identity provider's public keys (or where to fetch them) and claim rules (admin
@@ -167,6 +173,7 @@ impl Settings {
             redis_replica_acks: None,
             redis_replica_ack_timeout: Duration::from_millis(defaults::REPLICA_ACK_TIMEOUT_MS),
             work_lease: Duration::from_millis(defaults::WORK_LEASE_MS),
+            instance_id: None,
             edge_secret,
             jwt_keys,
             jwt_policy,
@@ -227,6 +234,11 @@ pub struct OriginArgs {
     #[arg(long, env = "FLASHGATE_WORK_LEASE_MS", default_value_t = defaults::WORK_LEASE_MS,
           value_parser = clap::value_parser!(u64).range(300..=600_000))]
     pub work_lease_ms: u64,
+    /// This origin's name among the origins sharing Redis (letters, digits, `.`, `_`, `-`;
+    /// at most 64), kept across its restarts so a restarted origin takes its work back at
+    /// once. Default: a fresh one each start. Two live origins must never share one.
+    #[arg(long, env = "FLASHGATE_INSTANCE_ID", value_parser = instance_id)]
+    pub instance_id: Option<String>,
     /// Hex secret shared with the edge (≥ 32 bytes).
     #[arg(long, env = "FLASHGATE_EDGE_SECRET", hide_env_values = true, value_parser = edge_secret)]
     pub edge_secret: EdgeSecret,
@@ -334,6 +346,14 @@ pub struct OriginArgs {
     pub log_json: bool,
 }
 
+fn instance_id(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if text.is_empty() || text.len() > 64 || !text.chars().all(allowed) {
+        return Err("1 to 64 letters, digits, `.`, `_` or `-`".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
 fn edge_secret(text: &str) -> Result<EdgeSecret, String> {
     EdgeSecret::from_hex(text).map_err(|e| e.to_string())
 }
@@ -385,6 +405,7 @@ impl OriginArgs {
         settings.redis_replica_ack_timeout =
             Duration::from_millis(self.redis_replica_ack_timeout_ms);
         settings.work_lease = Duration::from_millis(self.work_lease_ms);
+        settings.instance_id = self.instance_id;
         settings.allow_volatile_redis = self.allow_volatile_redis;
         settings.drain_limit = Duration::from_secs(self.drain_secs);
         settings.payments.reconcile_after = Duration::from_secs(self.payment_reconcile_after_secs);
@@ -494,6 +515,20 @@ mod tests {
         assert_eq!(parsed.payments.simulated.latency, new.payments.simulated.latency);
         assert_eq!(parsed.jwt_policy.issuer, defaults::JWT_ISSUER);
         assert!(!parsed.allow_volatile_redis && parsed.kafka.is_none());
+        assert_eq!(parsed.instance_id, None);
+    }
+
+    #[test]
+    fn an_instance_id_is_a_short_plain_name() {
+        let (_jwks, args) = parse(&["--instance-id", "origin-0.eu_1"]);
+        assert_eq!(
+            args.unwrap().into_settings().unwrap().instance_id.as_deref(),
+            Some("origin-0.eu_1")
+        );
+        for bad in ["", "a b", "origin/1", &"x".repeat(65)] {
+            let (_jwks, args) = parse(&["--instance-id", bad]);
+            assert!(args.is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

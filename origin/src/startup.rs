@@ -243,7 +243,10 @@ impl Application {
         });
         let leases = Arc::new(WorkLeases::new(
             &state.inventory,
-            format!("origin-{}", Uuid::new_v4().simple()),
+            settings
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| format!("origin-{}", Uuid::new_v4().simple())),
             settings.work_lease,
         ));
         let listener = TcpListener::bind(settings.listen)
