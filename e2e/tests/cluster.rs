@@ -5,8 +5,10 @@
 use flashgate_e2e::cluster::RedisCluster;
 use flashgate_e2e::{Identity, RedisServer, TestDatabase, TestOrigin, checked_when_drained};
 use flashgate_origin::clock::SystemClock;
+use flashgate_origin::store::commit::{GroupCommit, Witness};
 use flashgate_origin::store::fairness::Fairness;
 use flashgate_origin::store::keys::ProductKeys;
+use flashgate_origin::store::redis::{RedisTarget, ReplicaAcks};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -129,6 +131,22 @@ async fn concurrent_grants_share_replica_waits_and_each_is_on_the_replica_when_a
     let waits = t.cluster.calls(master, "wait").await.unwrap() - waits_before;
     eprintln!("{stock} concurrent grants, {waits} WAIT(s) on their master");
     assert!(waits > 0 && waits < stock as u64, "{waits} WAITs for {stock} grants");
+
+    // A commit is acknowledged only on a master that has what it covers: a replica promoted
+    // before it had a grant (here, a slot never granted) or a relay's read is refused, so its
+    // replicas' acknowledgement is never taken for the lost write's.
+    let commits = GroupCommit::connect(
+        &RedisTarget::Cluster(t.cluster.nodes()),
+        Duration::from_secs(3),
+        ReplicaAcks { replicas: 1, timeout: Duration::from_secs(2) },
+    )
+    .unwrap();
+    let (granted, _) = answers[0];
+    commits.replicated(product, Witness::Slot(granted)).await.unwrap();
+    let lost = commits.replicated(product, Witness::Slot(Uuid::new_v4())).await.unwrap_err();
+    assert!(lost.to_string().contains("lacks a write"), "{lost}");
+    let never_read = commits.replicated(product, Witness::Entry("1-1".into())).await.unwrap_err();
+    assert!(never_read.to_string().contains("lacks a write"), "{never_read}");
 }
 
 /// What one buyer was told, after retrying 503s.

@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, SinkLabels};
 use crate::outbox::events::OutboxEvent;
 use crate::outbox::kafka::EventProducer;
 use crate::outbox::persister::PgWriter;
+use crate::store::commit::Witness;
 use crate::store::inventory::Inventory;
 use crate::store::keys::ProductKeys;
 use crate::store::leases::Partitions;
@@ -185,10 +186,11 @@ impl Relay {
         if entries.is_empty() {
             entries = self.read_group(&stream, ">").await?;
         }
-        if !entries.is_empty() {
-            // The reads were writes (XREADGROUP): their group commit, sent after them,
-            // covers the entries they read. An event PostgreSQL has is on a replica.
-            self.inventory.replicated(product).await?;
+        if let Some(last) = entries.last() {
+            // A group commit sent after the reads covers the entries they read: an event
+            // PostgreSQL has is on a replica. Replication is ordered: the last read is on
+            // the master, so all are.
+            self.inventory.replicated(product, Witness::Entry(last.id.clone())).await?;
         }
         let mut batch = Batch { stream, ..Batch::default() };
         for entry in entries {

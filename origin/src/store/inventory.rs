@@ -3,7 +3,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::store::availability;
-use crate::store::commit::GroupCommit;
+use crate::store::commit::{GroupCommit, Witness};
 use crate::store::keys::{PARTITIONS, PartitionKeys, ProductKeys};
 use crate::store::redis::{Redis, RedisTarget, ReplicaAcks};
 use crate::store::scripts::acquire::{self, AcquireArgs, Acquisition, Attempt};
@@ -86,12 +86,12 @@ impl Inventory {
         self.commits.acks()
     }
 
-    /// Returns once every write `product_id`'s master answered before the call is on the
-    /// replicas [`ReplicaAcks`] asks for; an error (answered 503) when they are not within
-    /// its timeout. Nothing to wait for without replicas. Concurrent calls share one `WAIT`
-    /// ([`GroupCommit`]).
-    pub async fn replicated(&self, product_id: Uuid) -> RedisResult<()> {
-        self.commits.replicated(product_id).await
+    /// Returns once every write `product_id`'s master answered before the call, `witness`
+    /// among them, is on the replicas [`ReplicaAcks`] asks for; an error (answered 503) when
+    /// they are not within its timeout or the master lacks `witness`. Nothing to wait for
+    /// without replicas. Concurrent calls share one `WAIT` ([`GroupCommit`]).
+    pub async fn replicated(&self, product_id: Uuid, witness: Witness) -> RedisResult<()> {
+        self.commits.replicated(product_id, witness).await
     }
 
     /// Times the change log with `clock` (the application's).
@@ -133,7 +133,7 @@ impl Inventory {
         {
             // A grant a failover could lose is not answered 201: the buyer hears 503 and
             // finds their slot (or none) when they ask again.
-            self.replicated(a.product_id).await?;
+            self.replicated(a.product_id, Witness::Slot(a.slot_id)).await?;
             if remaining == 0 {
                 self.note_changed(a.product_id).await; // sold out
             }

@@ -6,9 +6,6 @@
 //! - commands over several products (keys in different cluster slots) go through
 //!   [`Redis::query_all`]: one pipeline on a single server, concurrent single commands on a
 //!   cluster;
-//! - [`Redis::write_and_wait`] writes a key and waits (`WAIT`) for its master's replicas to
-//!   have the write, so a grant is on a replica before it is answered `201` ([`ReplicaAcks`],
-//!   [`crate::store::commit`]);
 //! - [`Redis::config_get`] reads a setting from every master and replica;
 //! - a cluster connection that fails for want of a node (refused, timed out, dropped, or
 //!   `CLUSTERDOWN`) is replaced, at most once a second, by a fresh one that reads the slots
@@ -187,34 +184,6 @@ impl Redis {
                 .await
             }
         }
-    }
-
-    /// Writes `key` (a marker expiring after `ttl`), then waits until `acks.replicas`
-    /// replicas of its master have that write (`WAIT`); how many did, within `acks.timeout`.
-    /// Replication is one ordered stream per master, so the write's acknowledgement also
-    /// covers every write the master answered before it.
-    ///
-    /// The two go as one pipeline, so they reach one node over one connection: `WAIT`
-    /// counts only the writes of the connection it is sent on, and answers for whichever
-    /// node it reaches. Sent alone after the write, a cluster client whose connection to the
-    /// master broke would send it to another node (redis-rs falls back to the shard's
-    /// replica, then to any node), and a master that never had the write would acknowledge
-    /// it. In the pipeline, only the key's master accepts the `SET`, and an error in it fails
-    /// the whole call.
-    pub async fn write_and_wait(
-        &self,
-        key: &str,
-        ttl: Duration,
-        acks: ReplicaAcks,
-    ) -> RedisResult<u32> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(key).arg(1).arg("PX").arg((ttl.as_millis() as u64).max(1));
-        pipe.cmd("WAIT").arg(acks.replicas).arg((acks.timeout.as_millis() as u64).max(1));
-        let (written, acked): (String, i64) = pipe.query_async(&mut self.clone()).await?;
-        if written != "OK" {
-            return Err((redis::ErrorKind::Parse, "SET answered", written).into());
-        }
-        Ok(acked.max(0) as u32)
     }
 
     /// A configuration setting as every server answers it: `(server, value)`. One pair
