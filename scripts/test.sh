@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[test]\033[0m %s\n' "$*"; }
 
+# A clean run takes about 12 GB on disk (packages, the Kafka broker's build, target/).
+free_gb=$(df -P -BG . | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+log "disk: ${free_gb} GB free here"
+if [ "${free_gb}" -lt 15 ]; then
+  log "warning: a clean run needs about 12 GB; a full disk fails the build with ENOSPC or a linker Bus error"
+fi
+
 scripts/setup.sh --kafka --test-tools --browser
 scripts/build-edge.sh --platform all
 log "cargo fmt --check"
