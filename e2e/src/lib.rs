@@ -387,6 +387,16 @@ impl TestOrigin {
             .sum())
     }
 
+    /// The sum of the samples of the metric `name` that carry `label` (`key="value"`).
+    pub async fn metric_with(&self, name: &str, label: &str) -> Result<f64> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// Requests the origin has answered on one route (its axum path, e.g. `/slots/acquire`).
     pub async fn route_count(&self, route: &str) -> Result<u64> {
         let text = reqwest::get(self.url("/metrics")).await?.text().await?;

@@ -159,6 +159,46 @@ pub struct DelayLabels {
     pub leg: &'static str,
 }
 
+/// The `outcome` values of `flashgate_replica_commit_duration_seconds`: `acked` (the replicas
+/// asked for acknowledged the commit), `short` (fewer did within the timeout) and `failed`
+/// (the commit did not run, or the master lacked a write it covers). A commit that is not
+/// `acked` answers each of its grants 503.
+pub const COMMIT_OUTCOMES: [&str; 3] = ["acked", "short", "failed"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitLabels {
+    /// One of [`COMMIT_OUTCOMES`].
+    pub outcome: &'static str,
+}
+
+/// The group commits of replica acknowledgements (`store::commit`): by outcome, how long
+/// each took, and how many writes each covered. Unregistered until an application's
+/// registry takes it; cheap to clone (the series are shared).
+#[derive(Clone)]
+pub struct ReplicaCommits {
+    pub commits: Histograms<CommitLabels>,
+    pub writes: Histogram,
+}
+
+impl Default for ReplicaCommits {
+    fn default() -> Self {
+        let commits = histograms::<CommitLabels>();
+        // Every outcome exported from the start: an alert on a rate sees zero, not nothing.
+        for outcome in COMMIT_OUTCOMES {
+            drop(commits.get_or_create(&CommitLabels { outcome }));
+        }
+        Self { commits, writes: Histogram::new(exponential_buckets(1.0, 2.0, 12)) }
+    }
+}
+
+impl ReplicaCommits {
+    /// One commit of `writes` writes that took `seconds`, ending as `outcome`.
+    pub fn observe(&self, outcome: &'static str, writes: usize, seconds: f64) {
+        self.commits.get_or_create(&CommitLabels { outcome }).observe(seconds);
+        self.writes.observe(writes as f64);
+    }
+}
+
 /// How many products get their own `product_remaining_units` series (the first this many
 /// by id); the rest are still counted by `products` and checked by the invariant gauge.
 pub const MAX_PRODUCT_SERIES: usize = 1_000;
@@ -215,6 +255,8 @@ pub struct Registered {
     pub fairness_late: Family<EdgeLabels, Counter>,
     /// Stamp-to-decision delays of acquisitions by edge and leg.
     pub stamp_delay: Histograms<DelayLabels>,
+    /// Group commits of replica acknowledgements (given to the inventory at start-up).
+    pub replica_commits: ReplicaCommits,
     routes: Arc<Interner>,
     edges: Arc<Interner>,
 }
@@ -354,6 +396,18 @@ impl Default for Registered {
              the origin receiving it (leg=origin) and to its decision (leg=decided)",
             stamp_delay.clone(),
         );
+        let replica_commits = ReplicaCommits::default();
+        registry.register(
+            "replica_commit_duration_seconds",
+            "Group commits of grants to the Redis replicas (WAIT), by outcome, and how long \
+             each took; a commit not acked answers each of its grants 503",
+            replica_commits.commits.clone(),
+        );
+        registry.register(
+            "replica_commit_writes",
+            "How many writes (grants, relay batches) each group commit covered",
+            replica_commits.writes.clone(),
+        );
         // Every known label value starts at 0, so a rate over a series that has not moved
         // yet reads 0 rather than nothing, and dashboards and alerts find every series.
         for outcome in ["granted", "holding", "sold_out", "not_on_sale", "ended", "unknown"] {
@@ -397,6 +451,7 @@ impl Default for Registered {
             fairness_held,
             fairness_late,
             stamp_delay,
+            replica_commits,
             routes: Arc::new(Interner::new(MAX_ROUTES)),
             edges: Arc::new(Interner::new(MAX_EDGES)),
         }

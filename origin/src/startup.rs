@@ -157,10 +157,12 @@ impl Application {
         // The response deadline must outlast a grant's wait for its replicas.
         let acks = settings.replica_acks();
         let timeout = settings.redis_timeout.max(acks.timeout + Duration::from_millis(100));
+        let metrics = Metrics::default();
         let inventory = Inventory::connect(&redis, timeout, settings.lifecycle)
             .context("parsing the Redis URL")?
             .with_clock(clock.clone())
-            .with_replica_acks(acks);
+            .with_replica_acks(acks)
+            .with_commit_metrics(metrics.replica_commits.clone());
         let durability = DurabilityGuard::new(settings.allow_volatile_redis);
         match Persistence::of(&inventory).await {
             Ok(p @ Persistence::Durable) => durability.record(&p),
@@ -192,7 +194,6 @@ impl Application {
             }
             None => None,
         };
-        let metrics = Metrics::default();
         let payments = Payments {
             store: PaymentStore::new(&inventory),
             gateway: Arc::new(crate::gateway::Instrumented::new(gateway, metrics.clone())),

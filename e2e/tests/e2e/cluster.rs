@@ -103,6 +103,9 @@ async fn concurrent_grants_share_replica_waits_and_each_is_on_the_replica_when_a
         .unwrap();
     redis::cmd("READONLY").query_async::<()>(&mut on_replica).await.unwrap();
     let waits_before = t.cluster.calls(master, "wait").await.unwrap();
+    let commits_metric = "flashgate_replica_commit_duration_seconds_count";
+    let acked_before = t.origin.metric_with(commits_metric, r#"outcome="acked""#).await.unwrap();
+    let covered_before = t.origin.metric("flashgate_replica_commit_writes_sum").await.unwrap();
     let now = flashgate_e2e::now_us();
     let answers = futures::future::join_all((0..stock).map(|_| {
         let (t, keys, on_replica) = (&t, &keys, on_replica.clone());
@@ -131,6 +134,16 @@ async fn concurrent_grants_share_replica_waits_and_each_is_on_the_replica_when_a
     let waits = t.cluster.calls(master, "wait").await.unwrap() - waits_before;
     eprintln!("{stock} concurrent grants, {waits} WAIT(s) on their master");
     assert!(waits > 0 && waits < stock as u64, "{waits} WAITs for {stock} grants");
+    // The origin's metrics tell the same: commits acknowledged, fewer than the grants, which
+    // they all covered; none short or failed.
+    let acked = t.origin.metric_with(commits_metric, r#"outcome="acked""#).await.unwrap();
+    let covered = t.origin.metric("flashgate_replica_commit_writes_sum").await.unwrap();
+    let (acked, covered) = (acked - acked_before, covered - covered_before);
+    assert!(acked >= 1.0 && acked < stock as f64, "{acked} commits acked");
+    assert!(covered >= stock as f64, "the commits covered {covered} writes");
+    for outcome in [r#"outcome="short""#, r#"outcome="failed""#] {
+        assert_eq!(t.origin.metric_with(commits_metric, outcome).await.unwrap(), 0.0, "{outcome}");
+    }
 
     // A commit is acknowledged only on a master that has what it covers: a replica promoted
     // before it had a grant (here, a slot never granted) or a relay's read is refused, so its

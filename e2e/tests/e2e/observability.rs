@@ -244,7 +244,7 @@ async fn prometheus_scrapes_origin_and_edge_and_every_dashboard_and_alert_query_
             ));
         }
     }
-    assert_eq!(alerts.len(), 11, "every rule of alerts.yaml is loaded");
+    assert_eq!(alerts.len(), 12, "every rule of alerts.yaml is loaded");
     let queries = dashboard_queries().unwrap();
     assert!(queries.len() >= 18);
     for (what, expr) in queries.iter().chain(&alerts) {

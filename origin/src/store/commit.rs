@@ -29,6 +29,7 @@
 //! connections, and Redis answers every `WAIT` blocked on a master with one round of
 //! acknowledgements from its replicas.
 
+use crate::metrics::ReplicaCommits;
 use crate::store::keys::ProductKeys;
 use crate::store::redis::{Redis, RedisTarget, ReplicaAcks};
 use redis::{RedisResult, Value};
@@ -70,6 +71,7 @@ struct Inner {
     /// The commits' own connections: a `WAIT` blocks only commits behind it on its own.
     conns: Vec<Redis>,
     acks: ReplicaAcks,
+    metrics: ReplicaCommits,
     /// A product is here while its commits run: the writes waiting for the next one.
     waiting: Mutex<HashMap<Uuid, Vec<Waiter>>>,
 }
@@ -85,13 +87,22 @@ impl GroupCommit {
         let conns = (0..COMMIT_CONNECTIONS)
             .map(|_| Redis::connect(target, timeout))
             .collect::<RedisResult<_>>()?;
-        Ok(Self { inner: Arc::new(Inner { conns, acks, waiting: Mutex::new(HashMap::new()) }) })
+        Ok(Self::over(conns, acks, ReplicaCommits::default()))
+    }
+
+    fn over(conns: Vec<Redis>, acks: ReplicaAcks, metrics: ReplicaCommits) -> Self {
+        let waiting = Mutex::new(HashMap::new());
+        Self { inner: Arc::new(Inner { conns, acks, metrics, waiting }) }
     }
 
     /// The same connections, waiting as `acks` says.
     pub fn with_acks(&self, acks: ReplicaAcks) -> Self {
-        let conns = self.inner.conns.clone();
-        Self { inner: Arc::new(Inner { conns, acks, waiting: Mutex::new(HashMap::new()) }) }
+        Self::over(self.inner.conns.clone(), acks, self.inner.metrics.clone())
+    }
+
+    /// The same, recording each commit in `metrics` (an application's registry).
+    pub fn with_metrics(&self, metrics: ReplicaCommits) -> Self {
+        Self::over(self.inner.conns.clone(), self.inner.acks, metrics)
     }
 
     pub fn acks(&self) -> ReplicaAcks {
@@ -153,7 +164,14 @@ impl GroupCommit {
                 std::mem::take(group)
             };
             let witnesses: Vec<&Witness> = group.iter().map(|(w, _)| w).collect();
+            let started = std::time::Instant::now();
             let outcome = self.commit(product, &witnesses).await.map_err(|e| e.to_string());
+            let label = match &outcome {
+                Ok(acked) if *acked >= self.inner.acks.replicas => "acked",
+                Ok(_) => "short",
+                Err(_) => "failed",
+            };
+            self.inner.metrics.observe(label, group.len(), started.elapsed().as_secs_f64());
             for (_, waiter) in group {
                 let _ = waiter.send(outcome.clone());
             }

@@ -82,6 +82,12 @@ impl Inventory {
         self
     }
 
+    /// Records the replica commits in `metrics` (the application's registry).
+    pub fn with_commit_metrics(mut self, metrics: crate::metrics::ReplicaCommits) -> Self {
+        self.commits = self.commits.with_metrics(metrics);
+        self
+    }
+
     pub fn replica_acks(&self) -> ReplicaAcks {
         self.commits.acks()
     }
