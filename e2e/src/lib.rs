@@ -379,15 +379,11 @@ impl TestOrigin {
 
     /// The sum of every sample of the metric `name` (`flashgate_…`, with or without labels).
     pub async fn metric(&self, name: &str) -> Result<f64> {
-        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        self.metric_with(name, "").await
     }
 
-    /// The sum of the samples of the metric `name` that carry `label` (`key="value"`).
+    /// The sum of the samples of the metric `name` that carry `label` (`key="value"`; empty:
+    /// every sample).
     pub async fn metric_with(&self, name: &str, label: &str) -> Result<f64> {
         let text = reqwest::get(self.url("/metrics")).await?.text().await?;
         Ok(text
