@@ -2,7 +2,7 @@
 # Installs what flashgate needs and starts what is not running: Redis (installed; each
 # command starts its own server) and PostgreSQL (trust auth on 127.0.0.1). Optional parts,
 # each only when asked, so a command installs no more than it runs:
-#   --kafka       the tansu Kafka-protocol broker (built once, ~18 min on 2 cores, cached)
+#   --kafka       the tansu Kafka-protocol broker (built once, cached; see below)
 #   --test-tools  Prometheus and promtool (the alert-rule tests and the scrape test),
 #                 schemathesis (the API contract test), docker-compose (compose.yaml's check)
 #   --k6          k6, for the load scenarios under k6/
@@ -82,12 +82,21 @@ if [ "$test_tools" = 1 ] && ! st --version 2>/dev/null | grep -q "$schemathesis_
 fi
 
 # tansu: a Kafka-protocol broker (crates.io), for the Kafka path in tests and `dev.sh --kafka`.
-# Built once into a cache outside the repository (about 18 minutes on 2 cores), then reused.
+# Built once into a cache outside the repository, then reused. Only what flashgate runs: the
+# memory engine (`dynostore`; every caller starts it with `--storage-engine memory://`), and
+# at opt-level 1 without LTO or debug info: a test broker needs no more, and that halves the
+# build (see README "Test it" for the measured times). A stamp names the build, so changing
+# the recipe below rebuilds it once.
 tools="${FLASHGATE_TOOLS:-$HOME/.cache/flashgate/tools}"
-if [ "$kafka" = 1 ] && ! [ -x "$tools/bin/tansu" ]; then
-  log "installing tansu 0.6.0 into $tools (first time only; ~18 min on 2 cores)"
+tansu_build="tansu 0.6.0 --features dynostore opt-level=1"
+if [ "$kafka" = 1 ] && { ! [ -x "$tools/bin/tansu" ] || [ "$(cat "$tools/tansu.build" 2>/dev/null)" != "$tansu_build" ]; }; then
+  log "installing $tansu_build into $tools (first time only)"
   CARGO_TARGET_DIR="${FLASHGATE_TOOLS_TARGET:-$HOME/.cache/flashgate/tansu-target}" \
-    cargo install tansu --version 0.6.0 --locked --features dynostore,postgres --root "$tools"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_DEBUG=false \
+  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_INCREMENTAL=false \
+    cargo install tansu --version 0.6.0 --locked --force --no-default-features --features dynostore \
+      --root "$tools"
+  echo "$tansu_build" >"$tools/tansu.build"
 fi
 [ "$kafka" = 1 ] && log "tansu at $tools/bin/tansu"
 

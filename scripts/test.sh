@@ -2,9 +2,43 @@
 # The one test command: sets up services, builds the edge component, checks formatting and
 # lints, and runs every test (unit, and end-to-end against real Redis, PostgreSQL and the
 # real component in flashgate's wasmtime host, and the buyer page and console in chromium).
+#
+# Each step's wall time is printed as it ends and again in a table at the end (also when a
+# step fails). The Kafka broker's one-time build runs in the background beside the other
+# steps; the tests that need it wait for it. `cargo test` runs with --no-fail-fast, so one
+# failing test binary does not hide the others' results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[test]\033[0m %s\n' "$*"; }
+
+logs=target/test-steps
+mkdir -p "$logs"
+steps=()
+run_started=$SECONDS
+summary() {
+  local rc=$1
+  log "step times (wall clock; total $(((SECONDS - run_started) / 60))m$(((SECONDS - run_started) % 60))s, exit $rc):"
+  for s in "${steps[@]}"; do printf '  %s\n' "$s"; done
+}
+broker_pid=
+on_exit() {
+  local rc=$?
+  # The broker's build runs in a session of its own: stop all of it if a step failed first.
+  [ -z "$broker_pid" ] || kill -- "-$broker_pid" 2>/dev/null || true
+  summary "$rc"
+}
+trap on_exit EXIT
+
+# `step NAME CMD...` runs CMD in the foreground and records how long it took.
+step() {
+  local name=$1 started=$SECONDS rc=0
+  shift
+  log "$name"
+  "$@" || rc=$?
+  local took=$((SECONDS - started))
+  steps+=("$(printf '%-34s %4dm%02ds%s' "$name" $((took / 60)) $((took % 60)) "$([ $rc = 0 ] || echo "  FAILED ($rc)")")")
+  return $rc
+}
 
 # A clean run takes about 12 GB on disk (packages, the Kafka broker's build, target/).
 free_gb=$(df -P -BG . | awk 'NR == 2 { sub("G", "", $4); print $4 }')
@@ -13,20 +47,33 @@ if [ "${free_gb}" -lt 15 ]; then
   log "warning: a clean run needs about 12 GB; a full disk fails the build with ENOSPC or a linker Bus error"
 fi
 
-scripts/setup.sh --kafka --test-tools --browser
-scripts/build-edge.sh --platform all
-log "cargo fmt --check"
-cargo fmt --all -- --check
-(cd edge/component && cargo fmt -- --check)
-log "compile-checked SQL: .sqlx/ matches origin/src/pg/ and migrations/"
-scripts/sqlx-prepare.sh --check
-log "alert rules: promtool check and unit tests"
-promtool check rules deploy/prometheus/alerts.yaml
-promtool test rules deploy/prometheus/alerts.test.yaml
-log "cargo clippy"
-cargo clippy --locked --workspace --all-targets -- -D warnings
-(cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings)
-(cd edge/component && cargo clippy --locked --release --target wasm32-wasip2 --no-default-features \
-  --features wasmcloud2,wasip2 --target-dir target/platforms/wasmcloud2 -- -D warnings)
-log "cargo test"
-cargo test --locked --workspace
+step "setup: services" scripts/setup.sh
+# The broker builds once per machine (cached in ~/.cache/flashgate); in the background it
+# overlaps the downloads, the wasm builds and the link steps below instead of preceding them.
+broker_started=$SECONDS
+setsid scripts/setup.sh --kafka >"$logs/broker.log" 2>&1 & broker_pid=$!
+step "setup: test tools, browser" scripts/setup.sh --test-tools --browser
+step "edge component (4 builds)" scripts/build-edge.sh --platform all
+step "cargo fmt --check" bash -c 'cargo fmt --all -- --check && cd edge/component && cargo fmt -- --check'
+step "sqlx offline data" scripts/sqlx-prepare.sh --check
+step "promtool: alert rules" bash -c \
+  'promtool check rules deploy/prometheus/alerts.yaml && promtool test rules deploy/prometheus/alerts.test.yaml'
+step "clippy (native)" cargo clippy --locked --workspace --all-targets -- -D warnings
+step "clippy (wasm, 2 builds)" bash -c '
+  cd edge/component &&
+  cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings &&
+  cargo clippy --locked --release --target wasm32-wasip2 --no-default-features \
+    --features wasmcloud2,wasip2 --target-dir target/platforms/wasmcloud2 -- -D warnings'
+step "build tests" cargo test --locked --workspace --no-run
+wait_broker() {
+  if ! wait "$broker_pid"; then
+    broker_pid=
+    tail -n 40 "$logs/broker.log" >&2
+    return 1
+  fi
+  broker_pid=
+  local took=$((SECONDS - broker_started))
+  log "broker: built or cached ($((took / 60))m$((took % 60))s since it started, beside the steps above)"
+}
+step "wait for the Kafka broker" wait_broker
+step "cargo test" cargo test --locked --workspace --no-fail-fast
