@@ -42,8 +42,9 @@ started=$(date +%s)
 # The release build runs while the services start, the Python tools install and the wasm
 # component builds: from a clean checkout, downloads and installs overlap the compiler.
 log "building release binaries (log: $out/build.log)"
-cargo build --release --locked -p flashgate-origin -p flashgate-edge-host -p flashgate-cli \
-  -p flashgate-bench >"$out/build.log" 2>&1 & build_pid=$!
+# --workspace: the same dependency features as `cargo test` and scripts/dev.sh --release.
+cargo build --release --locked --workspace --bin flashgate-origin --bin flashgate-edge --bin flashgate \
+  --bin flashgate-bench >"$out/build.log" 2>&1 & build_pid=$!
 trap 'kill $build_pid 2>/dev/null || true' EXIT
 scripts/setup.sh --k6
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib >&2

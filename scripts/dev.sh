@@ -29,7 +29,10 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atqc "SELECT 1 FROM pg_database WHERE
   || psql -h 127.0.0.1 -U postgres -d postgres -qc 'CREATE DATABASE flashgate'
 scripts/build-edge.sh
 log "building origin, edge host and CLI ($profile)"
-cargo build "${cargo_flags[@]}" -p flashgate-origin -p flashgate-edge-host -p flashgate-cli
+# --workspace with the binaries named: features resolved as for `cargo test --workspace` and
+# scripts/bench.sh, so one build of the dependencies serves all three (-p would resolve a
+# narrower set and rebuild serde_json, wasmparser and all above them).
+cargo build --locked "${cargo_flags[@]}" --workspace --bin flashgate-origin --bin flashgate-edge --bin flashgate
 bin="$root/target/$profile"
 dev_dir="$root/.flashgate/dev"
 "$bin/flashgate" --dir "$dev_dir" dev-keys

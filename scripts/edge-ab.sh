@@ -16,8 +16,8 @@
 #   EDGE_AB_PERF=1 FLASHGATE_EDGE_PERF_MAP=1 scripts/edge-ab.sh
 #       also `perf record -e cpu-clock` 3 s of each edge host into target/edge-ab/perf-<label>.data
 #
-# Needs the release binaries (`cargo build --release -p flashgate-origin -p flashgate-edge-host
-# -p flashgate-cli -p flashgate-bench`) and the builds it names (scripts/build-edge.sh, with
+# Needs the release binaries (`cargo build --release --workspace --bin flashgate-origin
+# --bin flashgate-edge --bin flashgate --bin flashgate-bench`, as scripts/bench.sh builds them) and the builds it names (scripts/build-edge.sh, with
 # `--platform spin-wasip2` for p2). Private ports: Redis 6392, origin 18095, edges 13110+.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -46,7 +46,8 @@ case " ${chosen[*]} " in
 esac
 scripts/build-edge.sh
 log "building the binaries"
-cargo build --locked -p flashgate-origin -p flashgate-edge-host -p flashgate-cli -p flashgate-bench
+# --workspace: the same dependency features as `cargo test` (see scripts/dev.sh).
+cargo build --locked --workspace --bin flashgate-origin --bin flashgate-edge --bin flashgate --bin flashgate-bench
 bin="$root/target/debug"
 dev_dir="$root/.flashgate/dev"
 "$bin/flashgate" --dir "$dev_dir" dev-keys >/dev/null

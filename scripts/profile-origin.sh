@@ -26,7 +26,7 @@ command -v valgrind >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 }
 if [ -z "${PROFILE_BIN:-}" ]; then
-  cargo build --release --locked -q -p flashgate-origin -p flashgate-cli -p flashgate-bench
+  cargo build --release --locked -q --workspace --bin flashgate-origin --bin flashgate --bin flashgate-bench
 fi
 rm -rf "$out" && mkdir -p "$out"
 scripts/setup.sh

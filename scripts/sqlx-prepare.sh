@@ -21,10 +21,12 @@ psql "$base/postgres" -qc "CREATE DATABASE $db" >/dev/null
 for migration in migrations/*.sql; do
   psql "$base/$db" -v ON_ERROR_STOP=1 -q -f "$migration" >/dev/null
 done
-# The macros run again only when their crate is rebuilt.
+# The macros run again only when their crate is rebuilt. --workspace: the dependencies'
+# features as clippy and the tests resolve them, so this check reuses clippy's artefacts
+# (scripts/test.sh runs it after clippy) instead of checking them all again with others.
 touch origin/src/pg/*.rs origin/src/check.rs
 SQLX_OFFLINE=false DATABASE_URL="$base/$db" SQLX_OFFLINE_DIR="$out" \
-  cargo check --locked -q -p flashgate-origin -p flashgate-cli --lib
+  cargo check --locked -q --workspace --lib
 if [[ "${1:-}" == "--check" ]]; then
   if ! diff -r "$out" .sqlx >/dev/null; then
     echo "sqlx-prepare: .sqlx/ is stale; run scripts/sqlx-prepare.sh and commit it" >&2

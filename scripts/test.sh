@@ -50,15 +50,17 @@ fi
 step "setup: services" scripts/setup.sh
 # The broker builds once per machine (cached in ~/.cache/flashgate); in the background it
 # overlaps the downloads, the wasm builds and the link steps below instead of preceding them.
-broker_started=$SECONDS
-setsid scripts/setup.sh --kafka >"$logs/broker.log" 2>&1 & broker_pid=$!
+broker_started=$(date +%s)
+rm -f "$logs/broker.done"
+setsid bash -c 'scripts/setup.sh --kafka; rc=$?; date +%s >"$1"; exit $rc' _ "$logs/broker.done" \
+  >"$logs/broker.log" 2>&1 & broker_pid=$!
 step "setup: test tools, browser" scripts/setup.sh --test-tools --browser
 step "edge component (4 builds)" scripts/build-edge.sh --platform all
 step "cargo fmt --check" bash -c 'cargo fmt --all -- --check && cd edge/component && cargo fmt -- --check'
-step "sqlx offline data" scripts/sqlx-prepare.sh --check
 step "promtool: alert rules" bash -c \
   'promtool check rules deploy/prometheus/alerts.yaml && promtool test rules deploy/prometheus/alerts.test.yaml'
 step "clippy (native)" cargo clippy --locked --workspace --all-targets -- -D warnings
+step "sqlx offline data" scripts/sqlx-prepare.sh --check
 step "clippy (wasm, 2 builds)" bash -c '
   cd edge/component &&
   cargo clippy --locked --release --target wasm32-wasip2 -- -D warnings &&
@@ -72,8 +74,9 @@ wait_broker() {
     return 1
   fi
   broker_pid=
-  local took=$((SECONDS - broker_started))
-  log "broker: built or cached ($((took / 60))m$((took % 60))s since it started, beside the steps above)"
+  local took=$(($(cat "$logs/broker.done") - broker_started))
+  log "broker: ready $((took / 60))m$((took % 60))s after it started (built, or found in the cache), beside the steps above"
+  steps+=("$(printf '%-34s %4dm%02ds' "  (broker, in the background)" $((took / 60)) $((took % 60)))")
 }
 step "wait for the Kafka broker" wait_broker
 step "cargo test" cargo test --locked --workspace --no-fail-fast

@@ -92,7 +92,22 @@ pub fn queued_product(path: &str) -> Option<String> {
 }
 
 fn looks_like_uuid(id: &str) -> bool {
-    id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    parse_id(id).is_some()
+}
+
+/// An id (product, slot, payment, buyer) in the one form flashgate accepts, at the edge and
+/// at the origin alike: 36 characters, hyphens at 8, 13, 18 and 23, hex digits elsewhere
+/// (either case; the edge keys everything by the lower-case form). The dashless, braced and
+/// `urn:uuid:` spellings of the same id are refused at both ends, so no spelling of a
+/// product's id reaches the origin past the edge's shield, dedup or pass check.
+pub fn parse_id(raw: &str) -> Option<uuid::Uuid> {
+    let bytes = raw.as_bytes();
+    let canonical = bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    canonical.then(|| uuid::Uuid::try_parse(raw).ok()).flatten()
 }
 
 /// The product id of an acquisition body, if it has one that looks like an id (the origin
@@ -106,6 +121,27 @@ pub fn acquired_product(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_accepted_in_one_form_only() {
+        let id = "0192f3a4-5b6c-7d8e-9f00-112233445566";
+        assert_eq!(parse_id(id).map(|u| u.to_string()), Some(id.to_owned()));
+        assert_eq!(parse_id(&id.to_ascii_uppercase()).map(|u| u.to_string()), Some(id.into()));
+        for other in [
+            "0192f3a45b6c7d8e9f00112233445566",
+            "{0192f3a4-5b6c-7d8e-9f00-112233445566}",
+            "urn:uuid:0192f3a4-5b6c-7d8e-9f00-112233445566",
+            "------------------------------------",
+            "0192f3a4-5b6c-7d8e-9f00-11223344556g",
+            "0192f3a45-b6c-7d8e-9f00-112233445566",
+            "",
+        ] {
+            assert_eq!(parse_id(other), None, "{other}");
+            assert_eq!(queued_product(&format!("/queue/{other}")), None, "{other}");
+            let body = format!(r#"{{"productId":"{other}"}}"#);
+            assert_eq!(acquired_product(body.as_bytes()), None, "{other}");
+        }
+    }
 
     #[test]
     fn decisions_outside_the_known_set_share_one_label() {

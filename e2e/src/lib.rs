@@ -438,6 +438,35 @@ impl TestOrigin {
         }
         Ok(Uuid::parse_str(body["productId"].as_str().context("productId")?)?)
     }
+
+    /// Moves the sale start of a product made by `create_product_starting` (`PUT
+    /// /products/{id}`, as an operator would): a test opens a sale when it is ready for it,
+    /// instead of racing a start time against a slow machine.
+    pub async fn set_sale_start(
+        &self,
+        id: &Identity,
+        product: Uuid,
+        stock: i64,
+        starts: time::OffsetDateTime,
+    ) -> Result<()> {
+        let body = json!({
+            "name": "Limited sneaker",
+            "price": {"amount": 12900, "currency": "EUR"},
+            "stock": stock,
+            "saleStartsAt": starts.format(&time::format_description::well_known::Rfc3339)?,
+        });
+        let response = reqwest::Client::new()
+            .put(self.url(&format!("/products/{product}")))
+            .bearer_auth(id.admin())
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        if status != 200 {
+            bail!("moving the sale start: {status} {}", response.text().await?);
+        }
+        Ok(())
+    }
 }
 
 impl TestOrigin {

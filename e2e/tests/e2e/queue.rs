@@ -290,8 +290,9 @@ async fn auto_mode_turns_the_room_on_when_a_second_of_demand_reaches_the_thresho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_forwards_acquisitions_of_a_queued_product_only_with_a_valid_pass() {
     let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
-    // Opens in 2 s: nobody is admitted while the test makes its passless attempts.
-    let opens = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    // Opens when the test says (below): nobody is admitted while it makes its passless
+    // attempts, however slow the machine.
+    let opens = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     let product = s.origin.create_product_starting(&s.id, 5, opens).await.unwrap();
     s.origin
         .configure_queue(&s.id, product, json!({"mode": "always", "admitPerSecond": 100}))
@@ -315,6 +316,7 @@ async fn the_edge_forwards_acquisitions_of_a_queued_product_only_with_a_valid_pa
     assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap(), before, "no acquisition forwarded");
     // Admitted once the sale opens (the worker runs every 100 ms), the buyer's pass takes
     // them through.
+    s.origin.set_sale_start(&s.id, product, 5, time::OffsetDateTime::now_utc()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let pass = loop {
         assert!(Instant::now() < deadline, "not admitted within 20 s");

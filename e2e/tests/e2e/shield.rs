@@ -427,3 +427,55 @@ async fn a_buyer_whose_attempt_failed_is_answered_by_the_origin_not_the_sold_out
     problem(third, 409, "sold-out").await;
     assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap(), acquisitions + 1);
 }
+
+/// Security review, finding 2: a product id spelled another way (dashless, braced,
+/// `urn:uuid:`) skipped the edge's shield and reached the Lua script on a sold-out product.
+/// Ids have one form at both ends now: every other spelling is refused with a problem naming
+/// the field, and no acquisition is decided for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_id_spelled_another_way_is_refused_and_never_decided() {
+    let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    let product = s.origin.create_product(&s.id, 1).await.unwrap();
+    assert_eq!(s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap().status(), 201);
+    let decided = s.origin.metric("flashgate_acquisitions_total").await.unwrap();
+    let spellings = [
+        product.simple().to_string(),
+        product.braced().to_string(),
+        product.urn().to_string(),
+        format!(" {product}"),
+    ];
+    for spelled in &spellings {
+        let r = s
+            .http
+            .post(s.edge.url("/slots/acquire"))
+            .bearer_auth(s.id.buyer(Uuid::new_v4()))
+            .json(&serde_json::json!({ "productId": spelled }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(problem(r, 422, "validation").await["field"], "productId", "{spelled}");
+        for path in [format!("/products/{spelled}"), format!("/queue/{spelled}")] {
+            let r = s
+                .http
+                .get(s.edge.url(&path))
+                .bearer_auth(s.id.buyer(Uuid::new_v4()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{path}");
+        }
+    }
+    // The canonical spelling in capitals is the same id: answered sold out from the hint.
+    let upper = product.to_string().to_ascii_uppercase();
+    let r = s
+        .http
+        .post(s.edge.url("/slots/acquire"))
+        .bearer_auth(s.id.buyer(Uuid::new_v4()))
+        .json(&serde_json::json!({ "productId": upper }))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 409, "sold-out").await;
+    let after = s.origin.metric("flashgate_acquisitions_total").await.unwrap();
+    assert_eq!(after, decided, "no other spelling reached the acquisition script");
+}

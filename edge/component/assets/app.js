@@ -160,7 +160,9 @@ function renderButton() {
   const p = state.product;
   if (!p || state.slot || state.payment || p.status === 'SOLD_OUT') { b.hidden = true; return; }
   b.hidden = false;
-  const open = Date.parse(p.saleStartsAt) <= Date.now();
+  // A pass means the sale is open, whatever start this page read: nobody is admitted
+  // before the opening, and an operator may have moved it since the page loaded.
+  const open = !!state.pass || Date.parse(p.saleStartsAt) <= Date.now();
   if (state.queued && !state.pass) {
     b.textContent = $('queue').hidden ? 'Join the queue' : 'Waiting for your turn…';
     b.disabled = !$('queue').hidden;
@@ -232,6 +234,8 @@ function onQueue(res) {
       case 'ADMITTED':
         state.pass = q.pass;
         state.passExpiresMs = Date.parse(q.passExpiresAt);
+        stop('opens');
+        show('countdown', false);
         show('queue', false);
         show('admitted', true);
         every('pass', 500, () => {

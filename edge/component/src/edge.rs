@@ -427,6 +427,9 @@ fn unauthorized(e: TokenError) -> Problem {
 pub(crate) fn problem_response(problem: Problem, headers: Vec<(&'static str, String)>) -> Response {
     let mut response = Response::new(problem.status);
     response.headers.push(("content-type".to_owned(), CONTENT_TYPE.to_owned()));
+    // As the origin's answers: read as what it says it is, kept by no cache on the way.
+    response.headers.push(("x-content-type-options".to_owned(), "nosniff".to_owned()));
+    response.headers.push(("cache-control".to_owned(), "no-store".to_owned()));
     for (name, value) in problem.headers().into_iter().chain(headers) {
         response.headers.push((name.to_owned(), value));
     }

@@ -411,7 +411,8 @@ pub fn verify_signature(
         }
     }
     let t = t.ok_or_else(|| WebhookError::Signature("no timestamp `t=`".into()))?;
-    if (now_secs - t).abs() > WEBHOOK_TOLERANCE_SECS {
+    // Saturating: `t` is the sender's input, and i64::MIN - now must not overflow.
+    if now_secs.saturating_sub(t).saturating_abs() > WEBHOOK_TOLERANCE_SECS {
         return Err(WebhookError::Signature(format!(
             "timestamp {t} is more than {WEBHOOK_TOLERANCE_SECS} s from now"
         )));
@@ -585,5 +586,34 @@ impl PaymentGateway for Instrumented {
         now_secs: i64,
     ) -> Result<GatewayEvent, WebhookError> {
         self.inner.parse_webhook(headers, body, now_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a webhook secret of the processor";
+
+    #[test]
+    fn a_signature_within_the_tolerance_verifies_and_one_outside_it_is_refused() {
+        let now = 1_800_000_000;
+        let header = SimulatedGateway::sign(SECRET, now - 10, b"{}");
+        assert!(verify_signature(SECRET, &header, b"{}", now).is_ok());
+        assert!(verify_signature(SECRET, &header, b"{ }", now).is_err(), "another body");
+        let stale = SimulatedGateway::sign(SECRET, now - WEBHOOK_TOLERANCE_SECS - 1, b"{}");
+        assert!(verify_signature(SECRET, &stale, b"{}", now).is_err());
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_not_overflowed() {
+        // `now - t` overflowed for these and panicked in a debug build.
+        for (t, now) in [(i64::MIN, 1_800_000_000), (i64::MAX, -1), (i64::MIN, i64::MAX)] {
+            let header = format!("t={t},v1=00");
+            assert!(matches!(
+                verify_signature(SECRET, &header, b"{}", now),
+                Err(WebhookError::Signature(_))
+            ));
+        }
     }
 }

@@ -47,7 +47,8 @@ impl AuditQuery {
         let id = |name: &str| -> ApiResult<Option<Uuid>> {
             q.get(name)
                 .map(|raw| {
-                    Uuid::try_parse(raw).map_err(|_| ApiError::validation(name, "must be a UUID"))
+                    flashgate_core::routes::parse_id(raw)
+                        .ok_or_else(|| ApiError::validation(name, "must be a UUID"))
                 })
                 .transpose()
         };
@@ -123,7 +124,8 @@ fn parse_cursor(raw: &str) -> ApiResult<(OffsetDateTime, Uuid)> {
     let bad = || ApiError::validation("cursor", "is not a cursor this list returned");
     let (us, id) = raw.split_once('-').ok_or_else(bad)?;
     let us: i128 = us.parse().map_err(|_| bad())?;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(us * 1000).map_err(|_| bad())?;
+    let nanos = us.checked_mul(1000).ok_or_else(bad)?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
     Ok((at, Uuid::try_parse(id).map_err(|_| bad())?))
 }
 
@@ -218,6 +220,9 @@ mod tests {
             ("limit", "0"),
             ("limit", "501"),
             ("cursor", "x"),
+            // Past any time there is: an error, not an overflow (a panic in a debug build).
+            ("cursor", "170141183460469231731687303715884105727-00000000000000000000000000000000"),
+            ("cursor", "-170141183460469231731687303715884105728-00000000000000000000000000000000"),
             ("sort", "desc"),
         ] {
             assert_eq!(field_of(AuditQuery::parse(&q(&[(k, v)])).unwrap_err()), k);

@@ -22,8 +22,10 @@ use crate::metrics;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
 use uuid::Uuid;
 
 /// Every route: buyer routes behind the edge signature, admin routes (checked per
@@ -36,13 +38,21 @@ pub fn router(state: AppState) -> Router {
         .merge(payments::router())
         .merge(queue::router())
         .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
-    Router::new()
-        .merge(buyer)
+    let admin = Router::new()
         .merge(products::admin_router())
         .merge(queue::admin_router())
         .merge(console::admin_router())
         .merge(recovery::admin_router())
-        .merge(audit::admin_router())
+        .merge(audit::admin_router());
+    // A buyer's slots, payments and place in line, and what an operator reads, are nobody
+    // else's: no cache on the way keeps them (a handler that allows caching says so itself).
+    let private =
+        Router::new().merge(buyer).merge(admin).layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    Router::new()
+        .merge(private)
         .merge(payments::webhook_router())
         .route_layer(from_fn_with_state(state.clone(), health::require_schema))
         .route("/health", get(health::check))
@@ -53,12 +63,22 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::endpoint))
         .route("/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(64 * 1024))
+        // No answer is to be read as another content type than it says (problem+json, JSON).
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(from_fn(trace::layer))
         .with_state(state)
 }
 
 /// An id from a path: not a UUID is a 404 naming what was asked for.
 pub fn parse_id(raw: &str, what: &str) -> crate::error::ApiResult<Uuid> {
-    Uuid::try_parse(raw)
-        .map_err(|_| ApiError::NotFound(format!("`{raw}` is not a {what} id (ids are UUIDs)")))
+    // The one form the edge recognises too (flashgate_core::routes::parse_id): another
+    // spelling of an id must not reach past the edge's shield.
+    flashgate_core::routes::parse_id(raw).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "`{raw}` is not a {what} id (ids are UUIDs, 36 characters with hyphens)"
+        ))
+    })
 }

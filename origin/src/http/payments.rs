@@ -101,8 +101,9 @@ impl PaymentRequest {
             .get("slotId")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::validation("slotId", "is required and must be a string"))?;
-        let slot_id =
-            Uuid::try_parse(slot).map_err(|_| ApiError::validation("slotId", "must be a UUID"))?;
+        let slot_id = flashgate_core::routes::parse_id(slot).ok_or_else(|| {
+            ApiError::validation("slotId", "must be a UUID (36 characters with hyphens)")
+        })?;
         let method = v
             .get("method")
             .and_then(Value::as_str)

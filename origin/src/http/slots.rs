@@ -50,8 +50,9 @@ impl AcquireRequest {
             .get("productId")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::validation("productId", "is required and must be a string"))?;
-        let product_id = Uuid::try_parse(raw)
-            .map_err(|_| ApiError::validation("productId", "must be a UUID"))?;
+        let product_id = flashgate_core::routes::parse_id(raw).ok_or_else(|| {
+            ApiError::validation("productId", "must be a UUID (36 characters with hyphens)")
+        })?;
         Ok(Self { product_id })
     }
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs end-to-end test modules on a loaded machine, several times in a row: a CPU hog on
+# every core (stress-ng, installed if missing) competes with the tests, as a parallel build
+# would on a developer's or CI's machine. For the tests that involve time (a sale opening,
+# a countdown, an expiry, a window), which must wait for states, never race the wall clock.
+#
+#   scripts/test-loaded.sh                       5 rounds of browser, queue, fairness,
+#                                                expiry and identity
+#   ROUNDS=3 scripts/test-loaded.sh shield:: reuse::   other modules
+#
+# Prints one line per round and exits non-zero if any round failed (logs in
+# target/test-loaded/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\033[1;34m[loaded]\033[0m %s\n' "$*"; }
+rounds=${ROUNDS:-5}
+filters=("$@")
+[ ${#filters[@]} -gt 0 ] || filters=(browser:: queue:: fairness:: expiry:: identity::)
+out=target/test-loaded
+mkdir -p "$out"
+
+if ! command -v stress-ng >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null
+fi
+log "building the tests"
+cargo test --locked -p flashgate-e2e --test e2e --no-run
+stress-ng --cpu "$(nproc)" --cpu-method matrixprod --quiet &
+hog=$!
+trap 'kill $hog 2>/dev/null || true' EXIT
+log "stress-ng on $(nproc) cores (pid $hog); ${rounds} rounds of ${filters[*]}"
+failed=0
+for round in $(seq "$rounds"); do
+  started=$SECONDS
+  if cargo test --locked -p flashgate-e2e --test e2e -- "${filters[@]}" >"$out/round-$round.log" 2>&1; then
+    verdict=passed
+  else
+    verdict=FAILED; failed=$((failed + 1))
+  fi
+  summary=$(grep -E '^test result:' "$out/round-$round.log" | tail -n 1 || true)
+  log "round $round: $verdict in $((SECONDS - started)) s — ${summary:-no result line}"
+done
+log "$((rounds - failed)) of $rounds rounds passed"
+[ "$failed" = 0 ]
