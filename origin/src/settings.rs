@@ -75,6 +75,9 @@ pub struct Settings {
     /// How long in-flight requests, worker steps and the last relay flush may take after
     /// shutdown is asked for.
     pub drain_limit: Duration,
+    /// What the listener lets clients hold: connections in all and per address, the deadline
+    /// and size of a request's head ([`flashgate_net`]).
+    pub connections: flashgate_net::ConnectionLimits,
     /// Deadline for each Redis command; past it the request is answered 503.
     pub redis_timeout: Duration,
     pub database_max_connections: u32,
@@ -189,6 +192,7 @@ impl Settings {
             kafka_persister: true,
             allow_volatile_redis: false,
             drain_limit: Duration::from_secs(defaults::DRAIN_SECS),
+            connections: flashgate_net::ConnectionLimits::default(),
             redis_timeout: Duration::from_millis(defaults::REDIS_TIMEOUT_MS),
             database_max_connections: defaults::DATABASE_MAX_CONNECTIONS,
             migrate: true,
@@ -341,6 +345,8 @@ pub struct OriginArgs {
     /// flush may take.
     #[arg(long, env = "FLASHGATE_DRAIN_SECS", default_value_t = defaults::DRAIN_SECS)]
     pub drain_secs: u64,
+    #[command(flatten)]
+    pub connections: flashgate_net::ConnectionArgs,
     /// Log as JSON lines.
     #[arg(long, env = "FLASHGATE_LOG_JSON")]
     pub log_json: bool,
@@ -408,6 +414,7 @@ impl OriginArgs {
         settings.instance_id = self.instance_id;
         settings.allow_volatile_redis = self.allow_volatile_redis;
         settings.drain_limit = Duration::from_secs(self.drain_secs);
+        settings.connections = (&self.connections).into();
         settings.payments.reconcile_after = Duration::from_secs(self.payment_reconcile_after_secs);
         settings.expiry_interval =
             (self.expiry_interval_ms > 0).then(|| Duration::from_millis(self.expiry_interval_ms));

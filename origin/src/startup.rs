@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 /// A built origin: connected, migrated and bound, not yet serving.
 pub struct Application {
-    listener: TcpListener,
+    listener: flashgate_net::Server,
     /// This origin's share of the workers' partitions, among the origins alive.
     leases: Arc<WorkLeases>,
     router: Router,
@@ -253,6 +253,7 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let listener = flashgate_net::Server::new(listener, settings.connections);
         Ok(Self {
             router: crate::http::router(state.clone()),
             leases,
@@ -350,25 +351,22 @@ impl Application {
 
         // The server is polled here, not spawned: whoever drops this future (a test that
         // kills the origin) drops the listener with it.
-        let stopping = CancellationToken::new();
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned())
-            .into_future();
-        tokio::pin!(server, shutdown);
-        let served = tokio::select! {
-            served = &mut server => served,
-            () = &mut shutdown => {
-                tracing::info!(limit = ?self.drain_limit, "shutting down: draining");
-                stopping.cancel();
-                match tokio::time::timeout(self.drain_limit, &mut server).await {
-                    Ok(served) => served,
-                    Err(_) => {
-                        tracing::warn!("requests still in flight after the drain limit: dropped");
-                        Ok(())
-                    }
-                }
-            }
+        // The listener's accept loop (flashgate_net): connection caps, head deadlines and
+        // accept back-off; it stops accepting at shutdown and drains within the limit.
+        let drain_limit = self.drain_limit;
+        let stopping = async move {
+            shutdown.await;
+            tracing::info!(limit = ?drain_limit, "shutting down: draining");
         };
+        let router = self.router;
+        self.listener
+            .serve(
+                move |_peer| hyper_util::service::TowerToHyperService::new(router.clone()),
+                stopping,
+                drain_limit,
+            )
+            .await;
+        let served: anyhow::Result<()> = Ok(());
         let deadline = tokio::time::Instant::now() + self.drain_limit;
         let state = self.state;
         state.fairness.close();

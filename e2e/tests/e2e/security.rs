@@ -3,6 +3,9 @@
 //! at the extremes: the origin's unit tests.)
 
 use flashgate_e2e::Stack;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 use uuid::Uuid;
 
 /// API answers say `nosniff`, and those that carry a buyer's state `no-store`, through the
@@ -32,4 +35,109 @@ async fn api_answers_are_nosniff_and_a_buyers_state_is_never_stored() {
     assert_eq!(admin.status(), 200);
     assert_eq!(admin.headers()["cache-control"], "no-store");
     assert_eq!(admin.headers()["x-content-type-options"], "nosniff");
+}
+
+/// Opens `n` connections to `addr` from the loopback address `from`, each sending half a
+/// request head and nothing more. Returns the sockets (kept open by the caller) that the
+/// server accepted or left in its backlog.
+async fn half_sent(from: [u8; 4], addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+        let Ok(mut stream) = socket.connect(addr).await else { continue };
+        if stream.write_all(b"POST /slots/acquire HTTP/1.1\r\nhost: edge\r\nx-slow: ").await.is_ok()
+        {
+            held.push(stream);
+        }
+    }
+    held
+}
+
+/// Whether the server closed `stream` within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+async fn acquisition_ms(s: &Stack, product: Uuid) -> (u16, f64) {
+    let started = Instant::now();
+    let status = s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap().status();
+    (status.as_u16(), started.elapsed().as_secs_f64() * 1e3)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Review finding 1 (high): one client holding thousands of half-sent requests stopped the
+/// edge. Now the edge host gives one address its share of connections and no more, closes
+/// a head that does not arrive in time, and other buyers keep being answered meanwhile.
+/// The origin's listener is the same code (`flashgate_net`) and gets the same check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_half_sent_requests_from_one_address_do_not_stop_the_other_buyers() {
+    let per_address = 200;
+    let s = Stack::start_configured(
+        |o| {
+            o.connections.header_read_timeout = Duration::from_secs(2);
+            o.connections.max_per_address = per_address;
+        },
+        |e| {
+            e.connections.header_read_timeout = Duration::from_secs(2);
+            e.connections.max_per_address = per_address;
+        },
+    )
+    .await
+    .unwrap();
+    let product = s.origin.create_product(&s.id, 1_000).await.unwrap();
+    let mut before = Vec::new();
+    for _ in 0..20 {
+        let (status, ms) = acquisition_ms(&s, product).await;
+        assert_eq!(status, 201);
+        before.push(ms);
+    }
+
+    // 3,000 half-sent requests from 127.0.0.2; the buyers come from 127.0.0.1.
+    let mut attack = half_sent([127, 0, 0, 2], s.edge.addr, 3_000).await;
+    assert!(attack.len() > 2_000, "only {} connections were made", attack.len());
+    let mut during = Vec::new();
+    for _ in 0..30 {
+        let (status, ms) = acquisition_ms(&s, product).await;
+        assert_eq!(status, 201, "a buyer was not served during the attack");
+        during.push(ms);
+    }
+    let (calm, loaded) = (median(before), median(during));
+    println!(
+        "acquisition median {calm:.1} ms before, {loaded:.1} ms while 3,000 half-sent requests were held"
+    );
+    // The same order of magnitude (a loaded test machine stretches both).
+    assert!(loaded <= calm * 10.0 + 250.0, "{calm:.1} ms before, {loaded:.1} ms during");
+
+    // Past its share the address's connections were closed at once; the ones it holds are
+    // closed when their heads are overdue (2 s here; 10 s by default).
+    let closed = {
+        let mut closed = 0;
+        for stream in attack.iter_mut().take(per_address + 50) {
+            if closed_within(stream, Duration::from_secs(20)).await {
+                closed += 1;
+            }
+        }
+        closed
+    };
+    assert_eq!(closed, per_address + 50, "every held connection was closed by the deadline");
+    drop(attack);
+
+    // The origin's listener holds to the same rules.
+    let mut slow = half_sent([127, 0, 0, 2], s.origin.addr, 1).await;
+    assert!(closed_within(&mut slow[0], Duration::from_secs(20)).await);
 }

@@ -28,11 +28,11 @@ use flashgate_core::problem::{CONTENT_TYPE, Problem};
 use flashgate_core::routes::{HEADER_EDGE_DECISION, decision_label};
 use flashgate_core::signing::{HEADER_TRACE_ID, HEADER_TRACEPARENT};
 use flashgate_core::trace::TraceContext;
+use flashgate_net::ConnectionLimits;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +89,9 @@ pub struct HostSettings {
     pub instance_concurrency: Option<u32>,
     /// An instance with nothing to do is dropped after this long.
     pub idle_instance_timeout: Duration,
+    /// What the buyers' listener lets clients hold: connections in all and per address, the
+    /// deadline and size of a request's head ([`flashgate_net`]).
+    pub connections: ConnectionLimits,
 }
 
 impl HostSettings {
@@ -110,6 +113,7 @@ impl HostSettings {
             reuse_instances: None,
             instance_concurrency: None,
             idle_instance_timeout: Duration::from_millis(defaults::IDLE_INSTANCE_TIMEOUT_MS),
+            connections: ConnectionLimits::default(),
         }
     }
 
@@ -280,7 +284,7 @@ struct Shared {
 
 /// A running edge host: bound, compiled, ready to serve.
 pub struct EdgeHost {
-    listener: TcpListener,
+    listener: flashgate_net::Server,
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
@@ -423,6 +427,7 @@ impl EdgeHost {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let listener = flashgate_net::Server::new(listener, settings.connections);
         let admin = match settings.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -478,43 +483,31 @@ impl EdgeHost {
 
     /// Serves until `shutdown` resolves, then drains open connections for up to 10 s.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
         let admin =
             self.admin.map(|listener| tokio::spawn(serve_admin(listener, self.shared.clone())));
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
+        let shared = self.shared.clone();
+        let draining = async {
+            shutdown.await;
+            shared.draining.store(true, Ordering::Release);
+        };
+        let shared = self.shared.clone();
+        self.listener
+            .serve(
+                move |peer| {
+                    let shared = shared.clone();
+                    hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                handle_counted(shared, peer, req).await,
+                            )
+                        }
+                    })
                 },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = self.shared.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle_counted(shared, peer, req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
-        self.shared.draining.store(true, Ordering::Release);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(Duration::from_secs(10)) => {
-                tracing::warn!("connections still open after 10 s; closing");
-            }
-        }
+                draining,
+                Duration::from_secs(10),
+            )
+            .await;
         if let Some(admin) = admin {
             admin.abort();
         }

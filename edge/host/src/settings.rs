@@ -72,6 +72,8 @@ pub struct HostArgs {
     #[arg(long, env = "FLASHGATE_EDGE_IDLE_INSTANCE_TIMEOUT_MS",
           default_value_t = defaults::IDLE_INSTANCE_TIMEOUT_MS)]
     pub idle_instance_timeout_ms: u64,
+    #[command(flatten)]
+    pub connections: flashgate_net::ConnectionArgs,
 }
 
 /// `--admin-listen`: an address, or `off`.
@@ -105,6 +107,7 @@ impl HostArgs {
         settings.reuse_instances = self.reuse_instances;
         settings.instance_concurrency = self.instance_concurrency;
         settings.idle_instance_timeout = Duration::from_millis(self.idle_instance_timeout_ms);
+        settings.connections = (&self.connections).into();
         settings
     }
 }
@@ -126,6 +129,7 @@ mod tests {
         assert_eq!(parsed.reuse_instances, new.reuse_instances);
         assert_eq!(parsed.instance_concurrency, new.instance_concurrency);
         assert_eq!(parsed.idle_instance_timeout, new.idle_instance_timeout);
+        assert_eq!(parsed.connections, new.connections);
         assert!(parsed.variables.is_empty() && parsed.origins.is_empty());
     }
 
