@@ -364,8 +364,18 @@ fn edge_secret(text: &str) -> Result<EdgeSecret, String> {
     EdgeSecret::from_hex(text).map_err(|e| e.to_string())
 }
 
+/// The processor's webhook secret: hex, and as long as the edge's (a short HMAC key is a
+/// guessable one: the webhook route is open to anyone who can reach the origin).
 fn hex_secret(text: &str) -> Result<Secret, String> {
-    Secret::from_hex(text).map_err(|e| format!("not hex: {e}"))
+    let secret = Secret::from_hex(text).map_err(|e| format!("not hex: {e}"))?;
+    if secret.expose().len() < flashgate_core::signing::MIN_SECRET_LEN {
+        return Err(format!(
+            "too short: at least {} bytes ({} hex digits)",
+            flashgate_core::signing::MIN_SECRET_LEN,
+            2 * flashgate_core::signing::MIN_SECRET_LEN
+        ));
+    }
+    Ok(secret)
 }
 
 impl OriginArgs {
@@ -553,14 +563,14 @@ mod tests {
             "127.0.0.1:9092",
             "--allow-volatile-redis",
             "--gateway-webhook-secret",
-            "abcd",
+            HEX,
         ]);
         let s = args.unwrap().into_settings().unwrap();
         assert_eq!((s.expiry_interval, s.relay_interval), (None, None));
         assert_eq!(s.lifecycle.hold, Duration::from_secs(60));
         assert_eq!(s.grant_lease, 8);
         assert!(s.kafka.is_some() && s.allow_volatile_redis);
-        assert_eq!(s.payments.simulated.webhook_secret.expose(), [0xab, 0xcd]);
+        assert_eq!(s.payments.simulated.webhook_secret.expose(), hex::decode(HEX).unwrap());
     }
 
     #[test]
@@ -592,12 +602,15 @@ mod tests {
         assert!(rate.contains("FLASHGATE_GATEWAY_SUCCESS_RATE"), "{rate}");
         let webhook = parse(&["--gateway-webhook-secret", "zz"]).1.unwrap_err().to_string();
         assert!(webhook.contains("--gateway-webhook-secret"), "{webhook}");
+        let short = parse(&["--gateway-webhook-secret", "abcd"]).1.unwrap_err().to_string();
+        assert!(short.contains("too short"), "{short}");
 
-        let (_jwks, args) = parse(&["--gateway-webhook-secret", "abcd"]);
+        let other = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+        let (_jwks, args) = parse(&["--gateway-webhook-secret", other]);
         let args = args.unwrap();
         let shown = format!("{args:?}");
-        assert!(!shown.contains(HEX) && !shown.contains("abcd"), "{shown}");
+        assert!(!shown.contains(HEX) && !shown.contains(other), "{shown}");
         let shown = format!("{:?}", args.into_settings().unwrap());
-        assert!(!shown.contains(HEX) && !shown.contains("171, 205"), "{shown}");
+        assert!(!shown.contains(HEX) && !shown.contains("255, 238"), "{shown}");
     }
 }

@@ -184,3 +184,23 @@ async fn a_chunked_body_is_held_to_the_same_bound_as_a_declared_one() {
         .unwrap();
     assert_eq!(r.status(), 201, "a {n}-byte chunked acquisition");
 }
+
+/// Review finding 4: a NUL in a product's name was a 500 (PostgreSQL refuses it), and a name
+/// of only zero-width or direction characters was accepted. Both are named now.
+#[tokio::test]
+async fn a_product_name_that_cannot_be_stored_or_seen_is_refused_by_name() {
+    let s = Stack::start().await.unwrap();
+    for name in ["Sneaker\u{0}", "\u{200B}\u{202E}\u{2066}"] {
+        let r = reqwest::Client::new()
+            .post(s.origin.url("/products"))
+            .bearer_auth(s.id.admin())
+            .json(&serde_json::json!({
+                "name": name, "price": {"amount": 100, "currency": "EUR"}, "stock": 1,
+                "saleStartsAt": "2026-01-01T00:00:00Z",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(flashgate_e2e::problem(r, 422, "validation").await["field"], "name");
+    }
+}

@@ -72,12 +72,7 @@ impl NewProduct {
             return Err(ApiError::validation("body", "must be a JSON object"));
         }
         let name = match field(v, "name") {
-            Some(Value::String(s)) if !s.trim().is_empty() && s.trim().chars().count() <= 200 => {
-                s.trim().to_owned()
-            }
-            Some(Value::String(_)) => {
-                return Err(ApiError::validation("name", "must be 1 to 200 characters"));
-            }
+            Some(Value::String(s)) => product_name(s)?,
             _ => return Err(ApiError::validation("name", "is required and must be a string")),
         };
         let price = field(v, "price")
@@ -447,6 +442,33 @@ pub(crate) async fn read(
     Ok(axum::Json(view))
 }
 
+/// A product's name as buyers will see it: 1 to 200 characters after trimming, no control
+/// characters (a NUL would not even store: PostgreSQL refuses it), and at least one that
+/// shows (not only zero-width or direction marks, which render as nothing or reorder the
+/// page's text around them).
+fn product_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::validation("name", "must be 1 to 200 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::validation("name", "must not contain control characters"));
+    }
+    if name.chars().all(invisible) {
+        return Err(ApiError::validation("name", "must contain a visible character"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Zero-width characters and direction marks, embeddings, overrides and isolates.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{180E}' | '\u{034F}'
+    ) || c.is_whitespace()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +487,13 @@ mod tests {
     }
 
     #[test]
+    fn a_name_with_marks_among_visible_characters_is_kept_as_written() {
+        let mut v = valid();
+        v["name"] = json!("  Air \u{202E}Max\u{202C} <script>  ");
+        assert_eq!(NewProduct::parse(&v).unwrap().name, "Air \u{202E}Max\u{202C} <script>");
+    }
+
+    #[test]
     fn a_valid_product_parses() {
         let p = NewProduct::parse(&valid()).unwrap();
         assert_eq!(p.stock, 3);
@@ -477,6 +506,10 @@ mod tests {
         let cases = [
             ("name", json!("")),
             ("name", json!(5)),
+            ("name", json!("Sneaker\u{0}")),
+            ("name", json!("line\nbreak")),
+            ("name", json!("\u{200B}\u{202E}\u{2066} \u{FEFF}")),
+            ("name", json!("x".repeat(201))),
             ("price", json!(null)),
             ("stock", json!(0)),
             ("stock", json!(-1)),
