@@ -32,7 +32,7 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -x "$exe" ] || { log "no e2e test binary built"; exit 1; }
 snapshot="$out/e2e-under-test"
-cp "$exe" "$snapshot"
+rm -f "$snapshot" && cp "$exe" "$snapshot"
 stress-ng --cpu "$(nproc)" --cpu-method matrixprod --quiet &
 hog=$!
 trap 'kill $hog 2>/dev/null || true' EXIT
