@@ -12,6 +12,8 @@ pub mod openapi;
 pub mod pagination;
 pub mod payments;
 pub mod products;
+#[cfg(test)]
+mod properties;
 pub mod queue;
 pub mod recovery;
 pub mod slots;
