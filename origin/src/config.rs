@@ -20,6 +20,8 @@ pub mod defaults {
     pub const RELAY_INTERVAL_MS: u64 = 100;
     pub const ADMISSION_INTERVAL_MS: u64 = 100;
     pub const QUEUE_MAX_LENGTH: u64 = 1_000_000;
+    /// How long a waiting room's pass admits its buyer (the edge checks it).
+    pub const QUEUE_PASS_TTL_SECS: u64 = flashgate_core::queue::PASS_TTL_MS / 1000;
     pub const RELAY_CLAIM_IDLE_MS: u64 = 5_000;
     pub const GATEWAY_SUCCESS_RATE: f64 = 0.95;
     pub const GATEWAY_LATENCY_MS: u64 = 200;

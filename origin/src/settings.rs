@@ -59,6 +59,8 @@ pub struct Settings {
     pub admission_interval: Option<Duration>,
     /// Most buyers one product's waiting-room line holds.
     pub queue_max_length: u64,
+    /// How long a waiting room's pass admits its buyer.
+    pub queue_pass_ttl: Duration,
     /// The edge hosts' metrics URLs (their admin listeners' `/metrics`), whose decisions the
     /// operator console shows.
     pub edge_metrics_urls: Vec<String>,
@@ -186,6 +188,7 @@ impl Settings {
             relay_interval: Some(Duration::from_millis(defaults::RELAY_INTERVAL_MS)),
             admission_interval: Some(Duration::from_millis(defaults::ADMISSION_INTERVAL_MS)),
             queue_max_length: defaults::QUEUE_MAX_LENGTH,
+            queue_pass_ttl: Duration::from_secs(defaults::QUEUE_PASS_TTL_SECS),
             edge_metrics_urls: Vec::new(),
             relay_claim_idle: Duration::from_millis(defaults::RELAY_CLAIM_IDLE_MS),
             kafka: None,
@@ -286,6 +289,10 @@ pub struct OriginArgs {
     /// Most buyers one product's waiting-room line holds (past it: 503 `queue-full`).
     #[arg(long, env = "FLASHGATE_QUEUE_MAX_LENGTH", default_value_t = defaults::QUEUE_MAX_LENGTH)]
     pub queue_max_length: u64,
+    /// How long a waiting room's pass admits its buyer, in seconds.
+    #[arg(long, env = "FLASHGATE_QUEUE_PASS_TTL_SECS", default_value_t = defaults::QUEUE_PASS_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_pass_ttl_secs: u64,
     /// The edge hosts' metrics URLs (`http://<admin listener>/metrics`, comma-separated):
     /// the operator console shows their decisions.
     #[arg(long = "edge-metrics-url", env = "FLASHGATE_EDGE_METRICS_URLS", value_delimiter = ',')]
@@ -433,6 +440,7 @@ impl OriginArgs {
         settings.admission_interval = (self.admission_interval_ms > 0)
             .then(|| Duration::from_millis(self.admission_interval_ms));
         settings.queue_max_length = self.queue_max_length;
+        settings.queue_pass_ttl = Duration::from_secs(self.queue_pass_ttl_secs);
         settings.edge_metrics_urls = self.edge_metrics_urls;
         settings.kafka = self.kafka_brokers.map(KafkaSettings::new);
         anyhow::ensure!(

@@ -43,6 +43,7 @@ pub struct Application {
     kafka_settings: Option<KafkaSettings>,
     payments_interval: Option<Duration>,
     admission_interval: Option<Duration>,
+    queue_pass_ttl: Duration,
     resubmit_after: Duration,
     drain_limit: Duration,
 }
@@ -265,6 +266,7 @@ impl Application {
             kafka_settings: settings.kafka.clone().filter(|_| settings.kafka_persister),
             payments_interval: settings.payments.worker_interval,
             admission_interval: settings.admission_interval,
+            queue_pass_ttl: settings.queue_pass_ttl,
             resubmit_after: settings.payments.resubmit_after,
             drain_limit: settings.drain_limit,
         })
@@ -314,7 +316,7 @@ impl Application {
             ));
         }
         if let Some(interval) = self.admission_interval {
-            let worker = AdmissionWorker::new(self.state.clone());
+            let worker = AdmissionWorker::new(self.state.clone()).pass_ttl(self.queue_pass_ttl);
             workers.spawn(worker.run(interval, cancel.clone()));
         }
         if let Some(interval) = self.payments_interval {

@@ -345,7 +345,12 @@ async fn a_storm_in_queue_mode_is_admitted_in_line_order_and_buys_exactly_the_st
     let buyers: usize =
         std::env::var("FLASHGATE_QUEUE_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let stock = 100;
-    let s = Stack::start_configured(|_| {}, unlimited).await.unwrap();
+    // Passes that outlive the test: a round of 20,000 looks takes minutes on a loaded
+    // machine, and a pass that lapsed before its buyer's next look would put them back in
+    // line (the lifetime is not what this test is about).
+    let s = Stack::start_configured(|o| o.queue_pass_ttl = Duration::from_secs(3600), unlimited)
+        .await
+        .unwrap();
     let product = s.origin.create_product(&s.id, stock).await.unwrap();
     let rate = 50;
     s.origin

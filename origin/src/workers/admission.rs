@@ -13,7 +13,6 @@
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::scripts::admit::Step;
-use flashgate_core::queue::PASS_TTL_MS;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -39,11 +38,20 @@ pub async fn refresh(state: &AppState) -> ApiResult<()> {
 #[derive(Clone)]
 pub struct AdmissionWorker {
     state: AppState,
+    pass_ttl_ms: u64,
 }
 
 impl AdmissionWorker {
+    /// A worker giving passes of the default lifetime
+    /// ([`flashgate_core::queue::PASS_TTL_MS`]).
     pub fn new(state: AppState) -> Self {
-        Self { state }
+        Self { state, pass_ttl_ms: flashgate_core::queue::PASS_TTL_MS }
+    }
+
+    /// Passes admit their buyer this long (`--queue-pass-ttl-secs`).
+    pub fn pass_ttl(mut self, ttl: Duration) -> Self {
+        self.pass_ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self
     }
 
     /// One pass: refresh the directory, then one admission step per room.
@@ -57,7 +65,7 @@ impl AdmissionWorker {
             let step = self
                 .state
                 .rooms
-                .admit(product_id, &room, now_us.div_euclid(1000), cutoff, PASS_TTL_MS)
+                .admit(product_id, &room, now_us.div_euclid(1000), cutoff, self.pass_ttl_ms)
                 .await?;
             pass.rooms += 1;
             match step {
