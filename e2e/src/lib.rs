@@ -274,6 +274,17 @@ impl Drop for Identity {
     }
 }
 
+/// The buyers' HTTP client: pooled connections idle at most 4 s, less than the servers'
+/// head deadline (10 s; `flashgate_net`), after which they close an idle kept-alive
+/// connection, so no request is sent on a connection the server is closing (a client's pool
+/// must idle less than its server does, as the edge host's does towards the origin).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()
+        .expect("a reqwest client")
+}
+
 /// A running origin on port 0.
 pub struct TestOrigin {
     pub addr: SocketAddr,
@@ -913,7 +924,7 @@ impl Stack {
         let edge =
             TestEdge::spawn_configured(repo_root().join("spin.toml"), origin.addr, &id, edge)
                 .await?;
-        Ok(Self { redis, db, id, origin, edge, http: reqwest::Client::new() })
+        Ok(Self { redis, db, id, origin, edge, http: http_client() })
     }
 
     /// `POST /slots/acquire` through the edge.

@@ -79,7 +79,8 @@ pub struct ConnectionArgs {
     )]
     pub max_connections_per_address: usize,
     /// How long a request's head may take to arrive, from when the connection waits for it
-    /// (an idle kept-alive connection is closed after this long too).
+    /// (an idle kept-alive connection is closed after this long too: clients' connection
+    /// pools should idle less, as the edge host's towards the origin does).
     #[arg(long, env = "FLASHGATE_HEADER_READ_TIMEOUT_MS", default_value_t = defaults::HEADER_READ_TIMEOUT_MS)]
     pub header_read_timeout_ms: u64,
     /// The largest request head (request line and headers) in bytes; larger gets 431.

@@ -72,8 +72,11 @@ pub struct Outbound {
 
 /// Idle connections kept per origin; enough for the concurrency one host serves.
 const MAX_IDLE_PER_HOST: usize = 1024;
-/// An idle pooled connection is closed after this long.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle pooled connection is closed after this long: well before the origin closes it
+/// itself (its listener closes a connection idle for its head deadline, 10 s by default;
+/// `flashgate_net`), so a forwarded request never goes out on a connection the origin is
+/// closing at that moment.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 type SendFuture = Box<
     dyn Future<
