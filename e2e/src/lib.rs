@@ -274,6 +274,16 @@ impl Drop for Identity {
     }
 }
 
+/// The admin API's body for the test product of `create_product_starting`.
+fn product_body(stock: i64, starts: time::OffsetDateTime) -> Result<Value> {
+    Ok(json!({
+        "name": "Limited sneaker",
+        "price": {"amount": 12900, "currency": "EUR"},
+        "stock": stock,
+        "saleStartsAt": starts.format(&time::format_description::well_known::Rfc3339)?,
+    }))
+}
+
 /// The buyers' HTTP client: pooled connections idle at most 4 s, less than the servers'
 /// head deadline (10 s; `flashgate_net`), after which they close an idle kept-alive
 /// connection, so no request is sent on a connection the server is closing (a client's pool
@@ -430,12 +440,7 @@ impl TestOrigin {
         stock: i64,
         starts: time::OffsetDateTime,
     ) -> Result<Uuid> {
-        let body = json!({
-            "name": "Limited sneaker",
-            "price": {"amount": 12900, "currency": "EUR"},
-            "stock": stock,
-            "saleStartsAt": starts.format(&time::format_description::well_known::Rfc3339)?,
-        });
+        let body = product_body(stock, starts)?;
         let response = reqwest::Client::new()
             .post(self.url("/products"))
             .bearer_auth(id.admin())
@@ -460,12 +465,7 @@ impl TestOrigin {
         stock: i64,
         starts: time::OffsetDateTime,
     ) -> Result<()> {
-        let body = json!({
-            "name": "Limited sneaker",
-            "price": {"amount": 12900, "currency": "EUR"},
-            "stock": stock,
-            "saleStartsAt": starts.format(&time::format_description::well_known::Rfc3339)?,
-        });
+        let body = product_body(stock, starts)?;
         let response = reqwest::Client::new()
             .put(self.url(&format!("/products/{product}")))
             .bearer_auth(id.admin())
