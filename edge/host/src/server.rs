@@ -665,12 +665,12 @@ async fn handle(
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > shared.max_request_body) {
+    let too_large = || {
         let detail = format!("the body may be at most {} bytes", shared.max_request_body);
-        return host_problem(
-            &req,
-            Problem::new(413, "body-too-large", "Request body too large", detail),
-        );
+        Problem::new(413, "body-too-large", "Request body too large", detail)
+    };
+    if declared.is_some_and(|len| len > shared.max_request_body) {
+        return host_problem(&req, too_large());
     }
     // A body without a declared length (chunked) is read here, up to the same bound and
     // within the request's deadline, so no component buffers more than a declared body may
@@ -681,16 +681,11 @@ async fn handle(
         let (mut parts, body) = req.into_parts();
         let limited = http_body_util::Limited::new(body, shared.max_request_body as usize);
         let read = tokio::time::timeout(shared.request_timeout, limited.collect()).await;
-        let too_large = |parts: &http::request::Parts| {
-            let detail = format!("the body may be at most {} bytes", shared.max_request_body);
-            problem_response(
-                parts.headers.get(HEADER_TRACEPARENT),
-                Problem::new(413, "body-too-large", "Request body too large", detail),
-            )
-        };
         let bytes = match read {
             Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(&parts),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return problem_response(parts.headers.get(HEADER_TRACEPARENT), too_large());
+            }
             Ok(Err(_)) | Err(_) => {
                 let problem = Problem::new(
                     400,
