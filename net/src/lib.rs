@@ -16,7 +16,9 @@
 //!   places of all the others);
 //!
 //! and a failed accept (out of descriptors, say) backs off from 5 ms to 1 s instead of
-//! spinning, logging at most once a second. HTTP/1.1 only: neither server is reached over
+//! spinning, logging at most once a second. A body refused part-way (413) is read on and
+//! thrown away for a bounded while ([`discard_rest`]), so the client that is still sending
+//! it reads the answer instead of a reset. HTTP/1.1 only: neither server is reached over
 //! HTTP/2 (the edge host's clients and the edge's forwards to the origin speak HTTP/1.1).
 
 use hyper::body::Incoming;
@@ -29,6 +31,40 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How much of a refused body [`discard_rest`] reads on before it gives up: a client
+/// sending more than this, or for longer, gets its connection closed instead.
+pub const DISCARD_BYTES: usize = 64 << 20;
+/// See [`DISCARD_BYTES`].
+pub const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Reads what is left of a request's body and drops it, in the background, up to
+/// [`DISCARD_BYTES`] and [`DISCARD_TIME`]: hand it the body of a request answered before
+/// its body was read (a 413, say). Closing with unread bytes in the socket makes the kernel
+/// send a reset, and a client still writing its body then sees "broken pipe" or "connection
+/// reset" rather than the answer ("lingering close", as nginx and Apache do it).
+pub fn discard_rest(body: Incoming) {
+    use hyper::body::Body as _;
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        let mut read = 0usize;
+        let drain = std::future::poll_fn(|cx| {
+            loop {
+                match body.as_mut().poll_frame(cx) {
+                    std::task::Poll::Ready(Some(Ok(frame))) => {
+                        read += frame.data_ref().map_or(0, |d| d.len());
+                        if read > DISCARD_BYTES {
+                            return std::task::Poll::Ready(());
+                        }
+                    }
+                    std::task::Poll::Ready(_) => return std::task::Poll::Ready(()),
+                    std::task::Poll::Pending => return std::task::Poll::Pending,
+                }
+            }
+        });
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
+}
 
 /// The defaults of [`ConnectionLimits`] (and of the servers' flags).
 pub mod defaults {
@@ -438,6 +474,67 @@ mod tests {
             .expect("served once a place freed")
             .unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+
+    /// A server that answers 413 after the first KiB of a body, discarding the rest (or,
+    /// with `discard` false, dropping it as hyper would).
+    async fn refusing(discard: bool) -> SocketAddr {
+        use http_body_util::BodyExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::new(listener, ConnectionLimits::default());
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.serve(
+            move |_| {
+                hyper::service::service_fn(move |req: hyper::Request<Incoming>| async move {
+                    let mut body = req.into_body();
+                    let mut read = 0;
+                    while read < 1024 {
+                        match body.frame().await {
+                            Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len()),
+                            _ => break,
+                        }
+                    }
+                    if discard {
+                        discard_rest(body);
+                    }
+                    let mut answer = hyper::Response::new(Full::new(Bytes::from_static(b"no")));
+                    *answer.status_mut() = hyper::StatusCode::PAYLOAD_TOO_LARGE;
+                    Ok::<_, Infallible>(answer)
+                })
+            },
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        addr
+    }
+
+    /// Sends a 16 MiB body and reads the answer: Ok(head) or the error writing or reading hit.
+    async fn send_big(addr: SocketAddr) -> std::io::Result<String> {
+        let mut c = TcpStream::connect(addr).await?;
+        let n = 16 << 20;
+        c.write_all(
+            format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {n}\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let chunk = vec![b' '; 65_536];
+        for _ in 0..n / chunk.len() {
+            c.write_all(&chunk).await?;
+        }
+        let mut buf = vec![0; 256];
+        let got = c.read(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf[..got]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_client_still_sending_a_refused_body_reads_the_answer() {
+        let addr = refusing(true).await;
+        for _ in 0..3 {
+            let head = send_big(addr).await.expect("the whole body was taken");
+            assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+        }
+        // Without the discard the same client is cut off mid-body: the test can fail.
+        let addr = refusing(false).await;
+        assert!(send_big(addr).await.is_err(), "a body never read would be taken whole");
     }
 
     #[test]

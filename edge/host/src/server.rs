@@ -670,7 +670,9 @@ async fn handle(
         Problem::new(413, "body-too-large", "Request body too large", detail)
     };
     if declared.is_some_and(|len| len > shared.max_request_body) {
-        return host_problem(&req, too_large());
+        let (parts, body) = req.into_parts();
+        flashgate_net::discard_rest(body);
+        return refused_body(parts.headers.get(HEADER_TRACEPARENT), too_large());
     }
     // A body without a declared length (chunked) is read here, up to the same bound and
     // within the request's deadline, so no component buffers more than a declared body may
@@ -678,13 +680,26 @@ async fn handle(
     let mut req = if declared.is_none()
         && req.headers().contains_key(http::header::TRANSFER_ENCODING)
     {
-        let (mut parts, body) = req.into_parts();
-        let limited = http_body_util::Limited::new(body, shared.max_request_body as usize);
-        let read = tokio::time::timeout(shared.request_timeout, limited.collect()).await;
-        let bytes = match read {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return problem_response(parts.headers.get(HEADER_TRACEPARENT), too_large());
+        let (mut parts, mut body) = req.into_parts();
+        let max = shared.max_request_body as usize;
+        let mut bytes = bytes::BytesMut::new();
+        let read = tokio::time::timeout(shared.request_timeout, async {
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    if bytes.len() + data.len() > max {
+                        return Ok(false);
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Ok::<_, hyper::Error>(true)
+        })
+        .await;
+        match read {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                flashgate_net::discard_rest(body);
+                return refused_body(parts.headers.get(HEADER_TRACEPARENT), too_large());
             }
             Ok(Err(_)) | Err(_) => {
                 let problem = Problem::new(
@@ -694,9 +709,10 @@ async fn handle(
                     "the body did not arrive whole in time",
                 )
                 .with("field", "body");
-                return problem_response(parts.headers.get(HEADER_TRACEPARENT), problem);
+                return refused_body(parts.headers.get(HEADER_TRACEPARENT), problem);
             }
-        };
+        }
+        let bytes = bytes.freeze();
         parts.headers.remove(http::header::TRANSFER_ENCODING);
         parts.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
         hyper::Request::from_parts(
@@ -773,6 +789,19 @@ impl std::fmt::Display for Overran {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("the component overran the request deadline")
     }
+}
+
+/// A problem answered before the body was read whole: the connection closes after it (what is
+/// left of the body is being discarded, not parsed as a next request).
+fn refused_body(
+    traceparent: Option<&http::HeaderValue>,
+    problem: Problem,
+) -> hyper::Response<WasiBody> {
+    let mut response = problem_response(traceparent, problem);
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    response
 }
 
 fn host_problem(req: &hyper::Request<Incoming>, problem: Problem) -> hyper::Response<WasiBody> {
