@@ -26,79 +26,100 @@
 -- KEYS[6] outbox stream   fg:{<pid>}:outbox
 -- KEYS[7] refused zset    fg:{<pid>}:refused  sold-out refusals that may be fairness
 --                         inversions (stamped before the latest grant), for the checker
+-- KEYS[8] seen string     fg:{<pid>}:seen:<requestId>  this edge-signed request was decided
+--                         (replay guard; lives ARGV[14] ms, the signature's freshness window)
 -- ARGV[1] productId  ARGV[2] userId  ARGV[3] slotId  ARGV[4] eventId
 -- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
 -- ARGV[9] remindBeforeMs  ARGV[10] expiryEventId (for a lazy expiry)  ARGV[11] expiredTtlMs
 -- ARGV[12] leaseSize (the most grants one lease extension covers)
 -- ARGV[13] late (1: the stamp was older than the fairness window when the origin got it)
+-- ARGV[14] seenTtlMs (0: no replay guard, the request is not an edge-signed one)
+--
+-- Replay guard: an edge-signed request is decided once. Sent again within its signature's
+-- freshness window (by anyone between edge and origin) it is answered {'replayed'} and
+-- changes nothing. Only a decision marks it seen: {'lease'} asks again with the same request.
 --
 -- Returns {'granted', remaining, expiresAtMs, leaseLow (0|1)} | {'holding', slotId}
 --       | {'sold_out'} | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
 --       | {'lease', granted, remaining} (nothing granted: extend the lease and ask again)
+--       | {'replayed'} (this signed request was decided before)
 
-local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtMs', 'maxGrantUs',
-  'granted', 'leased')
-if not product[1] then
-  return {'unknown'}
+local guarded = ARGV[14] ~= '0'
+if guarded and redis.call('EXISTS', KEYS[8]) == 1 then
+  return {'replayed'}
 end
-local now = tonumber(ARGV[6])
 
-local held = redis.call('HGET', KEYS[2], ARGV[2])
-if held then
-  -- The held slot shares the product's hash tag (derived from KEYS[3]), so this stays in
-  -- the script's cluster slot.
-  local held_key = string.gsub(KEYS[3], '[^:]+$', held)
-  local slot = redis.call('HMGET', held_key, 'status', 'expiresMs', 'paymentId', 'traceparent')
-  if slot[1] ~= 'ACTIVE' or not past_deadline(slot[2], now) or present(slot[3]) then
-    return {'holding', held}
+local function decide()
+  local product = redis.call('HMGET', KEYS[1], 'remaining', 'startsAtMs', 'endsAtMs', 'maxGrantUs',
+    'granted', 'leased')
+  if not product[1] then
+    return {'unknown'}
   end
-  product[1] = reclaim(
-    {product = KEYS[1], holders = KEYS[2], expiry = KEYS[4], reminders = KEYS[5], outbox = KEYS[6]},
-    {key = held_key, id = held, productId = ARGV[1], userId = ARGV[2], traceparent = slot[4]},
-    ARGV[6], ARGV[11], ARGV[10])
-end
+  local now = tonumber(ARGV[6])
 
-if now < tonumber(product[2]) then
-  return {'not_on_sale', product[2]}
-end
-if product[3] and product[3] ~= '' and now >= tonumber(product[3]) then
-  return {'ended', product[3]}
-end
-if tonumber(product[1]) <= 0 then
-  -- Refused although stamped before a request that was granted: a possible fairness
-  -- inversion. Kept (at most 10,000 per product, for 7 days) for the invariant checker.
-  if product[4] and tonumber(ARGV[5]) < tonumber(product[4]) then
-    redis.call('ZADD', KEYS[7], ARGV[5], ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[2] .. ':' .. ARGV[13])
-    redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -10001)
-    redis.call('PEXPIRE', KEYS[7], 604800000)
+  local held = redis.call('HGET', KEYS[2], ARGV[2])
+  if held then
+    -- The held slot shares the product's hash tag (derived from KEYS[3]), so this stays in
+    -- the script's cluster slot.
+    local held_key = string.gsub(KEYS[3], '[^:]+$', held)
+    local slot = redis.call('HMGET', held_key, 'status', 'expiresMs', 'paymentId', 'traceparent')
+    if slot[1] ~= 'ACTIVE' or not past_deadline(slot[2], now) or present(slot[3]) then
+      return {'holding', held}
+    end
+    product[1] = reclaim(
+      {product = KEYS[1], holders = KEYS[2], expiry = KEYS[4], reminders = KEYS[5], outbox = KEYS[6]},
+      {key = held_key, id = held, productId = ARGV[1], userId = ARGV[2], traceparent = slot[4]},
+      ARGV[6], ARGV[11], ARGV[10])
   end
-  return {'sold_out'}
+
+  if now < tonumber(product[2]) then
+    return {'not_on_sale', product[2]}
+  end
+  if product[3] and product[3] ~= '' and now >= tonumber(product[3]) then
+    return {'ended', product[3]}
+  end
+  if tonumber(product[1]) <= 0 then
+    -- Refused although stamped before a request that was granted: a possible fairness
+    -- inversion. Kept (at most 10,000 per product, for 7 days) for the invariant checker.
+    if product[4] and tonumber(ARGV[5]) < tonumber(product[4]) then
+      redis.call('ZADD', KEYS[7], ARGV[5], ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[2] .. ':' .. ARGV[13])
+      redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -10001)
+      redis.call('PEXPIRE', KEYS[7], 604800000)
+    end
+    return {'sold_out'}
+  end
+
+  local granted = tonumber(product[5] or '0')
+  local leased = tonumber(product[6] or '0')
+  if granted >= leased then
+    return {'lease', granted, product[1]}
+  end
+
+  local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+  granted = redis.call('HINCRBY', KEYS[1], 'granted', 1)
+  if not product[4] or tonumber(ARGV[5]) > tonumber(product[4]) then
+    redis.call('HSET', KEYS[1], 'maxGrantUs', ARGV[5])
+  end
+  local expires = now + tonumber(ARGV[7])
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('HSET', KEYS[3],
+    'productId', ARGV[1], 'userId', ARGV[2], 'status', 'ACTIVE', 'arrivalUs', ARGV[5],
+    'acquiredMs', ARGV[6], 'expiresMs', expires, 'traceparent', ARGV[8])
+  redis.call('ZADD', KEYS[4], expires, ARGV[3])
+  redis.call('ZADD', KEYS[5], expires - tonumber(ARGV[9]), ARGV[3])
+  emit(KEYS[6], 'slot-acquired', {
+    eventId = ARGV[4], productId = ARGV[1], slotId = ARGV[3], userId = ARGV[2], atMs = ARGV[6],
+    traceparent = ARGV[8] }, 'arrivalUs', ARGV[5], 'expiresMs', expires)
+  -- Low: the lease covers less than half of what an extension would give it now.
+  local low = 0
+  if 2 * (leased - granted) < math.min(tonumber(ARGV[12]), remaining) then
+    low = 1
+  end
+  return {'granted', remaining, expires, low}
 end
 
-local granted = tonumber(product[5] or '0')
-local leased = tonumber(product[6] or '0')
-if granted >= leased then
-  return {'lease', granted, product[1]}
+local decision = decide()
+if guarded and decision[1] ~= 'lease' then
+  redis.call('SET', KEYS[8], '1', 'PX', ARGV[14])
 end
-
-local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
-granted = redis.call('HINCRBY', KEYS[1], 'granted', 1)
-if not product[4] or tonumber(ARGV[5]) > tonumber(product[4]) then
-  redis.call('HSET', KEYS[1], 'maxGrantUs', ARGV[5])
-end
-local expires = now + tonumber(ARGV[7])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[3],
-  'productId', ARGV[1], 'userId', ARGV[2], 'status', 'ACTIVE', 'arrivalUs', ARGV[5],
-  'acquiredMs', ARGV[6], 'expiresMs', expires, 'traceparent', ARGV[8])
-redis.call('ZADD', KEYS[4], expires, ARGV[3])
-redis.call('ZADD', KEYS[5], expires - tonumber(ARGV[9]), ARGV[3])
-emit(KEYS[6], 'slot-acquired', {
-  eventId = ARGV[4], productId = ARGV[1], slotId = ARGV[3], userId = ARGV[2], atMs = ARGV[6],
-  traceparent = ARGV[8] }, 'arrivalUs', ARGV[5], 'expiresMs', expires)
--- Low: the lease covers less than half of what an extension would give it now.
-local low = 0
-if 2 * (leased - granted) < math.min(tonumber(ARGV[12]), remaining) then
-  low = 1
-end
-return {'granted', remaining, expires, low}
+return decision

@@ -275,7 +275,7 @@ impl Drop for Identity {
 }
 
 /// The admin API's body for the test product of `create_product_starting`.
-fn product_body(stock: i64, starts: time::OffsetDateTime) -> Result<Value> {
+pub fn product_body(stock: i64, starts: time::OffsetDateTime) -> Result<Value> {
     Ok(json!({
         "name": "Limited sneaker",
         "price": {"amount": 12900, "currency": "EUR"},
@@ -1068,11 +1068,16 @@ pub fn edge_headers_keyed(
     idempotency_key: &str,
 ) -> Vec<(&'static str, String)> {
     let user = user.to_string();
-    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    // A new span id for each request, as the edge gives each forward: the origin decides a
+    // signed write once (the replay guard).
+    let traceparent = format!(
+        "00-0af7651916cd43dd8448eb211c80319c-{:016x}-01",
+        Uuid::new_v4().as_u64_pair().0 | 1
+    );
     let stamp = EdgeStamp {
         user_id: &user,
         arrival_us,
-        traceparent,
+        traceparent: &traceparent,
         edge_id: "edge-test",
         idempotency_key,
     };
@@ -1084,6 +1089,14 @@ pub fn now_us() -> u64 {
 }
 
 /// Asserts a problem+json answer and returns its body.
+/// The JSON body of an answer that must have `status` (the body is shown if it has not).
+pub async fn json_of(response: reqwest::Response, status: u16) -> Value {
+    let got = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(got, status, "{body}");
+    body
+}
+
 pub async fn problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status for {slug}");
     let ct = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());

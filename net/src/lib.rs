@@ -18,8 +18,13 @@
 //! and a failed accept (out of descriptors, say) backs off from 5 ms to 1 s instead of
 //! spinning, logging at most once a second. A body refused part-way (413) is read on and
 //! thrown away for a bounded while ([`discard_rest`]), so the client that is still sending
-//! it reads the answer instead of a reset. HTTP/1.1 only: neither server is reached over
-//! HTTP/2 (the edge host's clients and the edge's forwards to the origin speak HTTP/1.1).
+//! it reads the answer instead of a reset. With [`Server::with_tls`] connections are
+//! TLS ([`tls`]), the handshake held to the head's deadline. HTTP/1.1 only: neither server
+//! is reached over HTTP/2 (the edge host's clients and the edge's forwards to the origin speak HTTP/1.1).
+
+pub mod tls;
+
+pub use tls::{TlsError, TlsFiles};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -122,6 +127,20 @@ pub struct ConnectionArgs {
     /// The largest request head (request line and headers) in bytes; larger gets 431.
     #[arg(long, env = "FLASHGATE_MAX_HEADER_BYTES", default_value_t = defaults::MAX_HEADER_BYTES)]
     pub max_header_bytes: usize,
+    /// Serve TLS with this certificate chain (PEM; with `--tls-key`). Unset: plain HTTP, for a
+    /// listener behind a TLS-terminating proxy or on a private network.
+    #[arg(long, env = "FLASHGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "FLASHGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ConnectionArgs {
+    /// The TLS files asked for, if any.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles { cert: self.tls_cert.clone()?, key: self.tls_key.clone()? })
+    }
 }
 
 impl From<&ConnectionArgs> for ConnectionLimits {
@@ -231,6 +250,7 @@ pub struct Server {
     listener: TcpListener,
     limits: ConnectionLimits,
     stats: Arc<ConnectionStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Server {
@@ -241,7 +261,13 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub fn new(listener: TcpListener, limits: ConnectionLimits) -> Self {
-        Self { listener, limits, stats: Arc::default() }
+        Self { listener, limits, stats: Arc::default(), tls: None }
+    }
+
+    /// Serves TLS with `config` (plain HTTP when `None`).
+    pub fn with_tls(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = config.map(tokio_rustls::TlsAcceptor::from);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -272,7 +298,7 @@ impl Server {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let Self { listener, limits, stats } = self;
+        let Self { listener, limits, stats, tls } = self;
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -317,10 +343,34 @@ impl Server {
             };
             stats.accepted.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
-            let conn = http1.serve_connection(TokioIo::new(stream), make_service(peer));
-            let conn = graceful.watch(conn);
+            let service = make_service(peer);
+            let Some(acceptor) = tls.clone() else {
+                let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _place = place;
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+                continue;
+            };
+            // The handshake is part of the head: it gets the head's deadline.
+            let (http1, watcher) = (http1.clone(), graceful.watcher());
+            let deadline = limits.header_read_timeout;
             tokio::spawn(async move {
                 let _place = place;
+                let stream = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake past the head's deadline");
+                        return;
+                    }
+                };
+                let conn = watcher.watch(http1.serve_connection(TokioIo::new(stream), service));
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
@@ -535,6 +585,58 @@ mod tests {
         // Without the discard the same client is cut off mid-body: the test can fail.
         let addr = refusing(false).await;
         assert!(send_big(addr).await.is_err(), "a body never read would be taken whole");
+    }
+
+    /// A self-signed certificate for 127.0.0.1 written to a new directory: (cert, key).
+    fn self_signed() -> TlsFiles {
+        let dir = std::env::temp_dir().join(format!("flashgate-net-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        std::fs::write(&files.cert, made.cert.pem()).unwrap();
+        std::fs::write(&files.key, made.signing_key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[tokio::test]
+    async fn a_tls_listener_answers_a_client_that_trusts_its_certificate_and_nobody_else() {
+        let files = self_signed();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::new(listener, ConnectionLimits::default())
+            .with_tls(Some(files.server_config().unwrap()));
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.serve(
+            |_| {
+                hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                })
+            },
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        // Trusting the certificate: answered.
+        let trusting =
+            tokio_rustls::TlsConnector::from(tls::client_config(Some(&files.cert)).unwrap());
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = trusting.connect(name.clone(), tcp).await.unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = vec![0; 256];
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // Trusting only the public roots: the handshake fails.
+        let public = tokio_rustls::TlsConnector::from(tls::client_config(None).unwrap());
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        assert!(public.connect(name, tcp).await.is_err());
+        // Plain HTTP: no answer, the connection closed.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let answer = closed_within(&mut plain, Duration::from_secs(10)).await;
+        assert!(answer.is_some(), "closed");
+        // A key that is not a key is named with its file.
+        let broken = TlsFiles { cert: files.cert.clone(), key: files.cert.clone() };
+        let e = broken.server_config().unwrap_err().to_string();
+        assert!(e.contains("cert.pem"), "{e}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum ApiError {
     SlotExpired { slot_id: Uuid },
     #[error("slot {slot_id} is not active")]
     SlotNotActive { slot_id: Uuid, payment_id: Option<Uuid> },
+    #[error("edge-signed request replayed")]
+    Replayed,
     #[error("idempotency key reused with another body")]
     IdempotencyKeyReused,
     #[error("not in the queue of {product_id}")]
@@ -128,6 +130,12 @@ impl ApiError {
                     None => problem,
                 }
             }
+            Self::Replayed => Problem::new(
+                409,
+                "replayed",
+                "Request replayed",
+                "this edge-signed request was answered before; a new attempt goes through the edge",
+            ),
             Self::IdempotencyKeyReused => Problem::new(
                 422,
                 "idempotency-key-reused",

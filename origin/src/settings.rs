@@ -80,6 +80,9 @@ pub struct Settings {
     /// What the listener lets clients hold: connections in all and per address, the deadline
     /// and size of a request's head ([`flashgate_net`]).
     pub connections: flashgate_net::ConnectionLimits,
+    /// Serve TLS (`--tls-cert`, `--tls-key`): edges across networks reach the origin over
+    /// `https://` (their `--origin-ca` trusts a private CA).
+    pub tls: Option<flashgate_net::TlsFiles>,
     /// Deadline for each Redis command; past it the request is answered 503.
     pub redis_timeout: Duration,
     pub database_max_connections: u32,
@@ -196,6 +199,7 @@ impl Settings {
             allow_volatile_redis: false,
             drain_limit: Duration::from_secs(defaults::DRAIN_SECS),
             connections: flashgate_net::ConnectionLimits::default(),
+            tls: None,
             redis_timeout: Duration::from_millis(defaults::REDIS_TIMEOUT_MS),
             database_max_connections: defaults::DATABASE_MAX_CONNECTIONS,
             migrate: true,
@@ -432,6 +436,7 @@ impl OriginArgs {
         settings.allow_volatile_redis = self.allow_volatile_redis;
         settings.drain_limit = Duration::from_secs(self.drain_secs);
         settings.connections = (&self.connections).into();
+        settings.tls = self.connections.tls();
         settings.payments.reconcile_after = Duration::from_secs(self.payment_reconcile_after_secs);
         settings.expiry_interval =
             (self.expiry_interval_ms > 0).then(|| Duration::from_millis(self.expiry_interval_ms));

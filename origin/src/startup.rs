@@ -254,7 +254,11 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
-        let listener = flashgate_net::Server::new(listener, settings.connections);
+        let tls = match &settings.tls {
+            Some(files) => Some(files.server_config().context("serving TLS (--tls-cert)")?),
+            None => None,
+        };
+        let listener = flashgate_net::Server::new(listener, settings.connections).with_tls(tls);
         Ok(Self {
             router: crate::http::router(state.clone()),
             leases,

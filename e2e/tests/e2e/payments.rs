@@ -1,7 +1,7 @@
 //! Payments: idempotent creation, one charge per key, webhooks applied once, and a payment
 //! racing its slot's expiry never sells a unit twice (invariants 1 and 5).
 
-use flashgate_e2e::{DrivenOrigin, Stack, problem};
+use flashgate_e2e::{DrivenOrigin, Stack, json_of, problem};
 use flashgate_origin::clock::Clock;
 use flashgate_origin::gateway::{DECLINING_METHOD, SIGNATURE_HEADER, SimulatedGateway};
 use serde_json::{Value, json};
@@ -12,13 +12,6 @@ const MIN: Duration = Duration::from_secs(60);
 
 fn count(types: &[String], kind: &str) -> usize {
     types.iter().filter(|t| *t == kind).count()
-}
-
-async fn json_of(response: reqwest::Response, status: u16) -> Value {
-    let got = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(got, status, "{body}");
-    body
 }
 
 fn payment_id(body: &Value) -> Uuid {

@@ -204,3 +204,74 @@ async fn a_product_name_that_cannot_be_stored_or_seen_is_refused_by_name() {
         assert_eq!(flashgate_e2e::problem(r, 422, "validation").await["field"], "name");
     }
 }
+
+/// Review finding 3: the edge could reach its origin only over `http://`. Across networks
+/// the origin serves TLS (`--tls-cert`, `--tls-key`) and the edge, told `origin_scheme =
+/// https`, trusts a private CA (`--origin-ca`): a buyer's acquisition goes edge → origin over
+/// TLS. An edge that does not trust the certificate forwards nothing (a fast 503), and a
+/// plain-HTTP client gets no answer from the TLS listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_reaches_a_tls_origin_that_its_ca_vouches_for_and_no_other() {
+    let dir = std::env::temp_dir().join(format!("flashgate-tls-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let files = flashgate_net::TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    std::fs::write(&files.cert, made.cert.pem()).unwrap();
+    std::fs::write(&files.key, made.signing_key.serialize_pem()).unwrap();
+
+    let tls = files.clone();
+    let ca = files.cert.clone();
+    let s = Stack::start_configured(
+        move |o| o.tls = Some(tls),
+        move |e| {
+            e.variables.insert("origin_scheme".into(), "https".into());
+            e.origin_ca = Some(ca);
+        },
+    )
+    .await
+    .unwrap();
+    // The operator's client trusts the same certificate.
+    let admin = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(made.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let starts = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let created = admin
+        .post(format!("https://{}/products", s.origin.addr))
+        .bearer_auth(s.id.admin())
+        .json(&flashgate_e2e::product_body(3, starts).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let product = flashgate_e2e::json_of(created, 201).await["productId"].clone();
+    let product: Uuid = serde_json::from_value(product).unwrap();
+
+    let r = s.acquire(&s.id.buyer(Uuid::new_v4()), product).await.unwrap();
+    assert_eq!(r.status(), 201, "acquired through the edge over TLS");
+
+    // Plain HTTP to the TLS listener: no HTTP answer.
+    let plain = s.http.get(s.origin.url("/health")).send().await;
+    assert!(plain.is_err(), "a plain-HTTP request to the TLS origin was answered: {plain:?}");
+
+    // An edge that trusts only the public roots cannot reach it: 503, nothing forwarded.
+    let untrusting = flashgate_e2e::TestEdge::spawn_configured(
+        flashgate_e2e::repo_root().join("spin.toml"),
+        s.origin.addr,
+        &s.id,
+        |e| {
+            e.variables.insert("origin_scheme".into(), "https".into());
+        },
+    )
+    .await
+    .unwrap();
+    let r = s
+        .http
+        .post(untrusting.url("/slots/acquire"))
+        .bearer_auth(s.id.buyer(Uuid::new_v4()))
+        .json(&serde_json::json!({ "productId": product }))
+        .send()
+        .await
+        .unwrap();
+    flashgate_e2e::problem(r, 503, "unavailable").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -156,6 +156,82 @@ async fn the_origin_refuses_what_the_edge_did_not_sign() {
     assert_eq!(send(ok, body).await.unwrap().status(), 201);
 }
 
+/// Review finding 3: one signed request sent three times within its freshness window was
+/// accepted three times. A signed write is decided once now: an acquisition in
+/// `acquire.lua` (with its decision), a payment or a line's join before its handler; what
+/// was sent again is a 409 `replayed` and changes nothing. A new signature for the same
+/// buyer (as the edge makes for each forward) is decided as usual.
+#[tokio::test]
+async fn a_signed_write_sent_again_within_its_window_is_refused_as_a_replay() {
+    let s = Stack::start().await.unwrap();
+    let product = s.origin.create_product(&s.id, 5).await.unwrap();
+    let secret = s.id.secret();
+    let user = Uuid::new_v4();
+    let send = |path: &str, headers: &[(&'static str, String)], body: &str| {
+        let mut request = s
+            .http
+            .post(s.origin.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        request.send()
+    };
+
+    let body = format!(r#"{{"productId":"{product}"}}"#);
+    let signed = edge_headers(&secret, "POST", "/slots/acquire", user, now_us(), body.as_bytes());
+    let slot =
+        flashgate_e2e::json_of(send("/slots/acquire", &signed, &body).await.unwrap(), 201).await;
+    for _ in 0..2 {
+        let again = send("/slots/acquire", &signed, &body).await.unwrap();
+        problem(again, 409, "replayed").await;
+    }
+    // Signed anew, the same buyer's attempt is decided: they hold their slot.
+    let fresh = edge_headers(&secret, "POST", "/slots/acquire", user, now_us(), body.as_bytes());
+    problem(send("/slots/acquire", &fresh, &body).await.unwrap(), 409, "already-holding").await;
+    // A replayed acquisition took nothing: 4 of 5 left.
+    let other = Uuid::new_v4();
+    let theirs = edge_headers(&secret, "POST", "/slots/acquire", other, now_us(), body.as_bytes());
+    let r = send("/slots/acquire", &theirs, &body).await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-flashgate-remaining"], "3");
+
+    // A payment: the same signed request again is refused before the handler runs.
+    let pay = format!(r#"{{"slotId":{},"method":"card"}}"#, slot["slotId"]);
+    let key = "replay-test-key";
+    let signed = flashgate_e2e::edge_headers_keyed(
+        &secret,
+        "POST",
+        "/payments",
+        user,
+        now_us(),
+        pay.as_bytes(),
+        key,
+    );
+    let with_key = |headers: &[(&'static str, String)]| {
+        let mut h = headers.to_vec();
+        h.push(("idempotency-key", key.to_owned()));
+        h
+    };
+    let r = send("/payments", &with_key(&signed), &pay).await.unwrap();
+    assert_eq!(r.status(), 202);
+    problem(send("/payments", &with_key(&signed), &pay).await.unwrap(), 409, "replayed").await;
+    // The buyer's own retry (a new forward, the same key) gets the idempotent answer.
+    let retry = flashgate_e2e::edge_headers_keyed(
+        &secret,
+        "POST",
+        "/payments",
+        user,
+        now_us(),
+        pay.as_bytes(),
+        key,
+    );
+    let r = send("/payments", &with_key(&retry), &pay).await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+}
+
 #[tokio::test]
 async fn admin_endpoints_need_an_admin_token_and_valid_fields() {
     let stack = Stack::start().await.unwrap();
@@ -191,10 +267,11 @@ async fn the_host_only_lets_the_component_call_allowed_hosts() {
     let manifest = std::fs::read_to_string(repo_root().join("spin.toml"))
         .unwrap()
         .replace(
-            r#"allowed_outbound_hosts = ["http://{{ origin_host }}", "{{ jwks_origin }}"]"#,
+            r#"allowed_outbound_hosts = ["{{ origin_scheme }}://{{ origin_host }}", "{{ jwks_origin }}"]"#,
             r#"allowed_outbound_hosts = ["http://127.0.0.1:1"]"#,
         )
         .replace("source = \"edge/", &format!("source = \"{}/edge/", repo_root().display()));
+    assert!(manifest.contains(r#"["http://127.0.0.1:1"]"#), "the manifest's rule was replaced");
     let dir = std::env::temp_dir().join(format!("fg-manifest-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("spin.toml");

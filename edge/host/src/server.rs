@@ -92,6 +92,10 @@ pub struct HostSettings {
     /// What the buyers' listener lets clients hold: connections in all and per address, the
     /// deadline and size of a request's head ([`flashgate_net`]).
     pub connections: ConnectionLimits,
+    /// Extra certificates to trust for outbound `https://` (`--origin-ca`).
+    pub origin_ca: Option<PathBuf>,
+    /// Serve buyers over TLS (`--tls-cert`, `--tls-key`); usually the platform's job.
+    pub tls: Option<flashgate_net::TlsFiles>,
 }
 
 impl HostSettings {
@@ -114,6 +118,8 @@ impl HostSettings {
             instance_concurrency: None,
             idle_instance_timeout: Duration::from_millis(defaults::IDLE_INSTANCE_TIMEOUT_MS),
             connections: ConnectionLimits::default(),
+            origin_ca: None,
+            tls: None,
         }
     }
 
@@ -307,12 +313,17 @@ fn origin_pool(
     let members = origins
         .iter()
         .map(|o| {
-            let o = o.trim().trim_start_matches("http://").trim_end_matches('/');
+            let o = o
+                .trim()
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
             o.parse().with_context(|| format!("--origin `{o}` is not host:port"))
         })
         .collect::<Result<Vec<_>>>()?;
     tracing::info!(component = %id, origin_url = %url, origins = ?origins, "origins served in turn");
-    Ok(Some(OriginPool::new(name, members)))
+    let scheme = url.split_once("://").map_or("http", |(s, _)| s).to_ascii_lowercase();
+    Ok(Some(OriginPool::new(scheme, name, members)))
 }
 
 impl EdgeHost {
@@ -334,6 +345,8 @@ impl EdgeHost {
             .collect();
         let kv = KvStores::new(labels, settings.kv_capacity_bytes);
         let stats = Arc::<HostStats>::default();
+        let client_tls = flashgate_net::tls::client_config(settings.origin_ca.as_deref())
+            .context("outbound TLS (--origin-ca)")?;
 
         let mut served = HashMap::new();
         let mut generations = HashMap::new();
@@ -402,9 +415,10 @@ impl EdgeHost {
                 spec.allowed_outbound.clone().into(),
                 settings.outbound_connect_timeout,
                 settings.outbound_first_byte_timeout,
+                client_tls.clone(),
             );
             if let Some(pool) = origin_pool(id, spec, &settings.origins)? {
-                pool.check_health();
+                pool.check_health(client_tls.clone());
                 outbound = outbound.with_origins(pool);
             }
             let spec = Arc::new(spec.clone());
@@ -427,7 +441,12 @@ impl EdgeHost {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
-        let listener = flashgate_net::Server::new(listener, settings.connections);
+        let server_tls = match &settings.tls {
+            Some(files) => Some(files.server_config().context("serving TLS (--tls-cert)")?),
+            None => None,
+        };
+        let listener =
+            flashgate_net::Server::new(listener, settings.connections).with_tls(server_tls);
         let admin = match settings.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)

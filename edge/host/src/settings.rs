@@ -48,6 +48,10 @@ pub struct HostArgs {
     /// second); a read refused a connection is tried on the next. Unset: `origin_url` alone.
     #[arg(long = "origin", env = "FLASHGATE_EDGE_ORIGINS", value_delimiter = ',')]
     pub origins: Vec<String>,
+    /// Certificates (PEM) to trust for `https://` requests besides the public roots: the
+    /// origin's own CA, or a self-signed origin's certificate.
+    #[arg(long, env = "FLASHGATE_EDGE_ORIGIN_CA")]
+    pub origin_ca: Option<PathBuf>,
     /// Whole-request deadline in milliseconds.
     #[arg(long, env = "FLASHGATE_EDGE_REQUEST_TIMEOUT_MS", default_value_t = defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
@@ -102,6 +106,8 @@ impl HostArgs {
         settings.admin_listen = self.admin_listen.0;
         settings.variables = self.variables.into_iter().collect();
         settings.origins = self.origins;
+        settings.origin_ca = self.origin_ca;
+        settings.tls = self.connections.tls();
         settings.request_timeout = Duration::from_millis(self.request_timeout_ms);
         settings.kv_capacity_bytes = self.kv_mib * 1024 * 1024;
         settings.reuse_instances = self.reuse_instances;

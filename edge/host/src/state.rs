@@ -5,6 +5,7 @@ use crate::kv::KvStores;
 use crate::manifest::{ComponentSpec, OutboundRule};
 use crate::upstream::OriginPool;
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -55,17 +56,17 @@ impl WasiHttpView for RequestState {
 /// Outbound HTTP policy: only the component's `allowed_outbound_hosts`, with the host's
 /// default timeouts where the guest sets none, so no request can hang a handler.
 ///
-/// Plain-HTTP requests (the origin, in flashgate's deployments) go through one pooled
-/// keep-alive client per component: a forwarded request reuses an idle connection instead
-/// of paying a TCP handshake, and its time to the origin stops depending on how many
-/// connections are being opened at that moment. HTTPS requests take wasmtime's default
-/// path (a new TLS connection each).
+/// Requests go through one pooled keep-alive client per component, `http://` and
+/// `https://` alike: a forwarded request reuses an idle connection instead of paying a TCP
+/// (and TLS) handshake, and its time to the origin stops depending on how many connections
+/// are being opened at that moment. TLS trusts the public roots plus `--origin-ca`
+/// (`flashgate_net::tls`).
 #[derive(Clone)]
 pub struct Outbound {
     pub(crate) rules: Arc<[OutboundRule]>,
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
-    pub(crate) pool: Client<HttpConnector, WasiBody>,
+    pub(crate) pool: Client<HttpsConnector<HttpConnector>, WasiBody>,
     /// The origins the component's `origin_url` stands for, when the host was given several.
     pub(crate) origins: Option<Arc<OriginPool>>,
 }
@@ -92,10 +93,9 @@ impl Outbound {
         rules: Arc<[OutboundRule]>,
         connect_timeout: Duration,
         first_byte: Duration,
+        tls: Arc<rustls::ClientConfig>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
+        let connector = connector(tls, connect_timeout);
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
@@ -134,13 +134,6 @@ impl WasiHttpHooks for Outbound {
             first_byte_timeout: options.first_byte_timeout.or(Some(self.first_byte_timeout)),
             between_bytes_timeout: options.between_bytes_timeout.or(Some(self.first_byte_timeout)),
         };
-        if request.uri().scheme_str() == Some("https") {
-            return Box::new(async move {
-                let (response, io) =
-                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-                Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
-            });
-        }
         let pool = self.pool.clone();
         let origins = self.origins.clone().filter(|o| o.serves(request.uri()));
         Box::new(async move {
@@ -170,6 +163,22 @@ impl WasiHttpHooks for Outbound {
             Ok((response, Box::new(async { Ok(()) }) as IoFuture))
         })
     }
+}
+
+/// A connector for `http://` and `https://` (TLS under `tls`), with `connect_timeout`.
+pub fn connector(
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;

@@ -7,7 +7,6 @@
 use http::uri::{Authority, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,7 +23,8 @@ struct Member {
 
 /// The origins one component's `origin_url` stands for.
 pub struct OriginPool {
-    /// The authority the component addresses (its `origin_url`'s).
+    /// The scheme and authority the component addresses (its `origin_url`'s).
+    scheme: String,
     name: Authority,
     members: Vec<Member>,
     next: AtomicUsize,
@@ -33,17 +33,18 @@ pub struct OriginPool {
 impl OriginPool {
     /// `name`: the authority of the component's `origin_url`; `members`: where its requests
     /// go. Every member starts healthy.
-    pub fn new(name: Authority, members: Vec<Authority>) -> Arc<Self> {
+    pub fn new(scheme: String, name: Authority, members: Vec<Authority>) -> Arc<Self> {
         let members = members
             .into_iter()
             .map(|authority| Member { authority, healthy: AtomicBool::new(true) })
             .collect();
-        Arc::new(Self { name, members, next: AtomicUsize::new(0) })
+        Arc::new(Self { scheme, name, members, next: AtomicUsize::new(0) })
     }
 
-    /// Whether `uri` is a plain-HTTP request to the component's origin.
+    /// Whether `uri` is a request to the component's origin (its scheme and authority).
     pub fn serves(&self, uri: &Uri) -> bool {
-        uri.scheme_str() != Some("https") && uri.authority() == Some(&self.name)
+        uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case(&self.scheme))
+            && uri.authority() == Some(&self.name)
     }
 
     /// The members to try, in order: healthy ones round robin from the next in turn, then
@@ -84,11 +85,11 @@ impl OriginPool {
     }
 
     /// Reads every member's `/health` every second, for as long as the pool lives.
-    pub fn check_health(self: &Arc<Self>) {
+    /// Over TLS under `tls` when the origin is `https://`.
+    pub fn check_health(self: &Arc<Self>, tls: Arc<rustls::ClientConfig>) {
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(HEALTH_TIMEOUT));
+            let connector = crate::state::connector(tls, HEALTH_TIMEOUT);
             let client: Client<_, Empty<bytes::Bytes>> =
                 Client::builder(TokioExecutor::new()).build(connector);
             let mut tick = tokio::time::interval(HEALTH_EVERY);
@@ -96,7 +97,7 @@ impl OriginPool {
                 tick.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
                 for (i, member) in pool.members.iter().enumerate() {
-                    let uri = format!("http://{}/health", member.authority);
+                    let uri = format!("{}://{}/health", pool.scheme, member.authority);
                     let Ok(uri) = uri.parse::<Uri>() else { continue };
                     let answered = tokio::time::timeout(HEALTH_TIMEOUT, async {
                         let response = client.get(uri).await.ok()?;
@@ -119,6 +120,7 @@ mod tests {
 
     fn pool() -> Arc<OriginPool> {
         OriginPool::new(
+            "http".into(),
             "origin:8081".parse().unwrap(),
             vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()],
         )

@@ -1,5 +1,14 @@
 //! Edge→origin trust: every buyer route requires the edge's HMAC signature and a fresh
 //! arrival stamp. The verified envelope reaches handlers as [`EdgeContext`].
+//!
+//! A signed write is decided once (security review, finding 3: one signed request sent three
+//! times within its freshness window was accepted three times). Its id is the first 128 bits
+//! of its signature, unique because the edge gives every forward a new random span id in the
+//! signed `traceparent`; it is remembered in Redis for twice the freshness window plus a
+//! second, past which the stamp is stale anyway. An acquisition marks it in `acquire.lua`,
+//! with the decision (no extra round trip on the hot path); the other writes (a payment,
+//! joining a line) claim it here with one `SET NX` before their handler runs. Reads are not
+//! guarded: sent again they change nothing.
 
 use crate::error::ApiError;
 use crate::state::{AppState, EdgeTrust};
@@ -25,7 +34,29 @@ pub struct EdgeContext {
     /// How long the edge held the request before forwarding it, as it reports it
     /// (unsigned: it only feeds `/metrics`).
     pub edge_elapsed_us: Option<i64>,
+    /// For a write: the request's id, decided once (`None` for a read).
+    pub replay: Option<ReplayGuard>,
 }
+
+/// A signed write's id and how long it is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayGuard {
+    /// 32 hex digits: the first half of the signature's tag.
+    pub id: String,
+    pub ttl: std::time::Duration,
+}
+
+impl ReplayGuard {
+    /// The guard of a request signed `signature` (already verified), checked at `max_skew`.
+    pub fn of(signature: &str, max_skew: std::time::Duration) -> Option<Self> {
+        let tag = signature.split_once('=')?.1;
+        let id = tag.get(..32)?.to_ascii_lowercase();
+        Some(Self { id, ttl: max_skew * 2 + std::time::Duration::from_secs(1) })
+    }
+}
+
+/// The route whose handler marks its request seen itself, in `acquire.lua`.
+const GUARDED_IN_SCRIPT: &str = "/slots/acquire";
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError> {
     match parts.headers.get(name) {
@@ -43,10 +74,21 @@ pub async fn require_edge_signature(
     req: Request,
     next: Next,
 ) -> Response {
-    match verify(&state.edge, req).await {
-        Ok(req) => next.run(req).await,
-        Err(e) => e.into_response(),
+    let req = match verify(&state.edge, req).await {
+        Ok(req) => req,
+        Err(e) => return e.into_response(),
+    };
+    let guard = req.extensions().get::<EdgeContext>().and_then(|c| c.replay.clone());
+    if let Some(guard) = guard
+        && req.uri().path() != GUARDED_IN_SCRIPT
+    {
+        match state.inventory.claim_request(&guard.id, guard.ttl).await {
+            Ok(true) => {}
+            Ok(false) => return ApiError::Replayed.into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
+    next.run(req).await
 }
 
 async fn verify(trust: &EdgeTrust, req: Request) -> Result<Request, ApiError> {
@@ -84,6 +126,11 @@ async fn verify(trust: &EdgeTrust, req: Request) -> Result<Request, ApiError> {
             .headers
             .get(arrival::HEADER_EDGE_ELAPSED)
             .and_then(|v| v.to_str().ok()?.parse::<i64>().ok()),
+        replay: if parts.method.is_safe() {
+            None
+        } else {
+            ReplayGuard::of(signature, trust.max_skew)
+        },
     };
     parts.extensions.insert(ctx);
     Ok(Request::from_parts(parts, Body::from(body)))
@@ -98,5 +145,21 @@ impl<S: Send + Sync> FromRequestParts<S> for EdgeContext {
             .get::<EdgeContext>()
             .cloned()
             .ok_or(ApiError::EdgeSignature(SignatureError::Missing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_signature_gives_its_first_128_bits_as_the_id_kept_past_the_window() {
+        let sig = format!("v1={}", "Ab".repeat(32));
+        let guard = ReplayGuard::of(&sig, Duration::from_secs(5)).unwrap();
+        assert_eq!(guard.id, "ab".repeat(16));
+        assert_eq!(guard.ttl, Duration::from_secs(11));
+        assert_eq!(ReplayGuard::of("v1=abc", Duration::from_secs(5)), None);
+        assert_eq!(ReplayGuard::of("nothing", Duration::from_secs(5)), None);
     }
 }

@@ -135,6 +135,7 @@ pub(crate) async fn acquire(
         now_ms,
         traceparent,
         late: false,
+        replay: edge.replay.clone(),
     };
     let outcome = state.fairness.acquire(args, &edge.edge_id).instrument(span.clone()).await?;
     span.record("outcome", outcome.outcome());
@@ -145,7 +146,7 @@ pub(crate) async fn acquire(
         state.clock.now_us() - edge.arrival_us,
     );
     state.metrics.acquisitions.get_or_create(&AcquireLabels { outcome: outcome.outcome() }).inc();
-    if !matches!(outcome, Acquisition::Granted { .. }) {
+    if !matches!(outcome, Acquisition::Granted { .. } | Acquisition::Replayed) {
         let reason = outcome.outcome();
         state.acquisition_log.refused(now_ms, &trace_id, product_id, edge.user_id, reason);
         state.refusals.note(product_id);
@@ -183,6 +184,7 @@ pub(crate) async fn acquire(
         Acquisition::Ended { ends_ms } => {
             Err(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) })
         }
+        Acquisition::Replayed => Err(ApiError::Replayed),
         Acquisition::Unknown => match pg::products::find(&state.db, product_id).await? {
             // Known to PostgreSQL but not to Redis: its sale state must be rebuilt first.
             Some(_) => Err(recovery::not_loaded(&state, product_id)),

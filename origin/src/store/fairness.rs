@@ -447,6 +447,7 @@ mod tests {
             now_ms: 0,
             traceparent: String::new(),
             late: false,
+            replay: None,
         };
         Waiting { args, due, seq, reply: oneshot::channel().0 }
     }

@@ -11,7 +11,7 @@ use crate::store::scripts::delete_product::{self, ProductDeletion};
 use crate::store::scripts::expire::{self, Expiry};
 use crate::store::scripts::rebuild::{self, LiveSlot, RebuiltCounts};
 use crate::store::scripts::update_product::{self, ProductUpdate};
-use crate::store::scripts::{lease, load_product, release_in_doubt, remind};
+use crate::store::scripts::{lease, load_product, ms, release_in_doubt, remind};
 use redis::RedisResult;
 use std::sync::Arc;
 use std::time::Duration;
@@ -392,6 +392,19 @@ impl Inventory {
     }
 
     /// A connection for operators' tools and tests.
+    /// Marks the edge-signed request `id` seen for `ttl`: false if it was already (a replay).
+    pub async fn claim_request(&self, id: &str, ttl: Duration) -> RedisResult<bool> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("fg:seen:{id}"))
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl).max(1))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
     pub fn connection(&self) -> Redis {
         self.conn.clone()
     }

@@ -23,6 +23,10 @@ impl ProductKeys {
     pub fn slot(&self, slot_id: Uuid) -> String {
         format!("{}:slot:{slot_id}", self.tag)
     }
+    /// An edge-signed acquisition of this product that was decided (the replay guard).
+    pub fn seen(&self, request_id: &str) -> String {
+        format!("{}:seen:{request_id}", self.tag)
+    }
     pub fn expiry(&self) -> String {
         format!("{}:expiry", self.tag)
     }

@@ -23,6 +23,8 @@ pub struct AcquireArgs {
     /// The stamp was older than the fairness window when the request arrived: a refusal
     /// is recorded as late (network), not as a defect of the window.
     pub late: bool,
+    /// The edge-signed request this attempt answers, decided once (`None`: not signed).
+    pub replay: Option<crate::http::edge_auth::ReplayGuard>,
 }
 
 /// The script's arguments: the attempt, the slot lifecycle and the lease's extension size.
@@ -34,7 +36,8 @@ pub struct Args<'a> {
     pub lease_size: i64,
 }
 
-/// What `acquire.lua` decided.
+/// What `acquire.lua` decided. `Replayed`: this edge-signed request was decided before;
+/// sent again, it changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquisition {
     Granted { remaining: i64, expires_ms: i64 },
@@ -43,6 +46,7 @@ pub enum Acquisition {
     NotOnSale { starts_ms: i64 },
     Ended { ends_ms: i64 },
     Unknown,
+    Replayed,
 }
 
 impl Acquisition {
@@ -54,6 +58,7 @@ impl Acquisition {
             Self::NotOnSale { .. } => "not_on_sale",
             Self::Ended { .. } => "ended",
             Self::Unknown => "unknown",
+            Self::Replayed => "replayed",
         }
     }
 }
@@ -85,6 +90,7 @@ impl Attempt {
             "not_on_sale" => decided(Acquisition::NotOnSale { starts_ms: reply.int(0)? }),
             "ended" => decided(Acquisition::Ended { ends_ms: reply.int(0)? }),
             "unknown" => decided(Acquisition::Unknown),
+            "replayed" => decided(Acquisition::Replayed),
             "lease" => Self::LeaseUsedUp { granted: reply.int(0)?, remaining: reply.int(1)? },
             _ => return Err(reply.unknown_outcome()),
         })
@@ -99,6 +105,7 @@ impl Args<'_> {
             .call()
             .slot_keys(&keys, a.slot_id)
             .key("refused", keys.refused())
+            .key("seen", keys.seen(a.replay.as_ref().map_or("-", |r| r.id.as_str())))
             .arg("productId", a.product_id.to_string())
             .arg("userId", a.user_id.to_string())
             .arg("slotId", a.slot_id.to_string())
@@ -112,6 +119,7 @@ impl Args<'_> {
             .arg("expiredTtlMs", ms(self.lifecycle.expired_ttl))
             .arg("leaseSize", self.lease_size)
             .arg("late", u8::from(a.late))
+            .arg("seenTtlMs", a.replay.as_ref().map_or(0, |r| ms(r.ttl)))
             .reply(conn)
             .await?;
         Attempt::parse(&reply)
@@ -158,6 +166,7 @@ mod tests {
             ),
             (vec![bulk("ended"), bulk("7")], decided(Acquisition::Ended { ends_ms: 7 })),
             (vec![bulk("unknown")], decided(Acquisition::Unknown)),
+            (vec![bulk("replayed")], decided(Acquisition::Replayed)),
             (
                 vec![bulk("lease"), Value::Int(64), bulk("36")],
                 Attempt::LeaseUsedUp { granted: 64, remaining: 36 },
