@@ -275,3 +275,56 @@ async fn an_edge_reaches_a_tls_origin_that_its_ca_vouches_for_and_no_other() {
     flashgate_e2e::problem(r, 503, "unavailable").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Review finding 4: behind a load balancer every buyer shared its address, so one buyer's
+/// burst used up everyone's per-address limit. With `--trusted-proxy` the edge host takes
+/// the client from what the trusted hops appended to `X-Forwarded-For` (a forged left entry
+/// is ignored); from an untrusted peer the header is ignored altogether.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_buyer_gets_their_own_address_limit() {
+    let limits = |h: &mut flashgate_edge_host::HostSettings| {
+        for (k, v) in [("rate_address_per_sec", "0.1"), ("rate_address_burst", "2")] {
+            h.variables.insert(k.into(), v.into());
+        }
+    };
+    let s = Stack::start_configured(
+        |_| {},
+        move |h| {
+            limits(h);
+            h.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        },
+    )
+    .await
+    .unwrap();
+    let product = s.origin.create_product(&s.id, 100).await.unwrap();
+    let from = |edge: &flashgate_e2e::TestEdge, forwarded: &'static str| {
+        s.http
+            .post(edge.url("/slots/acquire"))
+            .bearer_auth(s.id.buyer(Uuid::new_v4()))
+            .header("x-forwarded-for", forwarded)
+            .json(&serde_json::json!({ "productId": product }))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(from(&s.edge, "6.6.6.6, 198.51.100.1").await.unwrap().status(), 201);
+    }
+    let limited = from(&s.edge, "7.7.7.7, 198.51.100.1").await.unwrap();
+    flashgate_e2e::problem(limited, 429, "rate-limited").await;
+    // Another buyer behind the same balancer still has their own burst.
+    assert_eq!(from(&s.edge, "198.51.100.2").await.unwrap().status(), 201);
+
+    // Without the trust, the header changes nothing: one address, one burst.
+    let plain = flashgate_e2e::TestEdge::spawn_configured(
+        flashgate_e2e::repo_root().join("spin.toml"),
+        s.origin.addr,
+        &s.id,
+        limits,
+    )
+    .await
+    .unwrap();
+    for forwarded in ["198.51.100.3", "198.51.100.4"] {
+        assert_eq!(from(&plain, forwarded).await.unwrap().status(), 201);
+    }
+    let limited = from(&plain, "198.51.100.5").await.unwrap();
+    flashgate_e2e::problem(limited, 429, "rate-limited").await;
+}

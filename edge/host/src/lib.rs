@@ -10,6 +10,7 @@
 //! shared across requests). Several origins behind one `origin_url`: [`upstream`].
 
 pub mod bindings;
+pub mod forwarded;
 pub mod kv;
 pub mod manifest;
 pub mod metrics;

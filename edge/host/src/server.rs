@@ -92,6 +92,8 @@ pub struct HostSettings {
     /// What the buyers' listener lets clients hold: connections in all and per address, the
     /// deadline and size of a request's head ([`flashgate_net`]).
     pub connections: ConnectionLimits,
+    /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Extra certificates to trust for outbound `https://` (`--origin-ca`).
     pub origin_ca: Option<PathBuf>,
     /// Serve buyers over TLS (`--tls-cert`, `--tls-key`); usually the platform's job.
@@ -120,6 +122,7 @@ impl HostSettings {
             connections: ConnectionLimits::default(),
             origin_ca: None,
             tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -286,6 +289,7 @@ struct Shared {
     kv: KvStores,
     request_timeout: Duration,
     max_request_body: u64,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A running edge host: bound, compiled, ready to serve.
@@ -472,6 +476,7 @@ impl EdgeHost {
             kv,
             request_timeout: settings.request_timeout,
             max_request_body: settings.max_request_body,
+            trusted_proxies: settings.trusted_proxies.clone(),
         });
         Ok(Self { listener, admin, shared })
     }
@@ -742,8 +747,11 @@ async fn handle(
         req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync())
     };
     let workers = &shared.served[&spec.id];
-    // What Spin tells components about the client.
-    if let Ok(addr) = http::HeaderValue::from_str(&peer.to_string()) {
+    // What Spin tells components about the client: the peer, or behind trusted proxies the
+    // address they forwarded for.
+    let forwarded = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let client = crate::forwarded::client_addr(peer, forwarded, &shared.trusted_proxies);
+    if let Ok(addr) = http::HeaderValue::from_str(&client.to_string()) {
         req.headers_mut().insert("spin-client-addr", addr);
     }
     // Kept for answers the host must make itself, when the component could not.

@@ -48,6 +48,11 @@ pub struct HostArgs {
     /// second); a read refused a connection is tried on the next. Unset: `origin_url` alone.
     #[arg(long = "origin", env = "FLASHGATE_EDGE_ORIGINS", value_delimiter = ',')]
     pub origins: Vec<String>,
+    /// Proxies (CIDRs, comma-separated or repeated) whose `X-Forwarded-For` names the client:
+    /// behind a load balancer, its address range. The component's per-address limit then
+    /// counts each buyer's own address instead of the balancer's. Unset: the TCP peer.
+    #[arg(long = "trusted-proxy", env = "FLASHGATE_EDGE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Certificates (PEM) to trust for `https://` requests besides the public roots: the
     /// origin's own CA, or a self-signed origin's certificate.
     #[arg(long, env = "FLASHGATE_EDGE_ORIGIN_CA")]
@@ -107,6 +112,7 @@ impl HostArgs {
         settings.variables = self.variables.into_iter().collect();
         settings.origins = self.origins;
         settings.origin_ca = self.origin_ca;
+        settings.trusted_proxies = self.trusted_proxies;
         settings.tls = self.connections.tls();
         settings.request_timeout = Duration::from_millis(self.request_timeout_ms);
         settings.kv_capacity_bytes = self.kv_mib * 1024 * 1024;
