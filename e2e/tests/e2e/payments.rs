@@ -382,3 +382,35 @@ async fn a_buyer_pays_through_the_edge_and_reads_the_outcome() {
     problem(r, 403, "forbidden").await;
     assert_eq!(s.origin.gateway.charges(), 1);
 }
+
+/// Review finding 4: an idempotency key was claimed before the slot was checked, so a
+/// payment for a slot nobody holds, or someone else's, kept its key for 24 h (thousands of
+/// keys a day from one rate-limited buyer). A slot is checked first now, and a refused
+/// payment frees its key: the buyer's next payment with that key is decided afresh.
+#[tokio::test]
+async fn a_refused_payment_leaves_no_idempotency_key_behind() {
+    let s = Stack::start().await.unwrap();
+    let product = s.origin.create_product(&s.id, 2).await.unwrap();
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let (ta, tb) = (s.id.buyer(alice), s.id.buyer(bob));
+    let slot_a = json_of(s.acquire(&ta, product).await.unwrap(), 201).await["slotId"].clone();
+    let slot_b = json_of(s.acquire(&tb, product).await.unwrap(), 201).await["slotId"].clone();
+    let pay = |token: &str, slot: &Value| {
+        s.http
+            .post(s.edge.url("/payments"))
+            .bearer_auth(token)
+            .header("idempotency-key", "alice-key-1")
+            .json(&json!({"slotId": slot, "method": "card"}))
+            .send()
+    };
+    let nobodys = json!(Uuid::new_v4());
+    problem(pay(&ta, &nobodys).await.unwrap(), 404, "not-found").await;
+    problem(pay(&ta, &slot_b).await.unwrap(), 403, "forbidden").await;
+    let mut redis = s.redis.connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("fg:idem:{alice}:*")).query_async(&mut redis).await.unwrap();
+    assert!(keys.is_empty(), "refusals left keys: {keys:?}");
+    // The same key, for Alice's own slot (another body): created, not "key reused".
+    let created = json_of(pay(&ta, &slot_a).await.unwrap(), 202).await;
+    assert_eq!(created["slotId"], slot_a);
+}

@@ -274,10 +274,16 @@ pub(crate) async fn create(
     let payments = &state.payments;
     let fingerprint = request.fingerprint();
     let candidate = Uuid::now_v7();
+    // The slot first: a slot nobody holds is a 404 that claims no key.
+    let slot_id = request.slot_id;
+    let product_id = slot_product(&state, slot_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no slot {slot_id}")))?;
     let claim = payments
         .store
         .claim_key(edge.user_id, key.as_str(), &fingerprint, candidate, payments.idempotency_ttl)
         .await?;
+    let claimed = matches!(claim, Claim::Claimed);
     let payment_id = match claim {
         Claim::Claimed => candidate,
         Claim::Existing { fingerprint: bound, payment_id } if bound == fingerprint => {
@@ -294,11 +300,34 @@ pub(crate) async fn create(
         }
         Claim::Existing { .. } => return Err(ApiError::IdempotencyKeyReused),
     };
+    let answer = create_claimed(&state, &edge, &key, &request, product_id, payment_id).await;
+    let refused = match &answer {
+        Ok(response) => !response.status().is_success(),
+        Err(e) => !matches!(e, ApiError::Unavailable { .. } | ApiError::Internal(_)),
+    };
+    if claimed && refused {
+        // Nothing was created under the key: free it. (Not after a failure of ours: what
+        // happened is unknown, and the buyer's retry must find the key.)
+        let released =
+            payments.store.release_key(edge.user_id, key.as_str(), &fingerprint, payment_id);
+        if let Err(e) = released.await {
+            tracing::warn!(error = %e, "idempotency key not released");
+        }
+    }
+    answer
+}
 
+/// [`create`] once the key is bound to `payment_id`.
+async fn create_claimed(
+    state: &AppState,
+    edge: &EdgeContext,
+    key: &IdempotencyKey,
+    request: &PaymentRequest,
+    product_id: Uuid,
+    payment_id: Uuid,
+) -> ApiResult<Response> {
+    let payments = &state.payments;
     let slot_id = request.slot_id;
-    let product_id = slot_product(&state, slot_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no slot {slot_id}")))?;
     let product = pg::products::find(&state.db, product_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
@@ -344,11 +373,11 @@ pub(crate) async fn create(
                 trace_id: trace_id(&edge.traceparent),
             };
             tracing::info!(%payment_id, %slot_id, user_id = %edge.user_id, "payment created");
-            submit_charge(&state, product_id, payment_id, &view).await;
+            submit_charge(state, product_id, payment_id, &view).await;
             Ok(accepted(view, false))
         }
         Creation::Existing => {
-            let record = load(&state, payment_id).await?.ok_or_else(|| {
+            let record = load(state, payment_id).await?.ok_or_else(|| {
                 ApiError::Internal(anyhow::anyhow!("payment {payment_id} vanished after creation"))
             })?;
             Ok(accepted(record.as_created(), true))
@@ -359,7 +388,7 @@ pub(crate) async fn create(
         Creation::Expired => Err(ApiError::SlotExpired { slot_id }),
         Creation::Completed => Err(ApiError::SlotNotActive { slot_id, payment_id: None }),
         Creation::InFlight { payment_id } => Err(ApiError::SlotNotActive { slot_id, payment_id }),
-        Creation::Unknown => unknown_slot(&state, product_id, slot_id, edge.user_id).await,
+        Creation::Unknown => unknown_slot(state, product_id, slot_id, edge.user_id).await,
     }
 }
 

@@ -38,6 +38,30 @@ impl PaymentStore {
         format!("fg:idem:{user_id}:{key}")
     }
 
+    /// Frees `key` if it is still bound to `fingerprint` and `payment_id` (this request's own
+    /// claim): a request refused before it created anything leaves no key behind, and a
+    /// retry with the same key is decided afresh (security review, finding 4: refused
+    /// attempts kept their keys for 24 h).
+    pub async fn release_key(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        fingerprint: &str,
+        payment_id: Uuid,
+    ) -> RedisResult<()> {
+        static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            )
+        });
+        let _: i64 = RELEASE
+            .key(Self::idempotency_key(user_id, key))
+            .arg(format!("{fingerprint} {payment_id}"))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
     /// Binds `key` (scoped to the buyer) to `fingerprint` and `payment_id` unless it is bound
     /// already (one `SET NX GET`: of concurrent requests exactly one claims).
     pub async fn claim_key(
