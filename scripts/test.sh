@@ -4,8 +4,8 @@
 # real component in flashgate's wasmtime host, and the buyer page and console in chromium).
 #
 # Each step's wall time is printed as it ends and again in a table at the end (also when a
-# step fails). The Kafka broker's one-time build runs in the background beside the other
-# steps; the tests that need it wait for it. `cargo test` runs with --no-fail-fast, so one
+# step fails). The Kafka broker's and cargo-deny's one-time builds run in the background beside
+# the other steps; the supply-chain check and the tests wait for them. `cargo test` runs with --no-fail-fast, so one
 # failing test binary does not hide the others' results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,11 +48,11 @@ if [ "${free_gb}" -lt 15 ]; then
 fi
 
 step "setup: services" scripts/setup.sh
-# The broker builds once per machine (cached in ~/.cache/flashgate); in the background it
+# The broker (and then cargo-deny) builds once per machine (cached in ~/.cache/flashgate); in the background it
 # overlaps the downloads, the wasm builds and the link steps below instead of preceding them.
 broker_started=$(date +%s)
 rm -f "$logs/broker.done"
-setsid bash -c 'scripts/setup.sh --kafka; rc=$?; date +%s >"$1"; exit $rc' _ "$logs/broker.done" \
+setsid bash -c 'scripts/setup.sh --kafka --deny; rc=$?; date +%s >"$1"; exit $rc' _ "$logs/broker.done" \
   >"$logs/broker.log" 2>&1 & broker_pid=$!
 step "setup: test tools, browser" scripts/setup.sh --test-tools --browser
 step "edge component (4 builds)" scripts/build-edge.sh --platform all
@@ -78,5 +78,6 @@ wait_broker() {
   log "broker: ready $((took / 60))m$((took % 60))s after it started (built, or found in the cache), beside the steps above"
   steps+=("$(printf '%-34s %4dm%02ds' "  (broker, in the background)" $((took / 60)) $((took % 60)))")
 }
-step "wait for the Kafka broker" wait_broker
+step "wait for the Kafka broker, cargo-deny" wait_broker
+step "supply chain (cargo deny, offline)" scripts/deny.sh
 step "cargo test" cargo test --locked --workspace --no-fail-fast
