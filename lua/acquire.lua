@@ -28,21 +28,30 @@
 --                         inversions (stamped before the latest grant), for the checker
 -- KEYS[8] seen string     fg:{<pid>}:seen:<requestId>  this edge-signed request was decided
 --                         (replay guard; lives ARGV[14] ms, the signature's freshness window)
+-- KEYS[9] admitted zset   fg:{<pid>}:queue:admitted  the waiting room's live passes: userId
+--                         scored by its pass's expiry (ms)
 -- ARGV[1] productId  ARGV[2] userId  ARGV[3] slotId  ARGV[4] eventId
 -- ARGV[5] arrivalUs  ARGV[6] nowMs   ARGV[7] holdMs  ARGV[8] traceparent
 -- ARGV[9] remindBeforeMs  ARGV[10] expiryEventId (for a lazy expiry)  ARGV[11] expiredTtlMs
 -- ARGV[12] leaseSize (the most grants one lease extension covers)
 -- ARGV[13] late (1: the stamp was older than the fairness window when the origin got it)
 -- ARGV[14] seenTtlMs (0: no replay guard, the request is not an edge-signed one)
+-- ARGV[15] passExpiresMs (0: the acquisition carries no queue pass)
 --
 -- Replay guard: an edge-signed request is decided once. Sent again within its signature's
 -- freshness window (by anyone between edge and origin) it is answered {'replayed'} and
 -- changes nothing. Only a decision marks it seen: {'lease'} asks again with the same request.
 --
+-- Queue pass: a pass admits one grant. It counts only while the room still lists its buyer
+-- as admitted under it (KEYS[9], the score its expiry); the grant takes the buyer off that
+-- list, so once their slot expires unpaid, the same pass finds nothing and they line up again
+-- ({'pass_spent'}): a pass outliving its hold cannot buy twice.
+--
 -- Returns {'granted', remaining, expiresAtMs, leaseLow (0|1)} | {'holding', slotId}
 --       | {'sold_out'} | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
 --       | {'lease', granted, remaining} (nothing granted: extend the lease and ask again)
 --       | {'replayed'} (this signed request was decided before)
+--       | {'pass_spent'} (the queue pass no longer admits: used, or its buyer no longer admitted)
 
 local guarded = ARGV[14] ~= '0'
 if guarded and redis.call('EXISTS', KEYS[8]) == 1 then
@@ -70,6 +79,14 @@ local function decide()
       {product = KEYS[1], holders = KEYS[2], expiry = KEYS[4], reminders = KEYS[5], outbox = KEYS[6]},
       {key = held_key, id = held, productId = ARGV[1], userId = ARGV[2], traceparent = slot[4]},
       ARGV[6], ARGV[11], ARGV[10])
+  end
+
+  local pass = ARGV[15] ~= '0'
+  if pass then
+    local admitted = redis.call('ZSCORE', KEYS[9], ARGV[2])
+    if not admitted or tonumber(admitted) ~= tonumber(ARGV[15]) then
+      return {'pass_spent'}
+    end
   end
 
   if now < tonumber(product[2]) then
@@ -107,6 +124,9 @@ local function decide()
     'acquiredMs', ARGV[6], 'expiresMs', expires, 'traceparent', ARGV[8])
   redis.call('ZADD', KEYS[4], expires, ARGV[3])
   redis.call('ZADD', KEYS[5], expires - tonumber(ARGV[9]), ARGV[3])
+  if pass then
+    redis.call('ZREM', KEYS[9], ARGV[2])
+  end
   emit(KEYS[6], 'slot-acquired', {
     eventId = ARGV[4], productId = ARGV[1], slotId = ARGV[3], userId = ARGV[2], atMs = ARGV[6],
     traceparent = ARGV[8] }, 'arrivalUs', ARGV[5], 'expiresMs', expires)

@@ -183,12 +183,12 @@ raw() {
   sha=$(rcli script load "$(cat lua/lib.lua lua/acquire.lua)")
   log "$label: redis-benchmark EVALSHA acquire.lua, $conns connections"
   redis-benchmark -p $redis_port -c "$conns" -n "${RAW_REQUESTS:-400000}" -r 100000000 --csv \
-    evalsha "$sha" 8 "fg:{$p}:product" "fg:{$p}:holders" "fg:{$p}:slot:__rand_int__" \
+    evalsha "$sha" 9 "fg:{$p}:product" "fg:{$p}:holders" "fg:{$p}:slot:__rand_int__" \
     "fg:{$p}:expiry" "fg:{$p}:reminders" "fg:{$p}:outbox" "fg:{$p}:refused" \
-    "fg:{$p}:seen:__rand_int__" \
+    "fg:{$p}:seen:__rand_int__" "fg:{$p}:queue:admitted" \
     "$p" "u__rand_int__" "__rand_int__" "e__rand_int__" "$(( $(date +%s) * 1000000 ))" \
     "$(( $(date +%s) * 1000 ))" 1800000 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" \
-    300000 "e__rand_int__" 86400000 64 0 11000 \
+    300000 "e__rand_int__" 86400000 64 0 11000 0 \
     | tail -n1 | awk -F'","' -v label="$label" -v c="$conns" '{
         gsub(/"/, ""); split($0, f, ",");
         printf "{\"label\":\"%s\",\"target\":\"redis\",\"report\":{\"connections\":%s,\"rps\":%s,\"p50_ms\":%s,\"p99_ms\":%s,\"max_ms\":%s}}\n", label, c, f[2], f[5], f[7], f[8] }' \

@@ -450,3 +450,44 @@ async fn a_storm_in_queue_mode_is_admitted_in_line_order_and_buys_exactly_the_st
     assert!(report.ok(), "{:#?}", report.violations);
     assert_eq!(report.queue_inversions, report.queue_late_joins);
 }
+
+/// Review finding 4: a queue pass outlived its holder's slot (a 5-minute pass, a 4-second
+/// hold), so the same pass bought again once the slot expired unpaid, and the room had more
+/// passes out than units. A pass buys once now: after the grant, the same pass (still
+/// unexpired) lines its buyer up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_buys_once_even_when_it_outlives_the_slot_it_bought() {
+    let t = DrivenOrigin::start_with(|s| s.lifecycle.hold = Duration::from_secs(4)).await.unwrap();
+    let product = t.origin.create_product(&t.id, 1).await.unwrap();
+    t.origin
+        .configure_queue(&t.id, product, json!({"mode": "always", "admitPerSecond": 1000}))
+        .await
+        .unwrap();
+    let buyer = Uuid::new_v4();
+    let now = t.clock.now_us() as u64;
+    assert_eq!(join(&t, buyer, product, now).await.status(), 202);
+    t.clock.advance(Duration::from_secs(1));
+    let worker = AdmissionWorker::new(t.origin.state.clone());
+    assert_eq!(worker.step().await.unwrap().admitted, 1);
+    let seen: Value = look(&t, buyer, product).await.json().await.unwrap();
+    assert_eq!(seen["status"], "ADMITTED");
+    let pass = seen["pass"].as_str().unwrap().to_owned();
+
+    let r = acquire_with(&t, buyer, product, Some(&pass)).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    // The hold runs out unpaid (the pass has minutes left); the unit is back.
+    t.clock.advance(Duration::from_secs(5));
+    t.worker().step().await.unwrap();
+    assert_eq!(t.origin.state.inventory.remaining(product).await.unwrap(), Some(1));
+
+    let again = acquire_with(&t, buyer, product, Some(&pass)).await;
+    assert_eq!(again.status(), 202, "the spent pass lines the buyer up: {:?}", again.text().await);
+    assert_eq!(again.headers()["location"], format!("/queue/{product}"));
+    // Admitted anew, with a new pass, they may buy again.
+    t.clock.advance(Duration::from_secs(1));
+    assert_eq!(worker.step().await.unwrap().admitted, 1);
+    let seen: Value = look(&t, buyer, product).await.json().await.unwrap();
+    let fresh = seen["pass"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, pass);
+    assert_eq!(acquire_with(&t, buyer, product, Some(&fresh)).await.status(), 201);
+}

@@ -281,24 +281,23 @@ pub(crate) fn with_mode(mut response: Response, queued: bool) -> Response {
     response
 }
 
-/// The pass an acquisition carries is valid for this buyer and product now.
-pub(crate) fn pass_is_valid(
+/// The expiry (ms) of the pass an acquisition carries, if it is signed for this buyer and
+/// product and live now. (Whether it is still unspent, `acquire.lua` decides with the grant.)
+pub(crate) fn valid_pass(
     state: &AppState,
     pass: Option<&str>,
     product_id: Uuid,
     user_id: Uuid,
-) -> bool {
+) -> Option<u64> {
     let now_ms = u64::try_from(state.clock.now_ms()).unwrap_or(0);
-    pass.is_some_and(|pass| {
-        rules::verify_pass(
-            &state.edge.secret,
-            pass,
-            &product_id.to_string(),
-            &user_id.to_string(),
-            now_ms,
-        )
-        .is_ok()
-    })
+    rules::verify_pass(
+        &state.edge.secret,
+        pass?,
+        &product_id.to_string(),
+        &user_id.to_string(),
+        now_ms,
+    )
+    .ok()
 }
 
 /// An operator's waiting-room settings for a product.

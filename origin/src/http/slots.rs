@@ -98,9 +98,11 @@ pub(crate) async fn acquire(
     body: Bytes,
 ) -> ApiResult<Response> {
     let AcquireRequest { product_id } = AcquireRequest::parse(&body)?;
+    let mut pass_expires_ms = None;
     if state.rooms.admits_by_pass(product_id) {
         let pass = headers.get(HEADER_QUEUE_PASS).and_then(|v| v.to_str().ok());
-        if !queue::pass_is_valid(&state, pass, product_id, edge.user_id) {
+        pass_expires_ms = queue::valid_pass(&state, pass, product_id, edge.user_id);
+        if pass_expires_ms.is_none() {
             // The waiting room is on: no pass, no acquisition; the buyer joins the line.
             return queue::place(&state, &edge, product_id, true).await;
         }
@@ -136,6 +138,7 @@ pub(crate) async fn acquire(
         traceparent,
         late: false,
         replay: edge.replay.clone(),
+        pass_expires_ms,
     };
     let outcome = state.fairness.acquire(args, &edge.edge_id).instrument(span.clone()).await?;
     span.record("outcome", outcome.outcome());
@@ -146,7 +149,10 @@ pub(crate) async fn acquire(
         state.clock.now_us() - edge.arrival_us,
     );
     state.metrics.acquisitions.get_or_create(&AcquireLabels { outcome: outcome.outcome() }).inc();
-    if !matches!(outcome, Acquisition::Granted { .. } | Acquisition::Replayed) {
+    if !matches!(
+        outcome,
+        Acquisition::Granted { .. } | Acquisition::Replayed | Acquisition::PassSpent
+    ) {
         let reason = outcome.outcome();
         state.acquisition_log.refused(now_ms, &trace_id, product_id, edge.user_id, reason);
         state.refusals.note(product_id);
@@ -185,6 +191,8 @@ pub(crate) async fn acquire(
             Err(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) })
         }
         Acquisition::Replayed => Err(ApiError::Replayed),
+        // The pass bought once already: the buyer lines up again, as without a pass.
+        Acquisition::PassSpent => queue::place(&state, &edge, product_id, true).await,
         Acquisition::Unknown => match pg::products::find(&state.db, product_id).await? {
             // Known to PostgreSQL but not to Redis: its sale state must be rebuilt first.
             Some(_) => Err(recovery::not_loaded(&state, product_id)),

@@ -448,6 +448,7 @@ mod tests {
             traceparent: String::new(),
             late: false,
             replay: None,
+            pass_expires_ms: None,
         };
         Waiting { args, due, seq, reply: oneshot::channel().0 }
     }

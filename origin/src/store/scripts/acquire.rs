@@ -25,6 +25,8 @@ pub struct AcquireArgs {
     pub late: bool,
     /// The edge-signed request this attempt answers, decided once (`None`: not signed).
     pub replay: Option<crate::http::edge_auth::ReplayGuard>,
+    /// The expiry (ms) of the queue pass the acquisition carries; it admits one grant.
+    pub pass_expires_ms: Option<u64>,
 }
 
 /// The script's arguments: the attempt, the slot lifecycle and the lease's extension size.
@@ -37,7 +39,8 @@ pub struct Args<'a> {
 }
 
 /// What `acquire.lua` decided. `Replayed`: this edge-signed request was decided before;
-/// sent again, it changes nothing.
+/// sent again, it changes nothing. `PassSpent`: the queue pass no longer admits (it bought
+/// already, or its buyer is no longer admitted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquisition {
     Granted { remaining: i64, expires_ms: i64 },
@@ -47,6 +50,7 @@ pub enum Acquisition {
     Ended { ends_ms: i64 },
     Unknown,
     Replayed,
+    PassSpent,
 }
 
 impl Acquisition {
@@ -59,6 +63,7 @@ impl Acquisition {
             Self::Ended { .. } => "ended",
             Self::Unknown => "unknown",
             Self::Replayed => "replayed",
+            Self::PassSpent => "pass_spent",
         }
     }
 }
@@ -91,6 +96,7 @@ impl Attempt {
             "ended" => decided(Acquisition::Ended { ends_ms: reply.int(0)? }),
             "unknown" => decided(Acquisition::Unknown),
             "replayed" => decided(Acquisition::Replayed),
+            "pass_spent" => decided(Acquisition::PassSpent),
             "lease" => Self::LeaseUsedUp { granted: reply.int(0)?, remaining: reply.int(1)? },
             _ => return Err(reply.unknown_outcome()),
         })
@@ -106,6 +112,7 @@ impl Args<'_> {
             .slot_keys(&keys, a.slot_id)
             .key("refused", keys.refused())
             .key("seen", keys.seen(a.replay.as_ref().map_or("-", |r| r.id.as_str())))
+            .key("admitted", keys.queue_admitted())
             .arg("productId", a.product_id.to_string())
             .arg("userId", a.user_id.to_string())
             .arg("slotId", a.slot_id.to_string())
@@ -120,6 +127,7 @@ impl Args<'_> {
             .arg("leaseSize", self.lease_size)
             .arg("late", u8::from(a.late))
             .arg("seenTtlMs", a.replay.as_ref().map_or(0, |r| ms(r.ttl)))
+            .arg("passExpiresMs", a.pass_expires_ms.unwrap_or(0))
             .reply(conn)
             .await?;
         Attempt::parse(&reply)
@@ -167,6 +175,7 @@ mod tests {
             (vec![bulk("ended"), bulk("7")], decided(Acquisition::Ended { ends_ms: 7 })),
             (vec![bulk("unknown")], decided(Acquisition::Unknown)),
             (vec![bulk("replayed")], decided(Acquisition::Replayed)),
+            (vec![bulk("pass_spent")], decided(Acquisition::PassSpent)),
             (
                 vec![bulk("lease"), Value::Int(64), bulk("36")],
                 Attempt::LeaseUsedUp { granted: 64, remaining: 36 },
