@@ -46,6 +46,8 @@ pub enum ApiError {
     SlotNotActive { slot_id: Uuid, payment_id: Option<Uuid> },
     #[error("edge-signed request replayed")]
     Replayed,
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("idempotency key reused with another body")]
     IdempotencyKeyReused,
     #[error("not in the queue of {product_id}")]
@@ -129,6 +131,9 @@ impl ApiError {
                     Some(p) => problem.with("paymentId", p.to_string()),
                     None => problem,
                 }
+            }
+            Self::Busy(detail) => {
+                Problem::new(429, "busy", "Too many requests", detail.clone()).with("retryAfter", 1)
             }
             Self::Replayed => Problem::new(
                 409,

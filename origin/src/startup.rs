@@ -242,6 +242,8 @@ impl Application {
             durability,
             tasks,
             schema_ready,
+            checks: Arc::new(tokio::sync::Semaphore::new(1)),
+            open_products: Default::default(),
         });
         let leases = Arc::new(WorkLeases::new(
             &state.inventory,

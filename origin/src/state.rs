@@ -59,6 +59,11 @@ pub struct Shared {
     /// Every task the origin spawns besides the workers (rebuilds, fairness queues): drained
     /// at shutdown.
     pub tasks: tokio_util::task::TaskTracker,
+    /// One invariant check at a time (`POST /admin/check`): each reads every product.
+    pub checks: Arc<tokio::sync::Semaphore>,
+    /// The open products' views, shared by buyers' lists for a second
+    /// ([`crate::http::products::OpenProducts`]).
+    pub open_products: crate::http::products::OpenProducts,
     /// Whether PostgreSQL's schema is migrated (false only while a degraded start waits to
     /// migrate it): until then requests answer 503.
     pub schema_ready: Arc<std::sync::atomic::AtomicBool>,

@@ -328,3 +328,33 @@ async fn behind_a_trusted_proxy_each_buyer_gets_their_own_address_limit() {
     let limited = from(&plain, "198.51.100.5").await.unwrap();
     flashgate_e2e::problem(limited, 429, "rate-limited").await;
 }
+
+/// Review finding 4: `POST /admin/check` (it reads every product) ran as often at once as
+/// it was asked; and a buyer's list of products on sale read every open product per request.
+/// One check runs at a time now (another is a 429 with `Retry-After`), and the open products
+/// are read at most once a second for all buyers, afresh after an operator's change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_run_one_at_a_time_and_buyers_lists_share_one_read() {
+    let s = Stack::start().await.unwrap();
+    let check = || s.http.post(s.origin.url("/admin/check")).bearer_auth(s.id.admin()).send();
+    let running = s.origin.state.checks.clone().try_acquire_owned().unwrap();
+    let busy = check().await.unwrap();
+    assert_eq!(busy.headers()["retry-after"], "1");
+    flashgate_e2e::problem(busy, 429, "busy").await;
+    drop(running);
+    assert_eq!(check().await.unwrap().status(), 200);
+
+    let on_sale = || {
+        s.http
+            .get(s.edge.url("/products?status=ON_SALE"))
+            .bearer_auth(s.id.buyer(Uuid::new_v4()))
+            .send()
+    };
+    s.origin.create_product(&s.id, 1).await.unwrap();
+    let first = flashgate_e2e::json_of(on_sale().await.unwrap(), 200).await;
+    assert_eq!(first["total"], 1);
+    // An operator's new product is listed at once (this origin reads afresh).
+    s.origin.create_product(&s.id, 1).await.unwrap();
+    let second = flashgate_e2e::json_of(on_sale().await.unwrap(), 200).await;
+    assert_eq!(second["total"], 2, "{second}");
+}

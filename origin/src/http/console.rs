@@ -304,6 +304,11 @@ pub(crate) async fn run_check(
     State(state): State<AppState>,
     admin: Admin,
 ) -> ApiResult<Json<CheckView>> {
+    // One at a time: a check reads every product from Redis and PostgreSQL.
+    let _running =
+        state.checks.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Busy("an invariant check is running; retry when it ends".into())
+        })?;
     let report = check::check(&state.db, &state.inventory.connection(), Duration::ZERO)
         .await
         .map_err(|e| match e.downcast::<redis::RedisError>() {

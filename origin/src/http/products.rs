@@ -142,13 +142,13 @@ impl ProductStatus {
     }
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Price {
     pub amount: i64,
     pub currency: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductView {
     pub product_id: Uuid,
@@ -184,6 +184,40 @@ impl ProductView {
 
 /// Views of `rows` with their remaining units from Redis (one round trip); a product Redis
 /// lost answers 503 while it is rebuilt.
+/// The views of every product whose sale window is open, read at most once per
+/// [`OpenProducts::FRESH`] however many buyers list them; concurrent readers of a stale copy
+/// wait for one refresh.
+#[derive(Default)]
+pub struct OpenProducts(
+    tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Vec<ProductView>>)>>,
+);
+
+impl OpenProducts {
+    pub const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// An operator changed a product: this origin's next list reads afresh.
+    pub async fn forget(&self) {
+        *self.0.lock().await = None;
+    }
+
+    async fn get(
+        &self,
+        state: &AppState,
+        now_ms: i64,
+    ) -> ApiResult<std::sync::Arc<Vec<ProductView>>> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, views)) = cached.as_ref()
+            && at.elapsed() < Self::FRESH
+        {
+            return Ok(views.clone());
+        }
+        let rows = pg::products::list(&state.db, Window::Open, at_ms(now_ms), None).await?;
+        let views = std::sync::Arc::new(views_of(state, rows, now_ms).await?);
+        *cached = Some((std::time::Instant::now(), views.clone()));
+        Ok(views)
+    }
+}
+
 pub(crate) async fn views_of(
     state: &AppState,
     rows: Vec<ProductRow>,
@@ -234,6 +268,7 @@ pub(crate) async fn create(
         .load_product(product_id, new.stock, ms_of(new.sale_starts_at), new.sale_ends_at.map(ms_of))
         .await?;
     tracing::info!(%product_id, stock = new.stock, "product created");
+    state.open_products.forget().await;
     let view = ProductView::new(row, new.stock, state.clock.now_ms());
     Ok((
         StatusCode::CREATED,
@@ -301,6 +336,7 @@ pub(crate) async fn update(
     let row = pg::products::update(&mut *tx, product_id, new.fields()).await?;
     tx.commit().await?;
     tracing::info!(%product_id, stock = new.stock, "product updated");
+    state.open_products.forget().await;
     Ok(axum::Json(ProductView::new(row, remaining, state.clock.now_ms())))
 }
 
@@ -336,6 +372,7 @@ pub(crate) async fn remove(
     pg::products::soft_delete(&mut *tx, product_id).await?;
     tx.commit().await?;
     tracing::info!(%product_id, "product deleted");
+    state.open_products.forget().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -383,27 +420,25 @@ pub(crate) async fn list(
         Some(ProductStatus::Ended) => Window::Ended,
         Some(ProductStatus::OnSale | ProductStatus::SoldOut) => Window::Open,
     };
-    let by_stock = window == Window::Open;
-    let (rows, total) = if by_stock {
-        (pg::products::list(&state.db, window, now, None).await?, 0)
-    } else {
-        let total = pg::products::count(&state.db, window, now).await?;
-        let page = (i64::from(paging.size), paging.offset() as i64);
-        (pg::products::list(&state.db, window, now, Some(page)).await?, total as u64)
-    };
-    let views = views_of(&state, rows, now_ms).await?;
-    let (items, total) = if by_stock {
-        let matching: Vec<ProductView> =
-            views.into_iter().filter(|v| Some(v.status) == status).collect();
+    let (items, total) = if window == Window::Open {
+        // Filtered by stock (Redis): every open product is read, at most once a second
+        // for all buyers together (security review, finding 4: once per request).
+        let open = state.open_products.get(&state, now_ms).await?;
+        let matching: Vec<&ProductView> =
+            open.iter().filter(|v| Some(v.status) == status).collect();
         let total = matching.len() as u64;
         let page = matching
             .into_iter()
             .skip(paging.offset() as usize)
             .take(paging.size as usize)
+            .cloned()
             .collect();
         (page, total)
     } else {
-        (views, total)
+        let total = pg::products::count(&state.db, window, now).await?;
+        let page = (i64::from(paging.size), paging.offset() as i64);
+        let rows = pg::products::list(&state.db, window, now, Some(page)).await?;
+        (views_of(&state, rows, now_ms).await?, total as u64)
     };
     Ok(axum::Json(Page { items, page: paging.page, size: paging.size, total }))
 }
