@@ -527,14 +527,84 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Who may read `/metrics`, and how often a scrape reads Redis (security review, finding 4:
+/// it was open on the port the payment processor reaches, listing every product's stock,
+/// each scrape a Redis pipeline over every product).
+pub struct ScrapeAccess {
+    /// SHA-256 of the token, compared whole (no early exit on the first differing byte).
+    token: Option<[u8; 32]>,
+    last_read: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl ScrapeAccess {
+    /// Redis is read for the scraped series at most this often; scrapes in between answer
+    /// the last values.
+    pub const READ_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn new(token: Option<crate::config::Secret>) -> Self {
+        use sha2::Digest;
+        let token = token.map(|t| sha2::Sha256::digest(t.expose()).into());
+        Self { token, last_read: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Whether a scrape from `peer` with `authorization` (the header's value) is answered.
+    pub fn allows(&self, peer: Option<std::net::IpAddr>, authorization: Option<&str>) -> bool {
+        use sha2::Digest;
+        match &self.token {
+            Some(token) => {
+                authorization.and_then(|h| h.strip_prefix("Bearer ")).is_some_and(|given| {
+                    let given: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
+                    given.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+                })
+            }
+            None => peer.is_some_and(is_private),
+        }
+    }
+}
+
+/// Loopback, RFC 1918, shared (100.64/10), link-local and unique-local addresses.
+fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(std::net::IpAddr::V4(v4)))
+        }
+    }
+}
+
 /// `GET /metrics`: reads the scrape-time series, then renders the registry.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")),
+    responses(
+        (status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text"),
+        (status = 403, description = "Not from the private network and without the metrics token", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
+    ),
 )]
-pub async fn endpoint(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn endpoint(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let ip = peer.map(|p| p.0.0.ip());
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !state.scrapes.allows(ip, authorization) {
+        return crate::error::ApiError::Forbidden(
+            "/metrics answers the private network, or a scrape with the metrics token".into(),
+        )
+        .into_response();
+    }
     let metrics = &state.metrics;
     let health = crate::http::health::probe(&state).await;
     for (dependency, status) in health.statuses() {
@@ -543,15 +613,22 @@ pub async fn endpoint(State(state): State<AppState>) -> impl IntoResponse {
             metrics.dependency_up.get_or_create(&DependencyLabels { dependency }).set(up);
         }
     }
-    match tokio::time::timeout(SCRAPE_TIMEOUT, scrape_redis(&state)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "scrape: Redis did not answer"),
-        Err(_) => tracing::debug!("scrape: Redis did not answer in time"),
+    // One read of Redis at a time, at most every READ_EVERY; other scrapes answer the last.
+    if let Ok(mut last) = state.scrapes.last_read.try_lock()
+        && last.is_none_or(|at| at.elapsed() >= ScrapeAccess::READ_EVERY)
+    {
+        match tokio::time::timeout(SCRAPE_TIMEOUT, scrape_redis(&state)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "scrape: Redis did not answer"),
+            Err(_) => tracing::debug!("scrape: Redis did not answer in time"),
+        }
+        *last = Some(std::time::Instant::now());
     }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         metrics.render(),
     )
+        .into_response()
 }
 
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -612,6 +689,25 @@ async fn scrape_redis(state: &AppState) -> redis::RedisResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_answer_loopback_and_the_private_network_or_the_token() {
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        let open = ScrapeAccess::new(None);
+        for private in ["127.0.0.1", "10.1.2.3", "172.20.0.5", "192.168.1.1", "fd00::1", "::1"] {
+            assert!(open.allows(ip(private), None), "{private}");
+        }
+        for public in ["203.0.113.7", "8.8.8.8", "2001:db8::1", "::ffff:8.8.8.8"] {
+            assert!(!open.allows(ip(public), None), "{public}");
+        }
+        assert!(!open.allows(None, None));
+        let token = ScrapeAccess::new(Some(crate::config::Secret::new(b"s3cret".to_vec())));
+        assert!(!token.allows(ip("127.0.0.1"), None), "with a token, every scrape shows it");
+        assert!(!token.allows(ip("10.1.2.3"), None));
+        assert!(token.allows(ip("203.0.113.7"), Some("Bearer s3cret")));
+        assert!(!token.allows(ip("203.0.113.7"), Some("Bearer s3cre")));
+        assert!(!token.allows(ip("203.0.113.7"), Some("s3cret")));
+    }
 
     #[test]
     fn interned_values_are_shared_and_bounded() {

@@ -64,6 +64,9 @@ pub struct Settings {
     /// The edge hosts' metrics URLs (their admin listeners' `/metrics`), whose decisions the
     /// operator console shows.
     pub edge_metrics_urls: Vec<String>,
+    /// Who may read `/metrics` ([`crate::metrics::ScrapeAccess`]): with a token, whoever
+    /// presents it; without, loopback and private networks only.
+    pub metrics_token: Option<Secret>,
     /// How long an entry may sit unacknowledged with another relay before this one claims it.
     pub relay_claim_idle: Duration,
     /// The broker, if any. Without one the relay writes to PostgreSQL directly (the local
@@ -193,6 +196,7 @@ impl Settings {
             queue_max_length: defaults::QUEUE_MAX_LENGTH,
             queue_pass_ttl: Duration::from_secs(defaults::QUEUE_PASS_TTL_SECS),
             edge_metrics_urls: Vec::new(),
+            metrics_token: None,
             relay_claim_idle: Duration::from_millis(defaults::RELAY_CLAIM_IDLE_MS),
             kafka: None,
             kafka_persister: true,
@@ -301,6 +305,12 @@ pub struct OriginArgs {
     /// the operator console shows their decisions.
     #[arg(long = "edge-metrics-url", env = "FLASHGATE_EDGE_METRICS_URLS", value_delimiter = ',')]
     pub edge_metrics_urls: Vec<String>,
+    /// A bearer token for `/metrics` (Prometheus' `authorization: credentials`). Set, every
+    /// scrape must present it; unset, `/metrics` answers loopback and private addresses only
+    /// (never the internet, where the processor's webhooks come from).
+    #[arg(long, env = "FLASHGATE_METRICS_TOKEN", hide_env_values = true,
+          value_parser = |s: &str| Ok::<_, String>(Secret::new(s.as_bytes().to_vec())))]
+    pub metrics_token: Option<Secret>,
     /// How long an outbox entry may sit unacknowledged with a relay (that died) before
     /// another relay takes it over.
     #[arg(long, env = "FLASHGATE_RELAY_CLAIM_IDLE_MS", default_value_t = defaults::RELAY_CLAIM_IDLE_MS)]
@@ -447,6 +457,7 @@ impl OriginArgs {
         settings.queue_max_length = self.queue_max_length;
         settings.queue_pass_ttl = Duration::from_secs(self.queue_pass_ttl_secs);
         settings.edge_metrics_urls = self.edge_metrics_urls;
+        settings.metrics_token = self.metrics_token;
         settings.kafka = self.kafka_brokers.map(KafkaSettings::new);
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.gateway_success_rate),

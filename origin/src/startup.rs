@@ -243,6 +243,7 @@ impl Application {
             tasks,
             schema_ready,
             checks: Arc::new(tokio::sync::Semaphore::new(1)),
+            scrapes: crate::metrics::ScrapeAccess::new(settings.metrics_token.clone()),
             open_products: Default::default(),
         });
         let leases = Arc::new(WorkLeases::new(
@@ -369,7 +370,16 @@ impl Application {
         let router = self.router;
         self.listener
             .serve(
-                move |_peer| hyper_util::service::TowerToHyperService::new(router.clone()),
+                move |peer| {
+                    // The peer, for handlers that answer by who asks (`/metrics`).
+                    let service = tower::ServiceBuilder::new()
+                        .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            req
+                        })
+                        .service(router.clone());
+                    hyper_util::service::TowerToHyperService::new(service)
+                },
                 stopping,
                 drain_limit,
             )

@@ -59,6 +59,8 @@ pub struct Shared {
     /// Every task the origin spawns besides the workers (rebuilds, fairness queues): drained
     /// at shutdown.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Who may read `/metrics`, and when it last read Redis for it.
+    pub scrapes: crate::metrics::ScrapeAccess,
     /// One invariant check at a time (`POST /admin/check`): each reads every product.
     pub checks: Arc<tokio::sync::Semaphore>,
     /// The open products' views, shared by buyers' lists for a second

@@ -358,3 +358,21 @@ async fn checks_run_one_at_a_time_and_buyers_lists_share_one_read() {
     let second = flashgate_e2e::json_of(on_sale().await.unwrap(), 200).await;
     assert_eq!(second["total"], 2, "{second}");
 }
+
+/// Review finding 4: the origin's `/metrics` (every product with its stock) was open on the
+/// port the payment processor reaches. Without a token it answers loopback and private
+/// addresses only (the rule's unit test covers public ones); with `--metrics-token`, every
+/// scrape must present it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_with_a_token_are_read_only_with_it() {
+    let token = flashgate_origin::config::Secret::new(b"scrape-token-for-the-test".to_vec());
+    let s = Stack::start_configured(move |o| o.metrics_token = Some(token), |_| {}).await.unwrap();
+    let url = s.origin.url("/metrics");
+    let bare = s.http.get(&url).send().await.unwrap();
+    flashgate_e2e::problem(bare, 403, "forbidden").await;
+    let wrong = s.http.get(&url).bearer_auth("scrape-token-for-the-tesT").send().await.unwrap();
+    flashgate_e2e::problem(wrong, 403, "forbidden").await;
+    let ok = s.http.get(&url).bearer_auth("scrape-token-for-the-test").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("flashgate_http_request_duration_seconds"));
+}
