@@ -1,7 +1,8 @@
 // One drop in a real browser (Debian's chromium, driven by playwright-core), for
 // e2e/tests/browser.rs: an operator watches the drop in the console while buyer A waits in
 // the queue, is admitted, acquires, sees the hold count down and pays; buyer B then sees
-// sold out; the console runs the invariant check. Screenshots of both pages go to the docs
+// sold out; a product named like an attack shows its name as text; the console runs the
+// invariant check. Screenshots of both pages go to the docs
 // directory. Prints `{"event":"queued"}` when buyer A stands in line (the test then opens the
 // sale), and last one JSON line of what it saw; the Rust test asserts on it.
 import { chromium } from 'playwright-core';
@@ -65,6 +66,16 @@ try {
   await b.getByTestId('message').filter({ hasText: 'Sold out' }).waitFor({ timeout: 60_000 });
   out.soldOut = await b.getByTestId('message').textContent();
   out.buyHidden = await b.getByTestId('buy').isHidden();
+
+  // A product named like an attack (markup, a script, a right-to-left override) is shown as
+  // text: nothing it holds becomes an element or runs.
+  const c = await (await newContext({ viewport })).newPage();
+  await c.goto(`${cfg.edge}/drops/${cfg.injected}#token=${cfg.buyerB}`);
+  await c.waitForFunction(() => document.getElementById('name')?.textContent !== '');
+  out.injectedName = await c.locator('#name').textContent();
+  out.injectedTitle = await c.title();
+  out.injectedElements = await c.locator('#name *').count();
+  out.pwned = await c.evaluate(() => window.__pwned ?? null);
 
   await console_.getByTestId('run-check').click();
   await console_.getByTestId('check').filter({ hasText: /All invariants hold|violations/ }).waitFor({ timeout: 60_000 });

@@ -1,7 +1,8 @@
 //! The people-facing parts in a real browser (issue #17): Debian's chromium, driven headless
 //! by playwright-core (`e2e/browser/drop.mjs`), against the real stack. Buyer A waits in the
 //! queue, is admitted, acquires, sees the hold count down and pays; buyer B sees sold out;
-//! the operator console shows the grant within a second and its invariant check passes.
+//! the operator console shows the grant within a second and its invariant check passes; a
+//! product named like an attack (review, issue #30) is shown as text and runs nothing.
 //! Screenshots of both pages land in `target/screenshots/` (`FLASHGATE_SCREENSHOTS=docs`
 //! refreshes the ones in `docs/`).
 
@@ -42,6 +43,20 @@ async fn a_buyer_queues_buys_and_pays_in_chromium_while_the_console_shows_the_gr
         .configure_queue(&s.id, product, json!({"mode": "always", "admitPerSecond": 5}))
         .await
         .unwrap();
+    // A product named like an attack: markup, an inline script, a direction override.
+    let injected_name =
+        "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>\u{202E}gpj.exe";
+    let mut body = flashgate_e2e::product_body(1, time::OffsetDateTime::now_utc()).unwrap();
+    body["name"] = json!(injected_name);
+    let created = s
+        .http
+        .post(s.origin.url("/products"))
+        .bearer_auth(s.id.admin())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let injected = flashgate_e2e::json_of(created, 201).await["productId"].clone();
     // Screenshots go to target/screenshots, so a test run leaves the tree clean;
     // `FLASHGATE_SCREENSHOTS=docs` refreshes the ones docs/ shows.
     let docs = match std::env::var("FLASHGATE_SCREENSHOTS") {
@@ -54,6 +69,7 @@ async fn a_buyer_queues_buys_and_pays_in_chromium_while_the_console_shows_the_gr
         "edge": s.edge.url(""),
         "origin": s.origin.url(""),
         "product": product,
+        "injected": injected,
         "buyerA": s.id.buyer(Uuid::new_v4()),
         "buyerB": s.id.buyer(Uuid::new_v4()),
         "admin": s.id.admin(),
@@ -116,6 +132,11 @@ async fn a_buyer_queues_buys_and_pays_in_chromium_while_the_console_shows_the_gr
     let latency = seen["consoleLatencyMs"].as_u64().unwrap();
     println!("the console showed the grant {latency} ms after the buyer's page did");
     assert!(seen["check"].as_str().unwrap().starts_with("All invariants hold"), "{seen}");
+    // The attack's name is text: shown as sent, no element made of it, nothing run.
+    assert_eq!(seen["injectedName"], injected_name, "{seen}");
+    assert!(seen["injectedTitle"].as_str().unwrap().starts_with(injected_name), "{seen}");
+    assert_eq!(seen["injectedElements"], 0, "{seen}");
+    assert_eq!(seen["pwned"], Value::Null, "{seen}");
     for shot in ["buyer-page.png", "buyer-queue.png", "console.png"] {
         let len = std::fs::metadata(docs.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 10_000, "{shot} is {len} bytes");
