@@ -346,6 +346,15 @@ load --label edge-sold-out --target $edge_addr --auth token --products "$sold" -
 sleep 0.5
 load --label bare-hyper --target $bare_addr --auth token --products "$sold" --buyers 1000 \
   --buyer-seed 14 --connections "$conns" --duration "$secs"
+# The same while one client address (127.0.0.2) holds 3,000 half-sent requests open, each
+# reconnected a second after the edge closes it (the security review's slow client): the
+# buyers, from another address, should keep their answers.
+"$bin/flashgate-bench" hold --target $edge_addr --from 127.0.0.2 --connections 3000 & hold_pid=$!
+pids+=($hold_pid)
+sleep 2
+load --label edge-sold-out-3000-half-sent --target $edge_addr --auth token --products "$sold" \
+  --buyers 1000 --buyer-seed 14 --connections "$conns" --duration "$secs"
+kill $hold_pid; wait $hold_pid 2>/dev/null || true
 # The WASI 0.2 build of the same component, which the host (as `spin up`) runs in a fresh
 # instance per request: what the default deployment was before the WASI 0.3 port.
 wasip2_wasm="$root/edge/component/target/platforms/spin-wasip2/wasm32-wasip2/release/flashgate_edge.wasm"

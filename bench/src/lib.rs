@@ -9,6 +9,8 @@
 //! latency at a given arrival rate, counted from each request's scheduled time, so a slow
 //! server cannot hide its queueing (no coordinated omission).
 //!
+//! [`slowloris`] holds half-sent requests open from one address while the load runs.
+//!
 //! [`faults`] holds the fault suite's buyers (`scripts/faults.sh`): a retrying storm and
 //! the outside checks that follow it.
 
@@ -16,4 +18,5 @@ pub mod bare;
 pub mod faults;
 pub mod load;
 pub mod proxy;
+pub mod slowloris;
 pub mod workload;

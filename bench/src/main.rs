@@ -80,6 +80,17 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Holds `--connections` half-sent requests to `--target` from `--from` until killed,
+    /// reconnecting each one the server closes (the security review's slow client).
+    Hold {
+        #[arg(long)]
+        target: SocketAddr,
+        /// The client address to connect from (127.0.0.0/8 is all local).
+        #[arg(long, default_value = "127.0.0.2")]
+        from: std::net::IpAddr,
+        #[arg(long, default_value_t = 3000)]
+        connections: usize,
+    },
     /// Answers every request with the captured answer of `load --capture`.
     Bare {
         #[arg(long)]
@@ -277,6 +288,15 @@ fn main() -> Result<()> {
                 }
                 None => println!("{line}"),
             }
+        }
+        Command::Hold { target, from, connections } => {
+            let held = std::sync::Arc::new(flashgate_bench::slowloris::Held::default());
+            tokio::runtime::Runtime::new()?.block_on(flashgate_bench::slowloris::hold(
+                target,
+                from,
+                connections,
+                held,
+            ));
         }
         Command::Bare { listen, answer } => {
             let answer: Captured = serde_json::from_slice(
