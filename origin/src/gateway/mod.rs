@@ -97,6 +97,32 @@ pub struct GatewayEvent {
     pub outcome: Outcome,
 }
 
+impl GatewayEvent {
+    /// The simulated processor's webhook body for this event; `id` names the delivery.
+    pub fn to_webhook_body(&self, id: Uuid) -> Vec<u8> {
+        let (kind, failure_reason) = match &self.outcome {
+            Outcome::Succeeded => ("charge.succeeded", None),
+            Outcome::Failed { reason } => ("charge.failed", Some(reason.clone())),
+        };
+        let body = WebhookBody { id, kind: kind.into(), reference: self.reference, failure_reason };
+        serde_json::to_vec(&body).expect("a webhook body serializes")
+    }
+
+    /// Reads a webhook body (its signature checked already); the error says what is wrong.
+    pub fn from_webhook_body(body: &[u8]) -> Result<Self, WebhookError> {
+        let parsed: WebhookBody =
+            serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+        let outcome = match parsed.kind.as_str() {
+            "charge.succeeded" => Outcome::Succeeded,
+            "charge.failed" => Outcome::Failed {
+                reason: parsed.failure_reason.unwrap_or_else(|| "declined".into()),
+            },
+            other => return Err(WebhookError::Malformed(format!("unknown type `{other}`"))),
+        };
+        Ok(GatewayEvent { reference: parsed.reference, outcome })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     #[error("webhook signature: {0}")]
@@ -306,19 +332,7 @@ impl SimulatedGateway {
         let Some(outcome) = self.outcome(reference).await? else {
             return Ok(None);
         };
-        let body = WebhookBody {
-            id: Uuid::now_v7(),
-            kind: match outcome {
-                Outcome::Succeeded => "charge.succeeded".into(),
-                Outcome::Failed { .. } => "charge.failed".into(),
-            },
-            reference,
-            failure_reason: match outcome {
-                Outcome::Succeeded => None,
-                Outcome::Failed { reason } => Some(reason),
-            },
-        };
-        let body = serde_json::to_vec(&body).expect("a webhook body serializes");
+        let body = GatewayEvent { reference, outcome }.to_webhook_body(Uuid::now_v7());
         Ok(Some((Self::sign(self.settings.webhook_secret.expose(), self.now_secs(), &body), body)))
     }
 
@@ -518,16 +532,7 @@ impl PaymentGateway for SimulatedGateway {
             .to_str()
             .map_err(|_| WebhookError::Signature("the signature header is not ASCII".into()))?;
         verify_signature(self.settings.webhook_secret.expose(), header, body, now_secs)?;
-        let parsed: WebhookBody =
-            serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-        let outcome = match parsed.kind.as_str() {
-            "charge.succeeded" => Outcome::Succeeded,
-            "charge.failed" => Outcome::Failed {
-                reason: parsed.failure_reason.unwrap_or_else(|| "declined".into()),
-            },
-            other => return Err(WebhookError::Malformed(format!("unknown type `{other}`"))),
-        };
-        Ok(GatewayEvent { reference: parsed.reference, outcome })
+        GatewayEvent::from_webhook_body(body)
     }
 }
 

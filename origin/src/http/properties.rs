@@ -1,8 +1,10 @@
 //! Property tests of the origin's parsers of untrusted input (issue #30): request bodies
 //! (acquisition, payment, product, waiting-room settings), query strings (the audit trail),
-//! the `Idempotency-Key` header and the processor's webhook signature. Arbitrary and
+//! the `Idempotency-Key` header, the processor's webhooks (signature and body), and the
+//! outbox's events (Redis stream entries in, JSON on Kafka out and back). Arbitrary and
 //! near-valid inputs never panic; a refusal is a validation error naming a field the API
-//! has (never a 500); a webhook signature verifies and any change to it is refused.
+//! has (never a 500); a webhook signature verifies and any change to it is refused; a
+//! webhook body and an event read back as they were written.
 
 use super::audit::AuditQuery;
 use super::payments::{IdempotencyKey, PaymentRequest};
@@ -10,7 +12,8 @@ use super::products::NewProduct;
 use super::queue::QueueSettings;
 use super::slots::AcquireRequest;
 use crate::error::ApiError;
-use crate::gateway::{SimulatedGateway, verify_signature};
+use crate::gateway::{GatewayEvent, Outcome, SimulatedGateway, WebhookError, verify_signature};
+use crate::outbox::events::{EventKind, OutboxEvent};
 use axum::http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -61,6 +64,44 @@ fn any_json() -> impl Strategy<Value = Value> {
             .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// An event of any kind with any field values.
+fn any_event() -> impl Strategy<Value = OutboxEvent> {
+    let ids = (any::<u128>(), any::<u128>(), any::<u128>(), any::<u128>());
+    let optional = (
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<u128>()),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<String>()),
+        proptest::option::of(any::<String>()),
+        proptest::option::of(any::<String>()),
+        proptest::option::of(any::<String>()),
+    );
+    (0..EventKind::ALL.len(), ids, any::<i64>(), optional, any::<String>()).prop_map(
+        |(kind, (e, p, s, u), at_ms, (arr, exp, pay, amount, cur, method, key, reason), tp)| {
+            OutboxEvent {
+                entry_id: String::new(),
+                kind: EventKind::ALL[kind],
+                schema_version: 1,
+                event_id: uuid::Uuid::from_u128(e),
+                product_id: uuid::Uuid::from_u128(p),
+                slot_id: uuid::Uuid::from_u128(s),
+                user_id: uuid::Uuid::from_u128(u),
+                at_ms,
+                arrival_us: arr,
+                expires_ms: exp,
+                payment_id: pay.map(uuid::Uuid::from_u128),
+                amount,
+                currency: cur,
+                method,
+                idempotency_key: key,
+                reason,
+                traceparent: tp,
+            }
+        },
+    )
 }
 
 proptest! {
@@ -161,5 +202,79 @@ proptest! {
     #[test]
     fn any_webhook_signature_header_is_refused_without_a_panic(header in any::<String>(), now in any::<i64>()) {
         prop_assert!(verify_signature(&[9u8; 32], &header, b"x", now).is_err());
+    }
+
+    #[test]
+    fn an_event_reads_back_from_the_json_it_is_delivered_as(event in any_event()) {
+        let json = serde_json::to_vec(&event).unwrap();
+        prop_assert_eq!(serde_json::from_slice::<OutboxEvent>(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn any_kafka_payload_is_an_event_or_refused_without_a_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        v in any_json(),
+    ) {
+        let _ = serde_json::from_slice::<OutboxEvent>(&bytes);
+        let _ = serde_json::from_value::<OutboxEvent>(v);
+    }
+
+    #[test]
+    fn any_stream_entry_is_an_event_or_refused_naming_a_field(
+        fields in proptest::collection::hash_map(
+            prop_oneof![
+                Just("type".to_owned()), Just("v".to_owned()), Just("eventId".to_owned()),
+                Just("productId".to_owned()), Just("slotId".to_owned()), Just("userId".to_owned()),
+                Just("atMs".to_owned()), Just("paymentId".to_owned()), Just("amount".to_owned()),
+                Just("traceparent".to_owned()), any::<String>(),
+            ],
+            prop_oneof![
+                any::<String>(), "[0-9]{1,5}", Just("1".to_owned()),
+                Just("slot-acquired".to_owned()), "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            ],
+            0..12,
+        ),
+    ) {
+        let entry = redis::streams::StreamId {
+            id: "1-0".into(),
+            map: fields
+                .into_iter()
+                .map(|(k, v)| (k, redis::Value::BulkString(v.into_bytes())))
+                .collect(),
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+        };
+        if let Err(why) = OutboxEvent::from_entry(&entry) {
+            prop_assert!(why.contains('`') || why.contains("schema version"), "{}", why);
+        }
+    }
+
+    #[test]
+    fn a_webhook_body_reads_back_as_written(
+        reference in any::<u128>(),
+        failed in proptest::option::of(any::<String>()),
+        id in any::<u128>(),
+    ) {
+        let event = GatewayEvent {
+            reference: uuid::Uuid::from_u128(reference),
+            outcome: match failed {
+                Some(reason) => Outcome::Failed { reason },
+                None => Outcome::Succeeded,
+            },
+        };
+        let body = event.to_webhook_body(uuid::Uuid::from_u128(id));
+        prop_assert_eq!(GatewayEvent::from_webhook_body(&body).unwrap(), event);
+    }
+
+    #[test]
+    fn any_webhook_body_is_read_or_refused_as_malformed(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        v in any_json(),
+    ) {
+        for body in [bytes, serde_json::to_vec(&v).unwrap()] {
+            if let Err(e) = GatewayEvent::from_webhook_body(&body) {
+                prop_assert!(matches!(e, WebhookError::Malformed(_)), "{:?}", e);
+            }
+        }
     }
 }
