@@ -167,7 +167,7 @@ async fn a_storm_leaves_no_secret_token_or_pass_in_logs_spans_metrics_or_answers
         .unwrap();
     kept(&answers, r).await;
     let body = br#"{"type":"charge.succeeded"}"#;
-    let wrong = SimulatedGateway::sign(&[9; 32], chrono_now(), body);
+    let wrong = SimulatedGateway::sign(&[9; 32], now_secs(), body);
     secrets.push(wrong.clone());
     let r = s
         .http
@@ -232,6 +232,6 @@ async fn a_storm_leaves_no_secret_token_or_pass_in_logs_spans_metrics_or_answers
 }
 
 /// Now, in seconds since the epoch (the webhook's timestamp).
-fn chrono_now() -> i64 {
+fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
