@@ -929,13 +929,25 @@ impl Stack {
 
     /// `POST /slots/acquire` through the edge.
     pub async fn acquire(&self, token: &str, product: Uuid) -> Result<reqwest::Response> {
-        Ok(self
+        self.acquire_with_pass(token, product, None).await
+    }
+
+    /// `POST /slots/acquire` through the edge, carrying the queue pass `pass` if given.
+    pub async fn acquire_with_pass(
+        &self,
+        token: &str,
+        product: Uuid,
+        pass: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
             .http
             .post(self.edge.url("/slots/acquire"))
             .bearer_auth(token)
-            .json(&json!({ "productId": product }))
-            .send()
-            .await?)
+            .json(&json!({ "productId": product }));
+        if let Some(pass) = pass {
+            request = request.header(flashgate_core::queue::HEADER_QUEUE_PASS, pass);
+        }
+        Ok(request.send().await?)
     }
 }
 

@@ -135,15 +135,7 @@ async fn a_storm_leaves_no_secret_token_or_pass_in_logs_spans_metrics_or_answers
     }
     let pass = pass.expect("admitted within 10 s");
     secrets.push(pass.clone());
-    let with_pass = s
-        .http
-        .post(s.edge.url("/slots/acquire"))
-        .bearer_auth(&waiting)
-        .header(flashgate_core::queue::HEADER_QUEUE_PASS, &pass)
-        .json(&json!({"productId": queued}))
-        .send()
-        .await
-        .unwrap();
+    let with_pass = s.acquire_with_pass(&waiting, queued, Some(&pass)).await.unwrap();
     assert_eq!(kept(&answers, with_pass).await.0, 201);
 
     // What an attacker sends: tokens, passes, signatures and webhooks forged or garbled.
@@ -156,15 +148,7 @@ async fn a_storm_leaves_no_secret_token_or_pass_in_logs_spans_metrics_or_answers
     }
     let other = s.id.buyer(Uuid::new_v4());
     secrets.push(other.clone());
-    let r = s
-        .http
-        .post(s.edge.url("/slots/acquire"))
-        .bearer_auth(&other)
-        .header(flashgate_core::queue::HEADER_QUEUE_PASS, &forged_pass)
-        .json(&json!({"productId": queued}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.acquire_with_pass(&other, queued, Some(&forged_pass)).await.unwrap();
     kept(&answers, r).await;
     let body = br#"{"type":"charge.succeeded"}"#;
     let wrong = SimulatedGateway::sign(&[9; 32], now_secs(), body);

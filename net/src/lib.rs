@@ -399,7 +399,13 @@ mod tests {
     async fn serving(limits: ConnectionLimits) -> (SocketAddr, Arc<ConnectionStats>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = Server::new(listener, limits);
-        let (addr, stats) = (server.local_addr().unwrap(), server.stats());
+        let stats = server.stats();
+        (answering_ok(server), stats)
+    }
+
+    /// Serves "ok" to everything on `server`; its address.
+    fn answering_ok(server: Server) -> SocketAddr {
+        let addr = server.local_addr().unwrap();
         tokio::spawn(server.serve(
             |_| {
                 hyper::service::service_fn(|_req| async {
@@ -409,7 +415,7 @@ mod tests {
             std::future::pending(),
             Duration::from_secs(1),
         ));
-        (addr, stats)
+        addr
     }
 
     /// A connection to `addr` from the loopback address `from` (127.0.0.0/8 is all local).
@@ -604,16 +610,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = Server::new(listener, ConnectionLimits::default())
             .with_tls(Some(files.server_config().unwrap()));
-        let addr = server.local_addr().unwrap();
-        tokio::spawn(server.serve(
-            |_| {
-                hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                })
-            },
-            std::future::pending(),
-            Duration::from_secs(1),
-        ));
+        let addr = answering_ok(server);
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         // Trusting the certificate: answered.
         let trusting =

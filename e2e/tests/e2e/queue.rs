@@ -73,21 +73,6 @@ async fn acquire_with(
     t.origin.send_signed(&t.id, ("POST", ACQUIRE), user, now, &body, &extra).await.unwrap()
 }
 
-/// `POST /slots/acquire` through the edge with `token`, carrying `pass` if given.
-async fn acquire_through(
-    s: &Stack,
-    token: &str,
-    product: Uuid,
-    pass: Option<&str>,
-) -> reqwest::Response {
-    let mut request =
-        s.http.post(s.edge.url(ACQUIRE)).bearer_auth(token).json(&json!({"productId": product}));
-    if let Some(pass) = pass {
-        request = request.header(HEADER_QUEUE_PASS, pass);
-    }
-    request.send().await.unwrap()
-}
-
 /// `GET /queue/{product}` through the edge with `token`.
 async fn look_through(s: &Stack, token: &str, product: Uuid) -> reqwest::Response {
     s.http.get(s.edge.url(&format!("/queue/{product}"))).bearer_auth(token).send().await.unwrap()
@@ -305,7 +290,7 @@ async fn the_edge_forwards_acquisitions_of_a_queued_product_only_with_a_valid_pa
     problem(r, 404, "not-in-queue").await;
     let before = s.origin.route_count(ACQUIRE).await.unwrap();
     for pass in [None, Some("v1.not.a.pass.xx")] {
-        let r = acquire_through(&s, &buyer, product, pass).await;
+        let r = s.acquire_with_pass(&buyer, product, pass).await.unwrap();
         assert_eq!(r.status(), 202, "joined instead");
         let place: Value = r.json().await.unwrap();
         assert_eq!(
@@ -327,12 +312,12 @@ async fn the_edge_forwards_acquisitions_of_a_queued_product_only_with_a_valid_pa
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let r = acquire_through(&s, &buyer, product, Some(&pass)).await;
+    let r = s.acquire_with_pass(&buyer, product, Some(&pass)).await.unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap(), before + 1);
     // Another buyer cannot use it: the edge puts them in line.
     let other = s.id.buyer(Uuid::new_v4());
-    let r = acquire_through(&s, &other, product, Some(&pass)).await;
+    let r = s.acquire_with_pass(&other, product, Some(&pass)).await.unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(s.origin.route_count(ACQUIRE).await.unwrap(), before + 1);
 }
@@ -420,7 +405,7 @@ async fn a_storm_in_queue_mode_is_admitted_in_line_order_and_buys_exactly_the_st
                 (200, Some("WAITING"), _) => waiting.push(token),
                 (200, Some("ADMITTED"), _) => {
                     let pass = place["pass"].as_str().unwrap();
-                    let r = acquire_through(&s, &token, product, Some(pass)).await;
+                    let r = s.acquire_with_pass(&token, product, Some(pass)).await.unwrap();
                     assert_eq!(r.status(), 201, "an admitted buyer finds a unit");
                     granted += 1;
                 }

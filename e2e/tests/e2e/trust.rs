@@ -200,34 +200,26 @@ async fn a_signed_write_sent_again_within_its_window_is_refused_as_a_replay() {
     // A payment: the same signed request again is refused before the handler runs.
     let pay = format!(r#"{{"slotId":{},"method":"card"}}"#, slot["slotId"]);
     let key = "replay-test-key";
-    let signed = flashgate_e2e::edge_headers_keyed(
-        &secret,
-        "POST",
-        "/payments",
-        user,
-        now_us(),
-        pay.as_bytes(),
-        key,
-    );
-    let with_key = |headers: &[(&'static str, String)]| {
-        let mut h = headers.to_vec();
+    // Signed now, as the edge signs each forward, with the key as the request's own header.
+    let signed_payment = || {
+        let mut h = flashgate_e2e::edge_headers_keyed(
+            &secret,
+            "POST",
+            "/payments",
+            user,
+            now_us(),
+            pay.as_bytes(),
+            key,
+        );
         h.push(("idempotency-key", key.to_owned()));
         h
     };
-    let r = send("/payments", &with_key(&signed), &pay).await.unwrap();
+    let signed = signed_payment();
+    let r = send("/payments", &signed, &pay).await.unwrap();
     assert_eq!(r.status(), 202);
-    problem(send("/payments", &with_key(&signed), &pay).await.unwrap(), 409, "replayed").await;
+    problem(send("/payments", &signed, &pay).await.unwrap(), 409, "replayed").await;
     // The buyer's own retry (a new forward, the same key) gets the idempotent answer.
-    let retry = flashgate_e2e::edge_headers_keyed(
-        &secret,
-        "POST",
-        "/payments",
-        user,
-        now_us(),
-        pay.as_bytes(),
-        key,
-    );
-    let r = send("/payments", &with_key(&retry), &pay).await.unwrap();
+    let r = send("/payments", &signed_payment(), &pay).await.unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(r.headers()["idempotent-replayed"], "true");
 }

@@ -7,7 +7,8 @@
 //! signed `traceparent`; it is remembered in Redis for twice the freshness window plus a
 //! second, past which the stamp is stale anyway. An acquisition marks it in `acquire.lua`,
 //! with the decision (no extra round trip on the hot path); the other writes (a payment,
-//! joining a line) claim it here with one `SET NX` before their handler runs. Reads are not
+//! joining a line) claim it with one `SET NX` before their handler runs ([`decide_once`],
+//! layered on their routers). Reads are not
 //! guarded: sent again they change nothing.
 
 use crate::error::ApiError;
@@ -55,9 +56,6 @@ impl ReplayGuard {
     }
 }
 
-/// The route whose handler marks its request seen itself, in `acquire.lua`.
-const GUARDED_IN_SCRIPT: &str = "/slots/acquire";
-
 fn header<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError> {
     match parts.headers.get(name) {
         None => Ok(None),
@@ -74,14 +72,18 @@ pub async fn require_edge_signature(
     req: Request,
     next: Next,
 ) -> Response {
-    let req = match verify(&state.edge, req).await {
-        Ok(req) => req,
-        Err(e) => return e.into_response(),
-    };
+    match verify(&state.edge, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Middleware for the signed writes whose handler has no script to mark them seen in (a
+/// payment, joining a line), inside [`require_edge_signature`]: claims the write's id, or
+/// answers 409 `replayed`. (An acquisition is marked by `acquire.lua` with its decision.)
+pub async fn decide_once(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let guard = req.extensions().get::<EdgeContext>().and_then(|c| c.replay.clone());
-    if let Some(guard) = guard
-        && req.uri().path() != GUARDED_IN_SCRIPT
-    {
+    if let Some(guard) = guard {
         match state.inventory.claim_request(&guard.id, guard.ttl).await {
             Ok(true) => {}
             Ok(false) => return ApiError::Replayed.into_response(),

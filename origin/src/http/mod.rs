@@ -34,11 +34,15 @@ use uuid::Uuid;
 /// handler), the processor's webhook, then `/health` and `/metrics`, which answer even while
 /// the schema is migrating.
 pub fn router(state: AppState) -> Router {
+    // Signed writes are decided once: an acquisition in its script, the others here.
+    let decided_once = Router::new()
+        .merge(payments::router())
+        .merge(queue::router())
+        .route_layer(from_fn_with_state(state.clone(), edge_auth::decide_once));
     let buyer = Router::new()
         .merge(slots::router())
         .merge(products::buyer_router())
-        .merge(payments::router())
-        .merge(queue::router())
+        .merge(decided_once)
         .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
     let admin = Router::new()
         .merge(products::admin_router())
