@@ -37,6 +37,14 @@
 -- ARGV[13] late (1: the stamp was older than the fairness window when the origin got it)
 -- ARGV[14] seenTtlMs (0: no replay guard, the request is not an edge-signed one)
 -- ARGV[15] passExpiresMs (0: the acquisition carries no queue pass)
+-- ARGV[16] pseudonym (the buyer's in this drop's log; '': the origin keeps no log)
+-- ARGV[17] edgeId  ARGV[18] windowUs (the fairness window in force)
+--
+-- Public log (issue #31): every decision (not a lease answer, a replay or an unknown
+-- product) is appended to the product's log in this same step (lib.lua's `log_entry`),
+-- the product's stock opening the log when it has none yet; a grant keeps its buyer's
+-- pseudonym on the slot, so the unit's return is logged too. The entry's index ends the
+-- answer.
 --
 -- Replay guard: an edge-signed request is decided once. Sent again within its signature's
 -- freshness window (by anyone between edge and origin) it is answered {'replayed'} and
@@ -50,6 +58,7 @@
 -- Returns {'granted', remaining, expiresAtMs, leaseLow (0|1)} | {'holding', slotId}
 --       | {'sold_out'} | {'not_on_sale', startsAtMs} | {'ended', endsAtMs} | {'unknown'}
 --       | {'lease', granted, remaining} (nothing granted: extend the lease and ask again)
+--       (each decision followed by its log index when the log is kept)
 --       | {'replayed'} (this signed request was decided before)
 --       | {'pass_spent'} (the queue pass no longer admits: used, or its buyer no longer admitted)
 
@@ -122,6 +131,9 @@ local function decide()
   redis.call('HSET', KEYS[3],
     'productId', ARGV[1], 'userId', ARGV[2], 'status', 'ACTIVE', 'arrivalUs', ARGV[5],
     'acquiredMs', ARGV[6], 'expiresMs', expires, 'traceparent', ARGV[8])
+  if ARGV[16] ~= '' then
+    redis.call('HSET', KEYS[3], 'pseudonym', ARGV[16])
+  end
   redis.call('ZADD', KEYS[4], expires, ARGV[3])
   redis.call('ZADD', KEYS[5], expires - tonumber(ARGV[9]), ARGV[3])
   if pass then
@@ -139,7 +151,16 @@ local function decide()
 end
 
 local decision = decide()
-if guarded and decision[1] ~= 'lease' then
+local outcome = decision[1]
+if guarded and outcome ~= 'lease' then
   redis.call('SET', KEYS[8], '1', 'PX', ARGV[14])
+end
+if ARGV[16] ~= '' and outcome ~= 'lease' and outcome ~= 'unknown' then
+  if redis.call('HEXISTS', KEYS[1], 'logSize') == 0 then
+    log_stock(KEYS[1], ARGV[6])
+  end
+  decision[#decision + 1] = log_entry(KEYS[1], 'decision', 'arrivalUs', ARGV[5],
+    'edge', ARGV[17], 'buyer', ARGV[16], 'outcome', outcome, 'atMs', ARGV[6],
+    'late', ARGV[13], 'windowUs', ARGV[18])
 end
 return decision

@@ -20,9 +20,33 @@ local function emit(outbox, kind, e, ...)
     'slotId', e.slotId, 'userId', e.userId, 'atMs', e.atMs, 'traceparent', e.traceparent, ...)
 end
 
+-- A product's public log (issue #31) is a stream beside its hash, `fg:{<pid>}:log`: the key
+-- is derived from the product hash's (same hash tag, so the same cluster slot, as
+-- acquire.lua derives a held slot's key), and each entry is numbered by the hash's
+-- `logSize`, so its index is known in the step that decides it. The origin's log builder
+-- (`origin/src/transparency/builder.rs`) moves entries from the stream into the signed log.
+local function log_key(product)
+  return (string.gsub(product, ':product$', ':log'))
+end
+
+-- Appends one entry (its kind, then its members as name, value pairs); returns its index.
+local function log_entry(product, kind, ...)
+  local index = redis.call('HINCRBY', product, 'logSize', 1) - 1
+  redis.call('XADD', log_key(product), '*', 'index', index, 'kind', kind, ...)
+  return index
+end
+
+-- The product's stock and sale window as a log entry.
+local function log_stock(product, now)
+  local p = redis.call('HMGET', product, 'total', 'startsAtMs', 'endsAtMs')
+  log_entry(product, 'stock', 'total', p[1], 'startsAtMs', p[2], 'endsAtMs', p[3] or '',
+    'atMs', now)
+end
+
 -- Reclaims an ACTIVE slot whose deadline passed, exactly once (the caller checked both):
 -- EXPIRED (the record kept `ttl_ms` for reads), its unit back on sale, its buyer free to try
--- again, off the expiry and reminder schedules, and `slot-expired` in the slot's own trace.
+-- again, off the expiry and reminder schedules, `slot-expired` in the slot's own trace, and
+-- (when the product keeps a log) the unit's return in its log.
 --   k: {product, holders, expiry, reminders, outbox} keys of the slot's product
 --   slot: {key, id, productId, userId, traceparent}
 -- Returns the units remaining after the reclaim.
@@ -38,5 +62,10 @@ local function reclaim(k, slot, now, ttl_ms, event_id)
   emit(k.outbox, 'slot-expired', {
     eventId = event_id, productId = slot.productId, slotId = slot.id, userId = slot.userId,
     atMs = now, traceparent = slot.traceparent })
+  -- A slot granted while its product's log was kept carries its buyer's pseudonym.
+  local buyer = redis.call('HGET', slot.key, 'pseudonym')
+  if buyer then
+    log_entry(k.product, 'returned', 'buyer', buyer, 'reason', 'expired', 'atMs', now)
+  end
   return remaining
 end

@@ -6,6 +6,7 @@
 -- KEYS[1] product hash  fg:{<pid>}:product
 -- ARGV[1] growth (of the stock, >= 0)  ARGV[2] startsAtMs (new, or '' unchanged)
 -- ARGV[3] endsAtMs (new, '' unchanged or 'none' open-ended)
+-- ARGV[4] nowMs (the change's time in the product's public log, if it keeps one)
 --
 -- Returns {'ok', remaining, total} | {'unknown'} | {'starts_locked', granted}
 
@@ -27,4 +28,7 @@ end
 local growth = tonumber(ARGV[1])
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', growth)
 local total = redis.call('HINCRBY', KEYS[1], 'total', growth)
+if redis.call('HEXISTS', KEYS[1], 'logSize') == 1 then
+  log_stock(KEYS[1], ARGV[4])
+end
 return {'ok', remaining, total}

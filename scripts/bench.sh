@@ -63,6 +63,9 @@ dev_dir="$root/.flashgate/dev"
 "$bin/flashgate" --dir "$dev_dir" dev-keys >/dev/null
 export FLASHGATE_EDGE_SECRET="$(cat "$dev_dir/edge-secret.hex")"
 export FLASHGATE_JWT_JWKS_FILE="$dev_dir/jwks.json"
+# The drops' public logs are on, as shipped (`origin-grant-log-off` measures without).
+export FLASHGATE_TRANSPARENCY_KEYS="$(cat "$dev_dir/transparency.key")"
+export FLASHGATE_TRANSPARENCY_SECRET="$(cat "$dev_dir/transparency-secret.hex")"
 admin=$("$bin/flashgate" --dir "$dev_dir" token --role admin --ttl 7200)
 
 pids=()
@@ -82,9 +85,9 @@ rcli() { redis-cli -p $redis_port "$@"; }
 
 # Stops the origin and the edges, empties Redis and the database, and starts the origin
 # again with one edge host or, for the fairness rows, two, each behind its own delay.
-#   start_stack <fairness window ms | auto> [two-edges]
+#   start_stack <fairness window ms | auto> [two-edges | one] [log-off]
 start_stack() {
-  local window=$1 edges=${2:-one}
+  local window=$1 edges=${2:-one} log=${3:-log-on}
   if [ "${#stack_pids[@]}" -gt 0 ]; then
     kill "${stack_pids[@]}" 2>/dev/null || true
     wait "${stack_pids[@]}" 2>/dev/null || true
@@ -96,6 +99,7 @@ start_stack() {
   # `auto`: the origin's default, the adaptive window; a number fixes it.
   local fixed=()
   [ "$window" = auto ] || fixed=(FLASHGATE_FAIRNESS_WINDOW_MS="$window")
+  [ "$log" = log-on ] || fixed+=(-u FLASHGATE_TRANSPARENCY_KEYS -u FLASHGATE_TRANSPARENCY_SECRET)
   env "${fixed[@]}" FLASHGATE_ORIGIN_LISTEN=$origin_addr RUST_LOG=warn \
     "$bin/flashgate-origin" >>"$out/origin.log" 2>&1 & stack_pids+=($!)
   if [ "$edges" = two-edges ]; then
@@ -188,12 +192,12 @@ raw() {
     "fg:{$p}:seen:__rand_int__" "fg:{$p}:queue:admitted" \
     "$p" "u__rand_int__" "__rand_int__" "e__rand_int__" "$(( $(date +%s) * 1000000 ))" \
     "$(( $(date +%s) * 1000 ))" 1800000 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" \
-    300000 "e__rand_int__" 86400000 64 0 11000 0 \
+    300000 "e__rand_int__" 86400000 64 0 11000 0 "b__rand_int__" "edge-bench" 0 \
     | tail -n1 | awk -F'","' -v label="$label" -v c="$conns" '{
         gsub(/"/, ""); split($0, f, ",");
         printf "{\"label\":\"%s\",\"target\":\"redis\",\"report\":{\"connections\":%s,\"rps\":%s,\"p50_ms\":%s,\"p99_ms\":%s,\"max_ms\":%s}}\n", label, c, f[2], f[5], f[7], f[8] }' \
     >>"$results"
-  rcli del "fg:{$p}:outbox" >/dev/null
+  rcli del "fg:{$p}:outbox" "fg:{$p}:log" >/dev/null
 }
 
 
@@ -332,6 +336,24 @@ grant=$(product 10000000)
 load --label origin-grant --target $origin_addr --auth edge --products "$grant" \
   --buyers 2000000 --buyer-seed 11 --connections "$conns" --duration "$secs"
 check origin-grant
+# The public log's cost: its size per million decisions (PostgreSQL, once the builder has
+# them), and the same grants with no log kept.
+for _ in $(seq 120); do
+  [ -z "$(rcli --scan --pattern 'fg:*:log' | while read -r key; do [ "$(rcli xlen "$key")" = 0 ] || echo busy; done)" ] && break
+  sleep 1
+done
+psql -h 127.0.0.1 -U postgres -d "$db_name" -Atc "SELECT json_build_object('label', 'transparency-log-size',
+  'target', 'postgresql', 'report', json_build_object('entries', (SELECT count(*) FROM transparency_entries),
+  'bytes_per_million_decisions', (SELECT (sum(pg_total_relation_size(c)) * 1000000
+    / greatest(1, (SELECT count(*) FROM transparency_entries)))::bigint
+    FROM unnest(ARRAY['transparency_entries', 'transparency_hashes', 'transparency_checkpoints',
+      'transparency_logs']::regclass[]) AS c)))" >>"$results"
+start_stack auto one log-off
+grant=$(product 10000000)
+load --label origin-grant-log-off --target $origin_addr --auth edge --products "$grant" \
+  --buyers 2000000 --buyer-seed 11 --connections "$conns" --duration "$secs"
+check origin-grant-log-off
+start_stack auto
 sold=$(product 1)
 prime --target $origin_addr --auth edge --products "$sold" --buyers 1 \
   --buyer-seed 12 --connections 1 --duration 1 --warmup 0 --max-requests 1

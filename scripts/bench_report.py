@@ -151,6 +151,13 @@ def main():
         p = rep["edge-sold-out-3000-half-sent"].get("p99_ms", float("nan"))
         w(f"| edge sold-out answers while one address holds 3,000 half-sent requests / without "
           f"| {h:.2f} (p99 {p:.2f} ms) | (the slow client of the security review) | |")
+    if k_ok("origin-grant", "origin-grant-log-off"):
+        lr = ratio("origin-grant", "origin-grant-log-off")
+        bar("origin grants with every drop's public log kept / without", lr, "≥ 0.9", lr >= 0.9)
+    size = rep.get("transparency-log-size", {})
+    if size.get("entries"):
+        w(f"| the public log's size in PostgreSQL per million decisions (from "
+          f"{size['entries']:,} entries) | {size['bytes_per_million_decisions'] / 1e6:.0f} MB | | |")
     p99 = rep.get("full-path-half-capacity", {}).get("p99_ms", float("nan"))
     bar("full path p99 at half capacity (ms)", p99, "< 10", p99 < 10)
     for name, a_, b_ in [
@@ -200,7 +207,7 @@ def main():
     w("")
     w("| scenario | target | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | answers | errors |")
     w("|---|---|---|---|---|---|---|---|---|")
-    order = [k for k in runs if k != "prime"]
+    order = [k for k in runs if k != "prime" and "rps" in rep[k]]
     for k in order:
         r = rep[k]
         st = ", ".join(f"{s}: {n}" for s, n in r.get("statuses", {}).items()) or "—"

@@ -39,6 +39,9 @@ dev_dir="$root/.flashgate/dev"
 
 export FLASHGATE_EDGE_SECRET="$(cat "$dev_dir/edge-secret.hex")"
 export FLASHGATE_JWT_JWKS_FILE="$dev_dir/jwks.json"
+# Every drop's decisions go into its public, signed log (docs/transparency.md).
+export FLASHGATE_TRANSPARENCY_KEYS="$(cat "$dev_dir/transparency.key")"
+export FLASHGATE_TRANSPARENCY_SECRET="$(cat "$dev_dir/transparency-secret.hex")"
 export SPIN_VARIABLE_EDGE_SECRET="$FLASHGATE_EDGE_SECRET"
 export SPIN_VARIABLE_JWT_JWKS="$(cat "$dev_dir/jwks.json")"
 export SPIN_VARIABLE_ORIGIN_HOST="$FLASHGATE_ORIGIN_LISTEN"

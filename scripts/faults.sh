@@ -53,6 +53,9 @@ dev_dir="$root/.flashgate/dev"
 "$bin/flashgate" --dir "$dev_dir" dev-keys >/dev/null
 export FLASHGATE_EDGE_SECRET="$(cat "$dev_dir/edge-secret.hex")"
 export FLASHGATE_JWT_JWKS_FILE="$dev_dir/jwks.json"
+# Every drop's decisions go into its public, signed log (docs/transparency.md).
+export FLASHGATE_TRANSPARENCY_KEYS="$(cat "$dev_dir/transparency.key")"
+export FLASHGATE_TRANSPARENCY_SECRET="$(cat "$dev_dir/transparency-secret.hex")"
 admin=$("$bin/flashgate" --dir "$dev_dir" token --role admin --ttl 7200)
 
 # --- services ---------------------------------------------------------------------------

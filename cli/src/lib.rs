@@ -5,6 +5,7 @@
 //! operator console runs too).
 
 pub use flashgate_origin::check;
+pub mod transparency;
 
 use anyhow::{Context, Result};
 use flashgate_core::token::{Jwk, Jwks, Role};
@@ -15,6 +16,8 @@ use uuid::Uuid;
 pub const DEV_KID: &str = "dev-1";
 pub const DEV_ISSUER: &str = "flashgate-dev";
 pub const DEV_AUDIENCE: &str = "flashgate";
+/// The development logs' name (their checkpoints' origin lines begin with it).
+pub const DEV_LOG_NAME: &str = "localhost/transparency";
 
 /// The development identity, as files in one directory.
 #[derive(Debug, Clone)]
@@ -37,11 +40,20 @@ impl DevIdentity {
     pub fn secret_path(&self) -> PathBuf {
         self.dir.join("edge-secret.hex")
     }
+    /// The public logs' signing key (a note signer key).
+    pub fn transparency_key_path(&self) -> PathBuf {
+        self.dir.join("transparency.key")
+    }
+    /// The secret buyer pseudonyms derive from.
+    pub fn transparency_secret_path(&self) -> PathBuf {
+        self.dir.join("transparency-secret.hex")
+    }
 
     /// Creates the key pair, JWKS and edge secret unless they exist; returns whether it did.
     pub fn ensure(dir: &Path) -> Result<(Self, bool)> {
         let me = Self { dir: dir.to_owned() };
         if me.key_path().exists() && me.jwks_path().exists() && me.secret_path().exists() {
+            me.ensure_transparency()?;
             return Ok((me, false));
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -50,7 +62,35 @@ impl DevIdentity {
         std::fs::write(me.key_path(), hex::encode(pair.to_bytes()))?;
         std::fs::write(me.jwks_path(), serde_json::to_string_pretty(&jwks)?)?;
         std::fs::write(me.secret_path(), hex::encode(rand::random::<[u8; 32]>()))?;
+        me.ensure_transparency()?;
         Ok((me, true))
+    }
+
+    /// The public logs' signing key and pseudonym secret, unless they exist (a development
+    /// identity made before the logs gets them on its next use).
+    fn ensure_transparency(&self) -> Result<()> {
+        if !self.transparency_key_path().exists() {
+            let (skey, _) = flashgate_tlog::checkpoint::key_from_seed(
+                DEV_LOG_NAME,
+                &rand::random::<[u8; 32]>(),
+            )?;
+            std::fs::write(self.transparency_key_path(), skey)?;
+        }
+        if !self.transparency_secret_path().exists() {
+            std::fs::write(
+                self.transparency_secret_path(),
+                hex::encode(rand::random::<[u8; 32]>()),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn transparency_key(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.transparency_key_path())?.trim().to_owned())
+    }
+
+    pub fn transparency_secret(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.transparency_secret_path())?.trim().to_owned())
     }
 
     pub fn key_pair(&self) -> Result<Ed25519KeyPair> {

@@ -1,5 +1,6 @@
-//! `flashgate`: development identity, token minting, and `check`, the invariant checker
-//! (its logic is `flashgate_cli::check`).
+//! `flashgate`: development identity, token minting, `check`, the invariant checker (its
+//! logic is `flashgate_cli::check`), and `verify`, anyone's check of a drop's public log
+//! (`flashgate_cli::transparency`, `flashgate_tlog::verify`).
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -57,6 +58,34 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         payment_deadline_secs: u64,
     },
+    /// Verify a drop's public log: its checkpoint's signature, every tile and bundle, that
+    /// it extends an earlier checkpoint, and the drop's promises recomputed from its entries
+    /// (docs/transparency.md); exits 1 if anything does not hold.
+    Verify {
+        /// The log: its URL prefix (`https://<edge>/transparency/<productId>`) or a folder
+        /// (`flashgate transparency export`).
+        log: String,
+        /// A verifier key to trust (`<name>+<id>+<base64>`; repeatable). Default: the keys
+        /// the log's metadata.json names (trust on first use).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// A checkpoint saved by an earlier run: the log must extend it (append-only).
+        #[arg(long)]
+        previous: Option<PathBuf>,
+        /// Save the verified checkpoint here (for the next run's `--previous`).
+        #[arg(long)]
+        save_checkpoint: Option<PathBuf>,
+        /// A buyer's receipt (the JSON `GET /receipts/<productId>` answers): check its
+        /// entry and inclusion proof.
+        #[arg(long)]
+        receipt: Option<PathBuf>,
+        /// The buyer id the receipt should name (recomputes its pseudonym).
+        #[arg(long, requires = "receipt")]
+        buyer: Option<String>,
+    },
+    /// Public logs: signing keys, and copies any static host can serve.
+    #[command(subcommand)]
+    Transparency(TransparencyCommand),
     /// Print a JSON array of `count` buyer tokens for distinct new buyers (load tests mint
     /// them up front, not in the load loop).
     Tokens {
@@ -76,6 +105,25 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TransparencyCommand {
+    /// Print a new signing key for the logs named `name` (FLASHGATE_TRANSPARENCY_KEYS) and,
+    /// on stderr, the verifier key to publish.
+    Keygen {
+        /// The logs' name: their checkpoints' origin lines begin with it (e.g.
+        /// `drops.example.com/transparency`).
+        name: String,
+    },
+    /// Write a drop's log (metadata.json, checkpoint, tiles, entry bundles) to a folder.
+    Export {
+        product_id: Uuid,
+        dir: PathBuf,
+        /// The edge (or origin) serving the log.
+        #[arg(long, env = "FLASHGATE_EDGE_URL", default_value = "http://127.0.0.1:3000")]
+        from: String,
     },
 }
 
@@ -107,6 +155,43 @@ fn main() -> Result<()> {
                 tokens.push(mint(&pair, &spec)?);
             }
             println!("{}", serde_json::to_string(&tokens)?);
+        }
+        Command::Verify { log, keys, previous, save_checkpoint, receipt, buyer } => {
+            let options = flashgate_tlog::verify::Options {
+                keys,
+                previous: previous.map(std::fs::read).transpose()?,
+                receipt: receipt
+                    .map(|p| -> Result<_> { Ok(serde_json::from_slice(&std::fs::read(p)?)?) })
+                    .transpose()?,
+                buyer,
+            };
+            let location = flashgate_cli::transparency::Location::parse(&log)?;
+            let report = tokio::runtime::Runtime::new()?.block_on(location.verify(&options))?;
+            for line in &report.passed {
+                println!("ok    {line}");
+            }
+            for line in &report.failed {
+                println!("FAIL  {line}");
+            }
+            if let Some(path) = save_checkpoint {
+                std::fs::write(path, &report.checkpoint_note)?;
+            }
+            if !report.ok() {
+                std::process::exit(1);
+            }
+            println!("verified: {} ({} entries)", report.checkpoint.origin, report.checkpoint.size);
+        }
+        Command::Transparency(TransparencyCommand::Keygen { name }) => {
+            let (skey, vkey) =
+                flashgate_tlog::checkpoint::key_from_seed(&name, &rand::random::<[u8; 32]>())?;
+            println!("{skey}");
+            eprintln!("verifier key (publish it): {vkey}");
+        }
+        Command::Transparency(TransparencyCommand::Export { product_id, dir, from }) => {
+            let prefix = format!("{}/transparency/{product_id}", from.trim_end_matches('/'));
+            let size = tokio::runtime::Runtime::new()?
+                .block_on(flashgate_cli::transparency::export(&prefix, &dir))?;
+            println!("exported {size} entries of {prefix} to {}", dir.display());
         }
         Command::Check {
             database_url,

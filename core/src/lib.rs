@@ -11,7 +11,8 @@
 //! - [`queue`]: the waiting room: queue passes, places in line, waits, admission rates;
 //! - [`shield`]: the edge's storm shield: availability hints, dedup, token buckets;
 //! - [`edge_config`]: the edge's variables, parsed and checked once for component and host;
-//! - [`fairness`]: the adaptive fairness window the origin holds acquisitions for.
+//! - [`fairness`]: the adaptive fairness window the origin holds acquisitions for;
+//! - [`transparency`]: a drop's public log entries, buyer pseudonyms, and what the log adds up to.
 //!
 //! Nothing here does I/O, reads a clock or draws randomness: callers pass those in, so all
 //! of it is unit-tested natively and behaves identically inside the component. The one
@@ -32,3 +33,4 @@ pub mod signal;
 pub mod signing;
 pub mod token;
 pub mod trace;
+pub mod transparency;

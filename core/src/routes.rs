@@ -21,8 +21,9 @@ pub const DECISION_PAGE: &str = "page";
 
 /// The decisions a host counts under their own label; anything else is `other`, so no
 /// answer can grow the label set.
-pub const DECISIONS: [&str; 17] = [
+pub const DECISIONS: [&str; 18] = [
     DECISION_FORWARDED,
+    DECISION_CACHED,
     DECISION_QUEUED,
     DECISION_PAGE,
     "queue-pass",
@@ -61,6 +62,52 @@ pub enum BuyerRoute {
     Queue,
     /// The buyer page and its assets, served by the edge itself (no token needed).
     Page(&'static str),
+    /// `GET /receipts/{productId}`: the buyer's entry in the drop's public log.
+    Receipt,
+    /// `GET /transparency/{productId}/…`: a drop's public log, for anyone (no token); the
+    /// edge keeps what the origin says may be kept ([`public_cache_ms`]).
+    Transparency,
+}
+
+/// The decision of a public-log file the edge answered from what it kept.
+pub const DECISION_CACHED: &str = "cached";
+
+/// A kept public answer as the edge's store holds it: its expiry (ms since the epoch), its
+/// content type, its body.
+pub fn encode_kept(expires_ms: u64, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + content_type.len() + body.len());
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out.extend_from_slice(&(content_type.len().min(255) as u8).to_be_bytes());
+    out.extend_from_slice(&content_type.as_bytes()[..content_type.len().min(255)]);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A kept answer's content type and body, unless it expired by `now_ms` (or is not one).
+pub fn decode_kept(kept: &[u8], now_ms: u64) -> Option<(String, Vec<u8>)> {
+    let (expires, rest) = kept.split_at_checked(8)?;
+    if u64::from_be_bytes(expires.try_into().ok()?) <= now_ms {
+        return None;
+    }
+    let (&len, rest) = rest.split_first()?;
+    let (content_type, body) = rest.split_at_checked(usize::from(len))?;
+    Some((String::from_utf8(content_type.to_vec()).ok()?, body.to_vec()))
+}
+
+/// How long (ms) a public answer may be kept, from its `Cache-Control`: `public` with a
+/// `max-age` (at most a year); anything else (`no-store`, `private`, no header) is not kept.
+pub fn public_cache_ms(cache_control: Option<&str>) -> Option<u64> {
+    let value = cache_control?;
+    let directives: Vec<&str> = value.split(',').map(str::trim).collect();
+    if !directives.iter().any(|d| d.eq_ignore_ascii_case("public"))
+        || directives
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private"))
+    {
+        return None;
+    }
+    let secs: u64 = directives.iter().find_map(|d| d.strip_prefix("max-age=")?.parse().ok())?;
+    (secs > 0).then(|| secs.min(31_536_000) * 1000)
 }
 
 /// Classifies a request; `Err(true)` when the path exists under another method (405),
@@ -77,6 +124,8 @@ pub fn classify(method: &str, path: &str) -> Result<BuyerRoute, bool> {
         ["products"] => (BuyerRoute::Products, GET),
         ["products", id] if !id.is_empty() => (BuyerRoute::Product, GET),
         ["queue", id] if !id.is_empty() => (BuyerRoute::Queue, &["GET", "POST"][..]),
+        ["receipts", id] if !id.is_empty() => (BuyerRoute::Receipt, GET),
+        ["transparency", id, _, ..] if !id.is_empty() => (BuyerRoute::Transparency, GET),
         [""] | ["drops", _] => (BuyerRoute::Page("index.html"), GET),
         ["assets", "app.js"] => (BuyerRoute::Page("app.js"), GET),
         ["assets", "app.css"] => (BuyerRoute::Page("app.css"), GET),
@@ -164,8 +213,48 @@ mod tests {
         assert_eq!(classify("GET", "/"), Ok(BuyerRoute::Page("index.html")));
         assert_eq!(classify("GET", "/drops/abc"), Ok(BuyerRoute::Page("index.html")));
         assert_eq!(classify("GET", "/assets/app.js"), Ok(BuyerRoute::Page("app.js")));
+        assert_eq!(classify("GET", "/receipts/abc"), Ok(BuyerRoute::Receipt));
+        assert_eq!(classify("GET", "/transparency/abc/checkpoint"), Ok(BuyerRoute::Transparency));
+        assert_eq!(
+            classify("GET", "/transparency/abc/tile/entries/000.p/3"),
+            Ok(BuyerRoute::Transparency)
+        );
+        assert_eq!(classify("POST", "/transparency/abc/checkpoint"), Err(true));
+        assert_eq!(classify("GET", "/transparency/abc"), Err(false));
         assert_eq!(classify("POST", "/"), Err(true));
         assert_eq!(classify("GET", "/assets/other.js"), Err(false));
+    }
+
+    #[test]
+    fn a_kept_answer_reads_back_until_it_expires() {
+        let kept = encode_kept(1_000, "text/plain; charset=utf-8", b"log\n1\n");
+        assert_eq!(
+            decode_kept(&kept, 999),
+            Some(("text/plain; charset=utf-8".into(), b"log\n1\n".to_vec()))
+        );
+        assert_eq!(decode_kept(&kept, 1_000), None);
+        assert_eq!(decode_kept(&kept[..5], 0), None);
+        assert_eq!(decode_kept(b"", 0), None);
+    }
+
+    #[test]
+    fn only_public_answers_with_a_max_age_are_kept() {
+        assert_eq!(public_cache_ms(Some("public, max-age=1")), Some(1000));
+        assert_eq!(
+            public_cache_ms(Some("public, max-age=31536000, immutable")),
+            Some(31_536_000_000)
+        );
+        assert_eq!(public_cache_ms(Some("public, max-age=99999999999")), Some(31_536_000_000));
+        for none in [
+            None,
+            Some("no-store"),
+            Some("max-age=5"),
+            Some("public"),
+            Some("public, no-store, max-age=5"),
+            Some("public, max-age=0"),
+        ] {
+            assert_eq!(public_cache_ms(none), None, "{none:?}");
+        }
     }
 
     #[test]

@@ -56,6 +56,9 @@ try {
     { timeout: 60_000 },
   );
   out.holdLeft = [first, await a.getByTestId('hold-left').textContent()];
+  // The page checks the buyer's receipt against the drop's signed log (WebCrypto only).
+  await a.getByTestId('receipt').filter({ hasText: /verified against|did not verify/ }).waitFor({ timeout: 60_000 });
+  out.receipt = await a.getByTestId('receipt').textContent();
   await a.screenshot({ path: `${cfg.docs}/buyer-page.png` });
   await a.getByTestId('pay').click();
   await a.getByTestId('paid').waitFor({ state: 'visible', timeout: 60_000 });

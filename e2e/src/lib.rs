@@ -20,6 +20,7 @@ use flashgate_origin::outbox::relay::{Relay, Sink};
 use flashgate_origin::settings::Settings;
 use flashgate_origin::startup::Application;
 use flashgate_origin::state::AppState;
+use flashgate_origin::transparency::TransparencySettings;
 use flashgate_origin::workers::expiry::ExpiryWorker;
 use flashgate_origin::workers::payments::PaymentsWorker;
 use jwt_simple::prelude::Ed25519KeyPair;
@@ -235,6 +236,9 @@ pub struct Identity {
     pair: Ed25519KeyPair,
     pub jwks: String,
     pub secret_hex: String,
+    /// The public logs' signing key (a note signer key) and pseudonym secret (hex).
+    pub transparency_key: String,
+    pub transparency_secret: String,
 }
 
 impl Identity {
@@ -244,7 +248,26 @@ impl Identity {
         let pair = dev.key_pair()?;
         let jwks = dev.jwks()?;
         let secret_hex = dev.edge_secret()?;
-        Ok(Self { dev, pair, jwks, secret_hex })
+        let transparency_key = dev.transparency_key()?;
+        let transparency_secret = dev.transparency_secret()?;
+        Ok(Self { dev, pair, jwks, secret_hex, transparency_key, transparency_secret })
+    }
+
+    /// The origin's public-log settings for this identity (the builder stepping every
+    /// `interval`; `None`: tests drive it).
+    pub fn transparency(&self, interval: Option<Duration>) -> TransparencySettings {
+        TransparencySettings {
+            signing_keys: vec![self.transparency_key.clone()],
+            pseudonym_secret: flashgate_origin::config::Secret::from_hex(&self.transparency_secret)
+                .expect("generated secrets are hex"),
+            stamp_skew: Duration::ZERO,
+            build_interval: interval,
+        }
+    }
+
+    /// The verifier key of the logs' signing key.
+    pub fn transparency_vkey(&self) -> String {
+        flashgate_tlog::checkpoint::verifier_key(&self.transparency_key).expect("a signer key")
     }
 
     pub fn secret(&self) -> EdgeSecret {
@@ -345,6 +368,8 @@ impl TestOrigin {
         // Every charge succeeds unless its method is the declining test method.
         settings.payments.simulated.success_rate = 1.0;
         settings.payments.simulated.seed = Some(7);
+        // Every drop's decisions go into its public log, as `scripts/dev.sh` runs it.
+        settings.transparency = Some(id.transparency(Some(Duration::from_millis(100))));
         configure(&mut settings);
         let processor = if settings.payments.simulated.store_url == redis.url {
             let own = RedisServer::start()?;
@@ -616,6 +641,12 @@ pub struct ProductCounts {
 }
 
 impl RedisServer {
+    /// Runs one command (tests that look at or change a key directly).
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut c = self.connection().await?;
+        Ok(cmd.query_async(&mut c).await?)
+    }
+
     pub async fn counts(&self, product: Uuid) -> Result<ProductCounts> {
         use flashgate_origin::store::keys::ProductKeys;
         let mut c = self.connection().await?;
@@ -977,6 +1008,9 @@ impl DrivenOrigin {
             s.relay_interval = None;
             s.admission_interval = None;
             s.kafka_persister = false;
+            if let Some(t) = &mut s.transparency {
+                t.build_interval = None;
+            }
             // Payments settle only when the test releases the processor's webhooks.
             s.payments.worker_interval = None;
             s.payments.simulated.manual = true;

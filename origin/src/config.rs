@@ -33,6 +33,8 @@ pub mod defaults {
     /// The adaptive fairness window's bound (a fixed window is set explicitly instead).
     pub const FAIRNESS_MAX_WINDOW_MS: u64 = 250;
     pub const GRANT_LEASE: i64 = 256;
+    pub const TRANSPARENCY_INTERVAL_MS: u64 = 250;
+    pub const TRANSPARENCY_STAMP_SKEW_MS: u64 = 0;
     pub const DRAIN_SECS: u64 = 10;
     pub const REDIS_TIMEOUT_MS: u64 = 500;
     /// Replicas a grant must reach before `201` on a Redis Cluster (none on one server,

@@ -67,7 +67,7 @@ impl ApiError {
         Self::Validation { field: field.to_owned(), detail: detail.into() }
     }
 
-    fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         match self {
             Self::EdgeSignature(e) => Problem::unauthorized(e.to_string()),
             Self::EdgeHeaders(detail) => Problem::unauthorized(detail.clone()),

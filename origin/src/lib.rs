@@ -50,6 +50,7 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod transparency;
 pub mod workers;
 
 /// The schema, embedded: applied at start-up and by the tests on their own databases.

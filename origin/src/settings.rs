@@ -99,6 +99,9 @@ pub struct Settings {
     /// larger waits on PostgreSQL less often, smaller withholds fewer units after Redis
     /// loses its data.
     pub grant_lease: i64,
+    /// Each drop's public log (issue #31): who signs it, the pseudonyms' secret; `None`: no
+    /// logs kept.
+    pub transparency: Option<crate::transparency::TransparencySettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +215,7 @@ impl Settings {
                 ..WindowPolicy::default()
             }),
             grant_lease: defaults::GRANT_LEASE,
+            transparency: None,
         }
     }
 }
@@ -311,6 +315,27 @@ pub struct OriginArgs {
     #[arg(long, env = "FLASHGATE_METRICS_TOKEN", hide_env_values = true,
           value_parser = |s: &str| Ok::<_, String>(Secret::new(s.as_bytes().to_vec())))]
     pub metrics_token: Option<Secret>,
+    /// Keys that sign every drop's public log (note signer keys,
+    /// `PRIVATE+KEY+<name>+<id>+<base64>`, from `flashgate transparency keygen`; one name
+    /// for all, comma-separated: every one signs, so a new key can join before the old one
+    /// leaves). Unset: no public logs are kept.
+    #[arg(
+        long = "transparency-key",
+        env = "FLASHGATE_TRANSPARENCY_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub transparency_keys: Vec<String>,
+    /// Hex secret (≥ 32 bytes) each drop's buyer pseudonyms derive from; required with
+    /// `--transparency-key`, and the same on every origin.
+    #[arg(long, env = "FLASHGATE_TRANSPARENCY_SECRET", hide_env_values = true, value_parser = hex_secret)]
+    pub transparency_secret: Option<Secret>,
+    /// How often the log builder moves decisions into the signed logs (0: never).
+    #[arg(long, env = "FLASHGATE_TRANSPARENCY_INTERVAL_MS", default_value_t = defaults::TRANSPARENCY_INTERVAL_MS)]
+    pub transparency_interval_ms: u64,
+    /// How far apart edge clocks may be, published with each log for its fairness check.
+    #[arg(long, env = "FLASHGATE_TRANSPARENCY_STAMP_SKEW_MS", default_value_t = defaults::TRANSPARENCY_STAMP_SKEW_MS)]
+    pub transparency_stamp_skew_ms: u64,
     /// How long an outbox entry may sit unacknowledged with a relay (that died) before
     /// another relay takes it over.
     #[arg(long, env = "FLASHGATE_RELAY_CLAIM_IDLE_MS", default_value_t = defaults::RELAY_CLAIM_IDLE_MS)]
@@ -458,6 +483,28 @@ impl OriginArgs {
         settings.queue_pass_ttl = Duration::from_secs(self.queue_pass_ttl_secs);
         settings.edge_metrics_urls = self.edge_metrics_urls;
         settings.metrics_token = self.metrics_token;
+        settings.transparency = match (self.transparency_keys.is_empty(), self.transparency_secret)
+        {
+            (true, None) => None,
+            (true, Some(_)) => {
+                anyhow::bail!("FLASHGATE_TRANSPARENCY_SECRET without FLASHGATE_TRANSPARENCY_KEYS")
+            }
+            (false, None) => {
+                anyhow::bail!("FLASHGATE_TRANSPARENCY_KEYS needs FLASHGATE_TRANSPARENCY_SECRET")
+            }
+            (false, Some(secret)) => {
+                let t = crate::transparency::TransparencySettings {
+                    signing_keys: self.transparency_keys,
+                    pseudonym_secret: secret,
+                    stamp_skew: Duration::from_millis(self.transparency_stamp_skew_ms),
+                    build_interval: (self.transparency_interval_ms > 0)
+                        .then(|| Duration::from_millis(self.transparency_interval_ms)),
+                };
+                crate::transparency::Transparency::new(&t)
+                    .context("FLASHGATE_TRANSPARENCY_KEYS")?;
+                Some(t)
+            }
+        };
         settings.kafka = self.kafka_brokers.map(KafkaSettings::new);
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.gateway_success_rate),

@@ -43,6 +43,7 @@ pub struct Application {
     kafka_settings: Option<KafkaSettings>,
     payments_interval: Option<Duration>,
     admission_interval: Option<Duration>,
+    transparency_interval: Option<Duration>,
     queue_pass_ttl: Duration,
     resubmit_after: Duration,
     drain_limit: Duration,
@@ -217,7 +218,19 @@ impl Application {
         );
         let rooms =
             crate::store::queue::WaitingRoom::new(inventory.clone(), settings.queue_max_length);
+        let transparency = match &settings.transparency {
+            Some(t) => Some(Arc::new(
+                crate::transparency::Transparency::new(t).context("the public logs' keys")?,
+            )),
+            None => {
+                tracing::warn!(
+                    "no --transparency-key: this origin keeps no public log of its drops' decisions"
+                );
+                None
+            }
+        };
         let state = AppState::new(Shared {
+            transparency,
             edge_metrics: crate::edges::EdgeMetrics::new(settings.edge_metrics_urls.clone()),
             rooms,
             refusals: Arc::default(),
@@ -273,6 +286,7 @@ impl Application {
             kafka_settings: settings.kafka.clone().filter(|_| settings.kafka_persister),
             payments_interval: settings.payments.worker_interval,
             admission_interval: settings.admission_interval,
+            transparency_interval: settings.transparency.as_ref().and_then(|t| t.build_interval),
             queue_pass_ttl: settings.queue_pass_ttl,
             resubmit_after: settings.payments.resubmit_after,
             drain_limit: settings.drain_limit,
@@ -335,6 +349,17 @@ impl Application {
             )
             .sharing(partitions.clone());
             workers.spawn(worker.run(interval, cancel.clone()));
+        }
+        if let (Some(interval), Some(log)) = (self.transparency_interval, &self.state.transparency)
+        {
+            let builder = crate::transparency::builder::Builder::new(
+                self.state.inventory.clone(),
+                self.state.db.clone(),
+                log.clone(),
+            )
+            .sharing(partitions.clone());
+            let cancel = cancel.clone();
+            workers.spawn(async move { builder.run(interval, cancel).await });
         }
         let writer = PgWriter::new(self.state.db.clone()).counting(self.state.metrics.clone());
         let mut flush = None;

@@ -69,6 +69,9 @@ pub struct Shared {
     /// Whether PostgreSQL's schema is migrated (false only while a degraded start waits to
     /// migrate it): until then requests answer 503.
     pub schema_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The drops' public logs' keys (`None`: this origin keeps no logs,
+    /// [`crate::transparency`]).
+    pub transparency: Option<Arc<crate::transparency::Transparency>>,
 }
 
 /// What the origin needs to check an edge signature.

@@ -125,6 +125,14 @@ async fn a_buyer_queues_buys_and_pays_in_chromium_while_the_console_shows_the_gr
         "{seen}"
     );
     assert_ne!(hold[0], hold[1], "the hold counts down");
+    // The buyer's receipt, checked in the page against the drop's signed log.
+    let receipt = seen["receipt"].as_str().unwrap();
+    assert!(
+        receipt.starts_with("Request #")
+            && receipt.contains("decided (granted)")
+            && receipt.ends_with("verified against the drop's signed log."),
+        "{seen}"
+    );
     assert!(seen["paid"].as_str().unwrap().starts_with("Paid."), "{seen}");
     assert!(seen["soldOut"].as_str().unwrap().starts_with("Sold out"), "{seen}");
     assert_eq!(seen["buyHidden"], true);

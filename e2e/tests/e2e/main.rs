@@ -42,4 +42,5 @@ mod reuse;
 mod scale_out;
 mod security;
 mod shield;
+mod transparency;
 mod trust;

@@ -187,6 +187,8 @@ async function buy() {
   if (state.queued && !state.pass) return join();
   const headers = state.pass ? { 'x-queue-pass': state.pass } : {};
   const res = await api('POST', '/slots/acquire', { productId: state.product.productId }, headers);
+  // The origin's decision is in the drop's public log: check this buyer's entry there.
+  if (res.data && res.data.receipt) checkReceipt(state.product.productId);
   if (res.status === 201) return showHold(res.data);
   if (res.status === 202) {
     // The waiting room turned on: this click put us in line.
@@ -265,6 +267,97 @@ function soldOut() {
   state.product.status = 'SOLD_OUT';
   renderStock(state.product);
   $('buy').hidden = true;
+}
+
+// ---- the buyer's receipt, verified here ----------------------------------------------------
+// The drop's public log (docs/transparency.md): this buyer's entry, its inclusion proof
+// (RFC 9162) against the newest checkpoint, the checkpoint's Ed25519 signature (a C2SP
+// signed note) by a key the drop's metadata names, and the pseudonym recomputed from the
+// buyer's id. WebCrypto only: nothing is loaded from anywhere else.
+
+const enc = new TextEncoder();
+const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+const hexBytes = (h) => Uint8Array.from(h.match(/../g).map((x) => parseInt(x, 16)));
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+const cat = (...parts) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+};
+const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+// The checkpoint's body if one of `vkeys` (`name+id+base64(0x01 || key)`) signed it.
+async function openNote(note, vkeys) {
+  const split = note.lastIndexOf('\n\n');
+  if (split < 0) throw new Error('the checkpoint is not a signed note');
+  const text = note.slice(0, split + 1);
+  for (const line of note.slice(split + 2).split('\n').filter(Boolean)) {
+    const m = line.match(/^\u2014 (\S+) (\S+)$/);
+    if (!m) continue;
+    const sig = b64(m[2]);
+    for (const vkey of vkeys) {
+      const [name, id, key] = vkey.split('+');
+      const raw = b64(key);
+      if (name !== m[1] || raw[0] !== 1 || hex(sig.slice(0, 4)) !== id) continue;
+      const pub = await crypto.subtle.importKey('raw', raw.slice(1), { name: 'Ed25519' }, false, ['verify']);
+      if (await crypto.subtle.verify({ name: 'Ed25519' }, pub, sig.slice(4), enc.encode(text))) {
+        const [origin, size, root] = text.split('\n');
+        return { origin, size: Number(size), root: b64(root) };
+      }
+    }
+  }
+  throw new Error('the checkpoint is not signed by the drop\'s key');
+}
+
+// RFC 9162, 2.1.3.2: the root that `proof` gives entry `index` of a tree of `size`.
+async function rootFrom(entry, index, size, proof) {
+  let fn = index, sn = size - 1;
+  let r = await sha256(cat(new Uint8Array([0]), enc.encode(entry)));
+  for (const p of proof.map(b64)) {
+    if (sn === 0) throw new Error('the inclusion proof is too long');
+    if (fn % 2 === 1 || fn === sn) {
+      r = await sha256(cat(new Uint8Array([1]), p, r));
+      while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      r = await sha256(cat(new Uint8Array([1]), r, p));
+    }
+    fn = Math.floor(fn / 2); sn = Math.floor(sn / 2);
+  }
+  if (sn !== 0) throw new Error('the inclusion proof is too short');
+  return r;
+}
+
+async function pseudonymOf(keyHex, buyer) {
+  const key = await crypto.subtle.importKey('raw', hexBytes(keyHex), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  return hex(new Uint8Array(await crypto.subtle.sign('HMAC', key, enc.encode(buyer))).slice(0, 16));
+}
+
+async function checkReceipt(productId, tries = 0) {
+  const out = $('receipt');
+  out.hidden = false;
+  out.className = 'receipt';
+  out.textContent = 'Checking your place in the drop\'s public log…';
+  const r = await api('GET', `/receipts/${productId}`);
+  if (r.status === 404 && tries < 20) return later('receipt', 1000, () => checkReceipt(productId, tries + 1));
+  try {
+    if (r.status !== 200) throw new Error(explain(r));
+    const meta = await (await fetch(`/transparency/${productId}/metadata.json`)).json();
+    const cp = await openNote(r.data.checkpoint, meta.keys);
+    if (cp.origin !== meta.origin) throw new Error('the checkpoint is another log\'s');
+    const root = await rootFrom(r.data.entry, r.data.index, cp.size, r.data.proof);
+    if (!same(root, cp.root)) throw new Error('your entry is not in the signed log');
+    const entry = JSON.parse(r.data.entry);
+    const who = (claims(state.token) || {}).sub;
+    if (entry.buyer !== await pseudonymOf(r.data.pseudonymKey, who)) throw new Error('the entry is not yours');
+    const n = (x) => x.toLocaleString('en');
+    out.className = 'receipt ok';
+    out.textContent = `Request #${n(r.data.index + 1)} of ${n(cp.size)} decided (${entry.outcome.replace('_', ' ')}); verified against the drop's signed log.`;
+  } catch (e) {
+    out.className = 'receipt bad';
+    out.textContent = `Your receipt did not verify: ${e.message}`;
+  }
 }
 
 // ---- the hold and payment ---------------------------------------------------------------

@@ -120,6 +120,11 @@ async fn admit_and_forward(
     if let (Some(limit), Some(address)) = (config.address_limit, client_address(req)) {
         rate_limit(&shield, &format!("rl:a:{address}"), limit, arrival_us, "client address")?;
     }
+    if route == BuyerRoute::Transparency {
+        // A drop's public log: for anyone, no token; kept here as long as the origin says,
+        // so a storm of verifiers is answered by the edges.
+        return public_log(req, &config, &store).await;
+    }
     let token = authenticate(req, &config, &store, arrival_us / 1_000_000).await?;
     if let Some(limit) = config.user_limit {
         let key = format!("rl:u:{}", token.user_id);
@@ -181,6 +186,44 @@ async fn admit_and_forward(
         return Ok((answer, forwarded));
     }
     Ok((relay(forward(req, method, &config, &token, arrival_us, trace).await?), forwarded))
+}
+
+/// A public-log file: from the store while it is fresh, else from the origin (unsigned:
+/// the origin's public routes need no edge signature), kept when the origin allows.
+async fn public_log(
+    req: &Request,
+    config: &EdgeConfig,
+    store: &Store,
+) -> Result<(Response, &'static str), Refusal> {
+    let path = req.path();
+    let key = format!("tl:{path}");
+    let now_ms = now_us() / 1000;
+    if let Some((content_type, body)) = store.get(&key).and_then(|k| routes::decode_kept(&k, now_ms)) {
+        let mut answer = Response::new(200);
+        answer.headers.push(("content-type".to_owned(), content_type));
+        answer.headers.push(("cache-control".to_owned(), "public, max-age=1".to_owned()));
+        answer.headers.push(("access-control-allow-origin".to_owned(), "*".to_owned()));
+        answer.body = body;
+        return Ok((answer, routes::DECISION_CACHED));
+    }
+    let outbound = Request {
+        method: "GET".to_owned(),
+        uri: format!("{}{path}", config.origin_url),
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    let answer = send(outbound).await.map_err(|e| {
+        eprintln!("flashgate-edge: origin unreachable: {e}");
+        Problem::unavailable("the origin is unreachable; try again shortly", 1)
+    })?;
+    let answer = relay(answer);
+    if answer.status == 200
+        && let Some(keep_ms) = routes::public_cache_ms(answer.header("cache-control"))
+    {
+        let content_type = answer.header("content-type").unwrap_or("application/octet-stream");
+        store.set(&key, &routes::encode_kept(now_ms + keep_ms, content_type, &answer.body));
+    }
+    Ok((answer, routes::DECISION_FORWARDED))
 }
 
 /// Whether the request carries a queue pass that admits this buyer to `product` now.

@@ -18,6 +18,7 @@ pub mod queue;
 pub mod recovery;
 pub mod slots;
 pub mod trace;
+pub mod transparency;
 
 use crate::error::ApiError;
 use crate::metrics;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     let buyer = Router::new()
         .merge(slots::router())
         .merge(products::buyer_router())
+        .merge(transparency::buyer_router())
         .merge(decided_once)
         .route_layer(from_fn_with_state(state.clone(), edge_auth::require_edge_signature));
     let admin = Router::new()
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(private)
         .merge(payments::webhook_router())
+        .merge(transparency::public_router())
         .route_layer(from_fn_with_state(state.clone(), health::require_schema))
         .route("/health", get(health::check))
         .merge(console::router())

@@ -47,6 +47,10 @@ pub struct ProblemDoc {
     pub trace_id: Option<String>,
     /// The request field that is wrong (`validation` problems).
     pub field: Option<String>,
+    /// An acquisition the origin decided and refused: the buyer's entry in the drop's public
+    /// log (`docs/transparency.md`).
+    #[schema(value_type = Option<Object>)]
+    pub receipt: Option<serde_json::Value>,
 }
 
 /// The body of `POST /slots/acquire`.
@@ -253,6 +257,10 @@ impl Modify for Security {
         crate::http::recovery::rebuild_all,
         crate::http::recovery::release_in_doubt,
         crate::http::audit::list,
+        crate::http::transparency::metadata,
+        crate::http::transparency::checkpoint,
+        crate::http::transparency::tile,
+        crate::http::transparency::receipt,
         crate::http::health::check,
         crate::metrics::endpoint,
         document,
@@ -268,6 +276,7 @@ impl Modify for Security {
         (name = "internal", description = "Called by the edge itself"),
         (name = "operators", description = "Admin JWT"),
         (name = "processor", description = "The payment processor's webhook"),
+        (name = "transparency", description = "Each drop's public, signed log (C2SP tlog-tiles), for anyone"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
 )]
@@ -298,6 +307,9 @@ mod tests {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             for chunk in text.split(".route(\"").skip(1) {
                 let (path, rest) = chunk.split_once('"').unwrap();
+                // A catch-all (`{*path}`) is one parameter, with slashes, to OpenAPI.
+                let path = path.replace("{*", "{");
+                let path = path.as_str();
                 // `get(list)`, `put(update).delete(remove)`: every method on the route's line.
                 let line = rest.lines().next().unwrap_or_default();
                 for method in ["get", "post", "put", "delete", "patch"] {

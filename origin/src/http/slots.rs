@@ -69,6 +69,11 @@ pub struct SlotView {
     pub expires_at: String,
     pub remaining_seconds: i64,
     pub trace_id: String,
+    /// The grant's entry in the drop's public log (`docs/transparency.md`); only in the
+    /// answer to the acquisition, and only when the origin keeps logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub receipt: Option<flashgate_tlog::verify::Receipt>,
 }
 
 #[utoipa::path(
@@ -139,8 +144,21 @@ pub(crate) async fn acquire(
         late: false,
         replay: edge.replay.clone(),
         pass_expires_ms,
+        log: state
+            .transparency
+            .as_ref()
+            .map(|t| t.log_args(product_id, edge.user_id, &edge.edge_id)),
     };
-    let outcome = state.fairness.acquire(args, &edge.edge_id).instrument(span.clone()).await?;
+    let decided = state.fairness.acquire(args, &edge.edge_id).instrument(span.clone()).await?;
+    let outcome = decided.acquisition;
+    // The buyer's receipt: their decision's entry in the drop's public log.
+    let receipt = decided.logged.as_ref().map(|l| crate::transparency::receipt(product_id, l));
+    let refuse = |e: ApiError| -> ApiResult<Response> {
+        match &receipt {
+            Some(r) => Ok(crate::error::respond(e.problem().with("receipt", serde_json::json!(r)))),
+            None => Err(e),
+        }
+    };
     span.record("outcome", outcome.outcome());
     state.metrics.stamp_delays(
         &edge.edge_id,
@@ -174,6 +192,7 @@ pub(crate) async fn acquire(
                 expires_at: rfc3339_ms(expires_ms),
                 remaining_seconds: (expires_ms - now_ms).max(0) / 1000,
                 trace_id,
+                receipt,
             };
             let headers = [
                 (header::LOCATION, format!("/slots/{slot_id}")),
@@ -182,13 +201,13 @@ pub(crate) async fn acquire(
             ];
             Ok((StatusCode::CREATED, headers, Json(view)).into_response())
         }
-        Acquisition::Holding { slot_id } => Err(ApiError::AlreadyHolding { slot_id }),
-        Acquisition::SoldOut => Err(ApiError::SoldOut { product_id }),
+        Acquisition::Holding { slot_id } => refuse(ApiError::AlreadyHolding { slot_id }),
+        Acquisition::SoldOut => refuse(ApiError::SoldOut { product_id }),
         Acquisition::NotOnSale { starts_ms } => {
-            Err(ApiError::NotOnSale { sale_starts_at: rfc3339_ms(starts_ms), starts_ms })
+            refuse(ApiError::NotOnSale { sale_starts_at: rfc3339_ms(starts_ms), starts_ms })
         }
         Acquisition::Ended { ends_ms } => {
-            Err(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) })
+            refuse(ApiError::SaleEnded { sale_ended_at: rfc3339_ms(ends_ms) })
         }
         Acquisition::Replayed => Err(ApiError::Replayed),
         // The pass bought once already: the buyer lines up again, as without a pass.
@@ -274,6 +293,7 @@ impl SlotView {
                 0
             },
             trace_id: row.trace_id,
+            receipt: None,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod products;
 pub mod purchases;
 pub mod queues;
 pub mod slots;
+pub mod transparency;
 
 use sqlx::PgPool;
 

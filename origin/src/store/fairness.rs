@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{EdgeLabels, Metrics};
 use crate::store::grants::Grants;
-use crate::store::scripts::acquire::{AcquireArgs, Acquisition};
+use crate::store::scripts::acquire::{AcquireArgs, Acquisition, Decided};
 use flashgate_core::fairness::{DelayTracker, WindowHistory, WindowPolicy};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -60,7 +60,7 @@ struct Waiting {
     args: AcquireArgs,
     due: Instant,
     seq: u64,
-    reply: oneshot::Sender<ApiResult<Acquisition>>,
+    reply: oneshot::Sender<ApiResult<Decided>>,
 }
 
 impl Waiting {
@@ -268,10 +268,13 @@ impl FairnessWindow {
     }
 
     /// Decides one acquisition stamped by `edge`, after the window when there is one.
-    pub async fn acquire(&self, mut args: AcquireArgs, edge: &str) -> ApiResult<Acquisition> {
+    pub async fn acquire(&self, mut args: AcquireArgs, edge: &str) -> ApiResult<Decided> {
         let now_us = self.clock.now_us();
         let age_us = now_us - args.arrival_us;
         let (window_us, least_us) = self.learn(edge, args.arrival_us, now_us);
+        if let Some(log) = &mut args.log {
+            log.window_us = window_us.max(0);
+        }
         if window_us <= 0 {
             return self.grants.acquire(&args).await;
         }
@@ -311,8 +314,8 @@ impl FairnessWindow {
     }
 
     /// A product Redis does not know leaves no state here (ids are the buyer's input).
-    fn forget_unknown(&self, id: Uuid, decided: ApiResult<Acquisition>) -> ApiResult<Acquisition> {
-        if matches!(decided, Ok(Acquisition::Unknown)) {
+    fn forget_unknown(&self, id: Uuid, decided: ApiResult<Decided>) -> ApiResult<Decided> {
+        if matches!(decided, Ok(Decided { acquisition: Acquisition::Unknown, .. })) {
             let mut products = self.products.lock().expect("fairness products lock");
             if products.get(&id).is_some_and(|p| p.held.load(Atomic::Relaxed) == 0) {
                 products.remove(&id);
@@ -346,8 +349,8 @@ impl FairnessWindow {
     }
 }
 
-fn learn_remaining(remaining: &AtomicI64, decided: &ApiResult<Acquisition>) {
-    match decided {
+fn learn_remaining(remaining: &AtomicI64, decided: &ApiResult<Decided>) {
+    match decided.as_ref().map(|d| &d.acquisition) {
         Ok(Acquisition::Granted { remaining: r, .. }) => remaining.store(*r, Atomic::Relaxed),
         Ok(Acquisition::SoldOut) => remaining.store(0, Atomic::Relaxed),
         _ => {}
@@ -375,7 +378,7 @@ impl Decider {
     /// order cannot matter, and Redis runs them back to back).
     async fn decide(&self, due: Vec<Waiting>) {
         let plenty = self.remaining.load(Atomic::Relaxed) > 2 * due.len() as i64;
-        let decided: Vec<ApiResult<Acquisition>> = if plenty {
+        let decided: Vec<ApiResult<Decided>> = if plenty {
             futures::future::join_all(due.iter().map(|w| self.grants.acquire(&w.args))).await
         } else {
             let mut decided = Vec::with_capacity(due.len());
@@ -449,6 +452,7 @@ mod tests {
             late: false,
             replay: None,
             pass_expires_ms: None,
+            log: None,
         };
         Waiting { args, due, seq, reply: oneshot::channel().0 }
     }

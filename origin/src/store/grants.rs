@@ -20,7 +20,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::store::inventory::Inventory;
-use crate::store::scripts::acquire::{AcquireArgs, Acquisition, Attempt};
+use crate::store::scripts::acquire::{AcquireArgs, Attempt, Decided};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,18 +64,18 @@ impl Grants {
     }
 
     /// Decides one acquisition (`acquire.lua`), extending the lease first when it is used up.
-    pub async fn acquire(&self, args: &AcquireArgs) -> ApiResult<Acquisition> {
+    pub async fn acquire(&self, args: &AcquireArgs) -> ApiResult<Decided> {
         // A used-up lease means the background extension fell behind the sale: each round
         // asks for twice as much as the last, so a burst of concurrent acquisitions that
         // takes an extension before this one gets its grant cannot starve it. The rounds end
         // when the product sells out (decided without a lease) or PostgreSQL fails.
         for round in 0..ROUNDS {
             match self.inventory.acquire(args, self.lease_size).await? {
-                Attempt::Decided { acquisition, lease_low } => {
+                Attempt::Decided { acquisition, lease_low, logged } => {
                     if lease_low {
                         self.extend_in_background(args.product_id);
                     }
-                    return Ok(acquisition);
+                    return Ok(Decided { acquisition, logged });
                 }
                 Attempt::LeaseUsedUp { .. } => {
                     let size = self.lease_size.saturating_mul(1 << round.min(16));

@@ -218,8 +218,15 @@ impl Inventory {
         starts_ms: Option<i64>,
         ends_ms: Option<Option<i64>>,
     ) -> RedisResult<ProductUpdate> {
-        let update =
-            update_product::Args { product_id, growth, starts_ms, ends_ms }.run(&self.conn).await?;
+        let update = update_product::Args {
+            product_id,
+            growth,
+            starts_ms,
+            ends_ms,
+            now_ms: self.clock.now_ms(),
+        }
+        .run(&self.conn)
+        .await?;
         self.note_changed(product_id).await;
         Ok(update)
     }

@@ -36,6 +36,10 @@ impl ProductKeys {
     pub fn outbox(&self) -> String {
         format!("{}:outbox", self.tag)
     }
+    /// The product's public-log stream (`lua/lib.lua` derives it from the product key).
+    pub fn log(&self) -> String {
+        format!("{}:log", self.tag)
+    }
     pub fn payment(&self, payment_id: Uuid) -> String {
         format!("{}:payment:{payment_id}", self.tag)
     }

@@ -4,6 +4,7 @@ use super::{LuaScript, Reply, ms};
 use crate::store::inventory::Lifecycle;
 use crate::store::keys::ProductKeys;
 use crate::store::redis::Redis;
+use flashgate_core::transparency::{Body, Entry, Outcome};
 use redis::RedisResult;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -27,6 +28,30 @@ pub struct AcquireArgs {
     pub replay: Option<crate::http::edge_auth::ReplayGuard>,
     /// The expiry (ms) of the queue pass the acquisition carries; it admits one grant.
     pub pass_expires_ms: Option<u64>,
+    /// How the decision goes into the product's public log (`None`: the origin keeps none).
+    pub log: Option<LogArgs>,
+}
+
+/// What an acquisition's log entry says beyond the attempt itself.
+#[derive(Debug, Clone)]
+pub struct LogArgs {
+    /// The buyer's pseudonym in this drop's log.
+    pub buyer: String,
+    /// The key it derives from (the receipt's `pseudonymKey`).
+    pub buyer_key: [u8; 32],
+    /// The edge that stamped the request.
+    pub edge: String,
+    /// The fairness window in force (µs), set when the acquisition is decided.
+    pub window_us: i64,
+}
+
+/// A decision's entry in the product's public log: the buyer's receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub index: u64,
+    /// The entry's bytes, as the log holds them.
+    pub entry: Vec<u8>,
+    pub buyer_key: [u8; 32],
 }
 
 /// The script's arguments: the attempt, the slot lifecycle and the lease's extension size.
@@ -68,20 +93,29 @@ impl Acquisition {
     }
 }
 
+/// A decided acquisition and, when the origin keeps the public log, its entry there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub acquisition: Acquisition,
+    pub logged: Option<Logged>,
+}
+
 /// What one run of `acquire.lua` answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     /// Decided. `lease_low`: the grant lease covers less than half an extension; extend it
-    /// in the background before it runs out.
-    Decided { acquisition: Acquisition, lease_low: bool },
+    /// in the background before it runs out. `logged`: its entry in the public log.
+    Decided { acquisition: Acquisition, lease_low: bool, logged: Option<Logged> },
     /// Nothing decided: the grant lease is used up at `granted` grants. Extend it (durably,
     /// in PostgreSQL first) and ask again.
     LeaseUsedUp { granted: i64, remaining: i64 },
 }
 
 impl Attempt {
+    /// Reads the script's answer; `log`: the decision went into the product's log, whose
+    /// index ends the answer.
     pub fn parse(reply: &Reply) -> RedisResult<Self> {
-        let decided = |acquisition| Self::Decided { acquisition, lease_low: false };
+        let decided = |acquisition| Self::Decided { acquisition, lease_low: false, logged: None };
         Ok(match reply.tag() {
             "granted" => Self::Decided {
                 acquisition: Acquisition::Granted {
@@ -89,6 +123,7 @@ impl Attempt {
                     expires_ms: reply.int(1)?,
                 },
                 lease_low: reply.int(2)? == 1,
+                logged: None,
             },
             "holding" => decided(Acquisition::Holding { slot_id: reply.uuid(0)? }),
             "sold_out" => decided(Acquisition::SoldOut),
@@ -100,6 +135,37 @@ impl Attempt {
             "lease" => Self::LeaseUsedUp { granted: reply.int(0)?, remaining: reply.int(1)? },
             _ => return Err(reply.unknown_outcome()),
         })
+    }
+}
+
+/// Values a decided answer carries before its log index.
+fn values_before_index(acquisition: &Acquisition) -> usize {
+    match acquisition {
+        Acquisition::Granted { .. } => 3,
+        Acquisition::Holding { .. } | Acquisition::NotOnSale { .. } | Acquisition::Ended { .. } => {
+            1
+        }
+        _ => 0,
+    }
+}
+
+impl AcquireArgs {
+    /// The log entry of this attempt decided as `outcome` at `index` (what `acquire.lua`
+    /// appended, field for field).
+    pub fn entry(&self, log: &LogArgs, outcome: Outcome, index: u64) -> Vec<u8> {
+        Entry {
+            index,
+            body: Body::Decision {
+                arrival_us: self.arrival_us,
+                edge: log.edge.clone(),
+                buyer: log.buyer.clone(),
+                outcome,
+                at_ms: self.now_ms,
+                late: self.late,
+                window_us: log.window_us,
+            },
+        }
+        .to_bytes()
     }
 }
 
@@ -128,9 +194,24 @@ impl Args<'_> {
             .arg("late", u8::from(a.late))
             .arg("seenTtlMs", a.replay.as_ref().map_or(0, |r| ms(r.ttl)))
             .arg("passExpiresMs", a.pass_expires_ms.unwrap_or(0))
+            .arg("pseudonym", a.log.as_ref().map_or("", |l| l.buyer.as_str()))
+            .arg("edgeId", a.log.as_ref().map_or("", |l| l.edge.as_str()))
+            .arg("windowUs", a.log.as_ref().map_or(0, |l| l.window_us))
             .reply(conn)
             .await?;
-        Attempt::parse(&reply)
+        let mut attempt = Attempt::parse(&reply)?;
+        if let (Some(log), Attempt::Decided { acquisition, logged, .. }) = (&a.log, &mut attempt)
+            && let Some(outcome) = Outcome::parse(acquisition.outcome())
+        {
+            let index = reply.int(values_before_index(acquisition))?;
+            let index = u64::try_from(index).map_err(|_| reply.unexpected("a log index"))?;
+            *logged = Some(Logged {
+                index,
+                entry: a.entry(log, outcome, index),
+                buyer_key: log.buyer_key,
+            });
+        }
+        Ok(attempt)
     }
 }
 
@@ -150,7 +231,8 @@ mod tests {
     #[test]
     fn parses_every_answer() {
         let id = Uuid::now_v7();
-        let decided = |acquisition| Attempt::Decided { acquisition, lease_low: false };
+        let decided =
+            |acquisition| Attempt::Decided { acquisition, lease_low: false, logged: None };
         let cases = [
             (
                 vec![bulk("granted"), Value::Int(2), Value::Int(99), Value::Int(0)],
@@ -161,6 +243,7 @@ mod tests {
                 Attempt::Decided {
                     acquisition: Acquisition::Granted { remaining: 2, expires_ms: 99 },
                     lease_low: true,
+                    logged: None,
                 },
             ),
             (

@@ -18,6 +18,8 @@ pub struct Args {
     pub starts_ms: Option<i64>,
     /// A new sale end (`Some(None)`: open-ended), or `None` to leave it.
     pub ends_ms: Option<Option<i64>>,
+    /// The change's time in the product's public log.
+    pub now_ms: i64,
 }
 
 /// What `update_product.lua` decided.
@@ -49,6 +51,7 @@ impl Args {
                     Some(Some(v)) => v.to_string(),
                 },
             )
+            .arg("nowMs", self.now_ms)
             .reply(conn)
             .await?;
         Ok(match reply.tag() {
