@@ -189,10 +189,10 @@ pub(crate) async fn tile(
 
 #[utoipa::path(
     get,
-    path = "/receipts/{productId}",
+    path = "/receipts/{product_id}",
     tag = "buyers",
     security(("edge" = [])),
-    params(("productId" = String, Path, description = "The drop")),
+    params(("product_id" = String, Path, description = "The drop")),
     responses(
         (status = 200, description = "The buyer's newest entry in the drop's public log, with its inclusion proof against the newest signed checkpoint (`docs/transparency.md`)"),
         (status = 404, description = "No entry of this buyer is in a signed checkpoint yet (retry after a second), or the origin keeps no logs", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),

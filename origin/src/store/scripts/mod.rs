@@ -326,7 +326,7 @@ mod tests {
         }
         let acquire = header_names(SCRIPTS[0].1, "ARGV");
         assert_eq!(acquire[..2], ["productId".to_owned(), "userId".to_owned()]);
-        assert_eq!(acquire.len(), 15);
+        assert_eq!(acquire.len(), 18);
     }
 
     #[test]
