@@ -142,17 +142,23 @@ impl DelayTracker {
     }
 
     /// The window in force at `now_us`: the largest quantile among the edges heard from
-    /// often enough lately, at most `max_us`; 0 when none was.
+    /// lately, at most `max_us`. While any edge heard from lately has not been heard from
+    /// often enough to know its delays (or none was heard from at all: a drop's first
+    /// burst), the window is `max_us`: a delay nobody measured yet is taken to be the
+    /// longest allowed, so the first requests of a storm are decided in stamp order too.
     pub fn window_us(&mut self, now_us: i64) -> i64 {
         let WindowPolicy { quantile, max_us, period_us, min_samples } = self.policy;
         let mut window = 0;
+        let mut unknown = self.edges.is_empty();
         for delays in self.edges.values_mut() {
             delays.rotate(now_us, period_us);
             if delays.total() >= min_samples {
                 window = window.max(delays.quantile_us(quantile));
+            } else if delays.total() > 0 {
+                unknown = true;
             }
         }
-        window.clamp(0, max_us)
+        if unknown { max_us.max(0) } else { window.clamp(0, max_us) }
     }
 
     /// Drops the edges not heard from for two periods.
@@ -283,17 +289,23 @@ mod tests {
     }
 
     #[test]
-    fn bounded_by_the_maximum_and_zero_until_an_edge_is_heard_from_enough() {
+    fn bounded_by_the_maximum_and_the_maximum_until_an_edge_is_heard_from_enough() {
         let mut t = tracker();
-        assert_eq!(t.window_us(0), 0);
+        assert_eq!(t.window_us(0), 250 * MS, "no edge known yet: the longest window");
         for _ in 0..9 {
             t.record("e", 30 * MS, 0);
         }
-        assert_eq!(t.window_us(0), 0, "nine samples are not enough");
+        assert_eq!(t.window_us(0), 250 * MS, "nine samples are not enough to know");
+        for _ in 0..11 {
+            t.record("e", 30 * MS, 0);
+        }
+        assert!(t.window_us(0) < 250 * MS, "twenty are");
         for _ in 0..100 {
             t.record("e", 900 * MS, 0);
         }
         assert_eq!(t.window_us(0), 250 * MS);
+        t.record("new edge", MS, 0);
+        assert_eq!(t.window_us(0), 250 * MS, "an edge just heard from is not known yet");
     }
 
     #[test]

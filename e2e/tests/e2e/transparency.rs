@@ -76,6 +76,18 @@ async fn a_storm_through_the_edge_verifies_from_what_the_edge_serves_and_each_bu
     let prefix = stack.edge.url(&format!("/transparency/{product}"));
     let pinned = Options { keys: vec![stack.id.transparency_vkey()], ..Options::default() };
     let report = verify(&prefix, &pinned).await;
+    if !report.ok() {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT entry FROM transparency_entries WHERE product_id = $1 ORDER BY idx",
+        )
+        .bind(product)
+        .fetch_all(&stack.origin.state.db)
+        .await
+        .unwrap();
+        for row in rows {
+            eprintln!("{}", String::from_utf8_lossy(&row));
+        }
+    }
     assert!(report.ok(), "{:?}", report.failed);
     assert_eq!(report.checkpoint.size, size);
     assert_eq!((report.audit.grants, report.audit.returned, report.audit.total), (20, 0, Some(20)));
