@@ -12,7 +12,9 @@
 -- remain beyond the passes already out (a pass ends when it expires or its buyer holds a
 -- slot). Sold out: nobody.
 -- Each admission gives the buyer a pass until `nowMs + passTtlMs` and is logged in order
--- (`<seq>:<score>:<userId>`) for the checker.
+-- (`<seq>:<score>:<userId>`) for the checker, and in the product's public log (lib.lua's
+-- `log_entry`, when the buyer joined with a pseudonym): place, seq and when they joined,
+-- so anyone can tell an admission out of line order from a join that came late.
 --
 -- KEYS[1] product hash   fg:{<pid>}:product
 -- KEYS[2] holders hash   fg:{<pid>}:holders
@@ -20,6 +22,7 @@
 -- KEYS[4] waiting zset   fg:{<pid>}:queue:waiting
 -- KEYS[5] admitted zset  fg:{<pid>}:queue:admitted
 -- KEYS[6] log list       fg:{<pid>}:queue:log    admissions in order (at most 100,000)
+-- KEYS[7] buyers hash    fg:{<pid>}:queue:buyers  userId -> '<pseudonym> <joinedMs>' (queue.lua)
 -- ARGV[1] nowMs  ARGV[2] rate (admissions a second)  ARGV[3] cutoff (highest score to admit)
 -- ARGV[4] passTtlMs  ARGV[5] auto (1: auto mode)  ARGV[6] demand (acquisitions since the
 -- last step)  ARGV[7] threshold (acquisitions in one second that turn auto mode on)
@@ -90,6 +93,15 @@ if n > 0 then
     redis.call('ZADD', KEYS[5], expires, user)
     local seq = redis.call('HINCRBY', q, 'seq', 1)
     redis.call('RPUSH', KEYS[6], seq .. ':' .. score .. ':' .. user)
+    local joined = redis.call('HGET', KEYS[7], user)
+    if joined then
+      local buyer, joined_ms = string.match(joined, '^(%S+) (%d+)$')
+      if redis.call('HEXISTS', KEYS[1], 'logSize') == 0 then
+        log_stock(KEYS[1], ARGV[1])
+      end
+      log_entry(KEYS[1], 'admitted', 'buyer', buyer, 'place', score, 'seq', seq,
+        'joinedAtMs', joined_ms, 'atMs', ARGV[1])
+    end
     if tonumber(score) > max_admitted then
       max_admitted = tonumber(score)
     end
@@ -101,7 +113,7 @@ if n > 0 then
   end
 end
 redis.call('HSET', q, 'carry', tostring(carry - admitted), 'lastMs', ARGV[1])
-for i = 3, 6 do
+for i = 3, 7 do
   redis.call('PEXPIRE', KEYS[i], ARGV[8])
 end
 return {'admitted', admitted, waiting - admitted, out + admitted}

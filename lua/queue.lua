@@ -17,8 +17,11 @@
 -- KEYS[3] queue hash     fg:{<pid>}:queue      seq, maxAdmitted, late, carry, lastMs, active, …
 -- KEYS[4] waiting zset   fg:{<pid>}:queue:waiting    userId scored by their place
 -- KEYS[5] admitted zset  fg:{<pid>}:queue:admitted   userId scored by their pass's expiry (ms)
+-- KEYS[6] buyers hash    fg:{<pid>}:queue:buyers     userId -> '<pseudonym> <joinedMs>' (the
+--                         public log's view of a join, for its admission entry)
 -- ARGV[1] userId  ARGV[2] score  ARGV[3] nowMs  ARGV[4] join (1: join if not in line)
 -- ARGV[5] maxLength  ARGV[6] ttlMs (every queue key's bound, renewed on each join)
+-- ARGV[7] pseudonym (the buyer's in the product's public log; '': the origin keeps none)
 --
 -- Returns {'unknown'} | {'ended', endsAtMs} | {'holding', slotId}
 --       | {'admitted', passExpiresMs, waitingCount}
@@ -60,7 +63,10 @@ if max_admitted and tonumber(ARGV[2]) < tonumber(max_admitted) then
   redis.call('HINCRBY', KEYS[3], 'late', 1)
 end
 redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
-for i = 3, 5 do
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[6], ARGV[1], ARGV[7] .. ' ' .. ARGV[3])
+end
+for i = 3, 6 do
   redis.call('PEXPIRE', KEYS[i], ARGV[6])
 end
 return {'waiting', redis.call('ZRANK', KEYS[4], ARGV[1]) + 1, waiting + 1, 1}

@@ -103,6 +103,11 @@ pub enum Body {
     /// The drop's stock and sale window as the operator set them (created or changed).
     #[serde(rename_all = "camelCase")]
     Stock { total: i64, starts_at_ms: i64, ends_at_ms: Option<i64>, at_ms: i64 },
+    /// A waiting room let a buyer in: their place in line (their arrival stamp, or their
+    /// lottery draw), the admission's number, and when they joined (ms), so an admission
+    /// out of line order can be told from a join that came after it.
+    #[serde(rename_all = "camelCase")]
+    Admitted { buyer: String, place: i64, seq: i64, joined_at_ms: i64, at_ms: i64 },
     /// Entries the origin decided but the log never received (its Redis lost them before
     /// they were built in): a gap, published as such rather than hidden.
     #[serde(rename_all = "camelCase")]
@@ -190,12 +195,18 @@ pub struct Audit {
     pub late_inversions: u64,
     /// Entries the log marks as lost.
     pub lost: u64,
+    pub admissions: u64,
+    /// Admissions behind someone admitted before them whose join came after that
+    /// admission (the network's doing): reported, not a finding.
+    pub late_joins: u64,
     /// The stock as last set (`None` before the first stock entry).
     pub total: Option<i64>,
     /// Clock skew between edges the fairness check allows (µs).
     pub skew_us: i64,
     live: HashSet<String>,
     latest_grant_stamp: Option<i64>,
+    /// The highest place admitted so far, and when it was admitted.
+    highest_admitted: Option<(i64, i64)>,
     pub findings: Vec<Finding>,
 }
 
@@ -289,6 +300,29 @@ impl Audit {
                 self.returned += 1;
                 if !self.live.remove(&buyer) {
                     self.find(format!("a unit returned by buyer {buyer}, who held none"));
+                }
+            }
+            Body::Admitted { place, seq, joined_at_ms, at_ms, .. } => {
+                self.admissions += 1;
+                if seq != self.admissions as i64 && self.admissions == 1 {
+                    // A log may begin after earlier admissions (its first entries lost).
+                    self.admissions = seq as u64;
+                } else if seq != self.admissions as i64 {
+                    self.find(format!("admission number {seq} where {} was next", self.admissions));
+                    self.admissions = seq.max(0) as u64;
+                }
+                match self.highest_admitted {
+                    Some((highest, admitted_ms)) if place < highest => {
+                        if joined_at_ms >= admitted_ms {
+                            self.late_joins += 1;
+                        } else {
+                            self.find(format!(
+                                "admitted out of line order: place {place} after place {highest}, \
+                                 although it joined before that admission"
+                            ));
+                        }
+                    }
+                    _ => self.highest_admitted = Some((place, at_ms)),
                 }
             }
             Body::Lost { count } => self.lost += count,
@@ -401,6 +435,29 @@ mod tests {
         assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
         assert_eq!(a.findings[0].index, 2);
         assert_eq!(a.late_inversions, 1);
+    }
+
+    #[test]
+    fn admissions_in_line_order_pass_and_out_of_order_ones_are_found_unless_they_joined_late() {
+        let admitted = |index, place, seq, joined_at_ms, at_ms| {
+            Entry {
+                index,
+                body: Body::Admitted { buyer: format!("b{seq}"), place, seq, joined_at_ms, at_ms },
+            }
+            .to_bytes()
+        };
+        let a = audit(&[stock(0, 5), admitted(1, 10, 1, 0, 100), admitted(2, 20, 2, 0, 100)]);
+        assert!(a.findings.is_empty(), "{:?}", a.findings);
+        assert_eq!(a.admissions, 2);
+        // Place 15 admitted after 20, but it joined (at 150) after 20 was admitted (at 100).
+        let a = audit(&[stock(0, 5), admitted(1, 20, 1, 0, 100), admitted(2, 15, 2, 150, 200)]);
+        assert!(a.findings.is_empty(), "{:?}", a.findings);
+        assert_eq!(a.late_joins, 1);
+        // It had joined before: out of order.
+        let a = audit(&[stock(0, 5), admitted(1, 20, 1, 0, 100), admitted(2, 15, 2, 50, 200)]);
+        assert!(a.findings[0].what.contains("out of line order"), "{:?}", a.findings);
+        let a = audit(&[stock(0, 5), admitted(1, 20, 1, 0, 100), admitted(2, 30, 5, 0, 200)]);
+        assert!(a.findings[0].what.contains("admission number 5"), "{:?}", a.findings);
     }
 
     #[test]

@@ -217,13 +217,17 @@ pub async fn verify(source: &impl Source, options: &Options) -> anyhow::Result<R
     }
     passed.push(format!(
         "{} decisions: {} granted, {} returned, {} refused as sold out; stock {}; {} refusals \
-         overtaken by late requests (the network's, reported); {} entries lost",
+         overtaken by late requests (the network's, reported); {} admissions from the waiting \
+         room, {} of them behind a later place whose buyer joined after it (reported); {} \
+         entries lost",
         audit.decisions,
         audit.grants,
         audit.returned,
         audit.refused_sold_out,
         audit.total.map_or_else(|| "unset".to_owned(), |t| t.to_string()),
         audit.late_inversions,
+        audit.admissions,
+        audit.late_joins,
         audit.lost
     ));
 

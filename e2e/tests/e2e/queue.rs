@@ -434,6 +434,24 @@ async fn a_storm_in_queue_mode_is_admitted_in_line_order_and_buys_exactly_the_st
     assert_eq!(report.queue_admissions, stock as u64);
     assert!(report.ok(), "{:#?}", report.violations);
     assert_eq!(report.queue_inversions, report.queue_late_joins);
+
+    // The drop's public log says the same to anyone: every admission in line order, then
+    // exactly the stock granted (its builder steps every 100 ms here).
+    let prefix = s.edge.url(&format!("/transparency/{product}"));
+    let mut log = None;
+    for _ in 0..100 {
+        let r = flashgate_cli::transparency::Location::parse(&prefix).unwrap();
+        if let Ok(report) = r.verify(&flashgate_tlog::verify::Options::default()).await
+            && report.audit.grants == stock as u64
+        {
+            log = Some(report);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = log.expect("the log has every grant");
+    assert!(log.ok(), "{:?}", log.failed);
+    assert_eq!((log.audit.admissions, log.audit.grants), (stock as u64, stock as u64));
 }
 
 /// Review finding 4: a queue pass outlived its holder's slot (a 5-minute pass, a 4-second

@@ -198,7 +198,9 @@ async fn public_log(
     let path = req.path();
     let key = format!("tl:{path}");
     let now_ms = now_us() / 1000;
-    if let Some((content_type, body)) = store.get(&key).and_then(|k| routes::decode_kept(&k, now_ms)) {
+    if let Some((content_type, body)) =
+        store.get(&key).and_then(|k| routes::decode_kept(&k, now_ms))
+    {
         let mut answer = Response::new(200);
         answer.headers.push(("content-type".to_owned(), content_type));
         answer.headers.push(("cache-control".to_owned(), "public, max-age=1".to_owned()));

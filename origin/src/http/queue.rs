@@ -207,8 +207,11 @@ pub(crate) async fn place(
     };
     let now_ms = state.clock.now_ms();
     let arrival_us = u64::try_from(edge.arrival_us).unwrap_or(0);
-    let answer =
-        state.rooms.place(product_id, &room, edge.user_id, arrival_us, now_ms, join).await?;
+    let pseudonym = state.transparency.as_ref().map(|t| t.pseudonym(product_id, edge.user_id));
+    let answer = state
+        .rooms
+        .place(product_id, &room, edge.user_id, arrival_us, now_ms, join, pseudonym)
+        .await?;
     // Refusals too say the room is on (a buyer's first look is usually `not-in-queue`).
     let response = answer_of(state, &room, product_id, edge.user_id, join, answer)
         .unwrap_or_else(IntoResponse::into_response);

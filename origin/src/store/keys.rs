@@ -74,6 +74,10 @@ impl ProductKeys {
         format!("{}:queue:admitted", self.tag)
     }
     /// Admissions in order, for the checker.
+    /// The public log's view of each join: `<pseudonym> <joinedMs>` by buyer.
+    pub fn queue_buyers(&self) -> String {
+        format!("{}:queue:buyers", self.tag)
+    }
     pub fn queue_log(&self) -> String {
         format!("{}:queue:log", self.tag)
     }
@@ -168,6 +172,8 @@ mod tests {
             k.queue_waiting(),
             k.queue_admitted(),
             k.queue_log(),
+            k.queue_buyers(),
+            k.log(),
         ] {
             assert!(key.starts_with("fg:{00000000-0000-0000-0000-000000000000}:"), "{key}");
         }

@@ -138,7 +138,8 @@ impl WaitingRoom {
     }
 
     /// Where `user_id` stands in `product_id`'s line, joining it (at the place their arrival
-    /// stamp gives them) when `join`.
+    /// stamp gives them) when `join`; `pseudonym` is kept with the join for the public log.
+    #[allow(clippy::too_many_arguments)] // each is one of queue.lua's named arguments
     pub async fn place(
         &self,
         product_id: Uuid,
@@ -147,11 +148,13 @@ impl WaitingRoom {
         arrival_us: u64,
         now_ms: i64,
         join: bool,
+        pseudonym: Option<String>,
     ) -> RedisResult<Place> {
         let draw = u64::from_le_bytes(Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
         let args = queue::Args {
             product_id,
             user_id,
+            pseudonym,
             score: score(room.settings.order, arrival_us, room.settings.sale_starts_us, draw),
             now_ms,
             join,

@@ -96,6 +96,13 @@ pub fn parse(entry: &StreamId) -> anyhow::Result<Entry> {
                 .context("endsAtMs")?,
             at_ms: int(entry, "atMs")?,
         },
+        "admitted" => Body::Admitted {
+            buyer: field(entry, "buyer")?,
+            place: int(entry, "place")?,
+            seq: int(entry, "seq")?,
+            joined_at_ms: int(entry, "joinedAtMs")?,
+            at_ms: int(entry, "atMs")?,
+        },
         other => return Err(anyhow!("log stream entry {}: unknown kind {other:?}", entry.id)),
     };
     Ok(Entry { index, body })
@@ -103,7 +110,9 @@ pub fn parse(entry: &StreamId) -> anyhow::Result<Entry> {
 
 fn buyer_of(entry: &Entry) -> Option<String> {
     match &entry.body {
-        Body::Decision { buyer, .. } | Body::Returned { buyer, .. } => Some(buyer.clone()),
+        Body::Decision { buyer, .. }
+        | Body::Returned { buyer, .. }
+        | Body::Admitted { buyer, .. } => Some(buyer.clone()),
         Body::Stock { .. } | Body::Lost { .. } => None,
     }
 }

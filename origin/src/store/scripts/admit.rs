@@ -53,6 +53,7 @@ impl Args {
             .call()
             .queue_keys(&keys)
             .key("log", keys.queue_log())
+            .key("buyers", keys.queue_buyers())
             .arg("nowMs", self.now_ms)
             .arg("rate", self.rate)
             .arg("cutoff", self.cutoff)

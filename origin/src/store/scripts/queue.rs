@@ -10,10 +10,13 @@ use uuid::Uuid;
 static SCRIPT: LazyLock<LuaScript> = lua_script!("queue");
 
 /// A look at (or a join of) a product's line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Args {
     pub product_id: Uuid,
     pub user_id: Uuid,
+    /// The buyer's pseudonym in the product's public log, kept with a join for its
+    /// admission's entry (`None`: the origin keeps no log).
+    pub pseudonym: Option<String>,
     /// Where the buyer stands if they join now ([`flashgate_core::queue::score`]).
     pub score: u64,
     pub now_ms: i64,
@@ -41,12 +44,14 @@ impl Args {
         let reply = SCRIPT
             .call()
             .queue_keys(&keys)
+            .key("buyers", keys.queue_buyers())
             .arg("userId", self.user_id.to_string())
             .arg("score", self.score)
             .arg("nowMs", self.now_ms)
             .arg("join", i32::from(self.join))
             .arg("maxLength", self.max_length)
             .arg("ttlMs", self.ttl_ms)
+            .arg("pseudonym", self.pseudonym.as_deref().unwrap_or(""))
             .reply(conn)
             .await?;
         let count = |i| reply.int(i).map(|n| n.max(0) as u64);
