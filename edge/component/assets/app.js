@@ -188,7 +188,7 @@ async function buy() {
   const headers = state.pass ? { 'x-queue-pass': state.pass } : {};
   const res = await api('POST', '/slots/acquire', { productId: state.product.productId }, headers);
   // The origin's decision is in the drop's public log: check this buyer's entry there.
-  if (res.data && res.data.receipt) checkReceipt(state.product.productId);
+  if (res.data && res.data.receipt) checkReceipt(state.product.productId, res.data.receipt.index);
   if (res.status === 201) return showHold(res.data);
   if (res.status === 202) {
     // The waiting room turned on: this click put us in line.
@@ -334,13 +334,14 @@ async function pseudonymOf(keyHex, buyer) {
   return hex(new Uint8Array(await crypto.subtle.sign('HMAC', key, enc.encode(buyer))).slice(0, 16));
 }
 
-async function checkReceipt(productId, tries = 0) {
+async function checkReceipt(productId, index, tries = 0) {
   const out = $('receipt');
   out.hidden = false;
   out.className = 'receipt';
   out.textContent = 'Checking your place in the drop\'s public log…';
-  const r = await api('GET', `/receipts/${productId}`);
-  if (r.status === 404 && tries < 20) return later('receipt', 1000, () => checkReceipt(productId, tries + 1));
+  // Not in a signed checkpoint yet (404): ask again; the log signs within a second.
+  const r = await api('GET', `/receipts/${productId}?index=${index}`);
+  if (r.status === 404 && tries < 20) return later('receipt', 1000, () => checkReceipt(productId, index, tries + 1));
   try {
     if (r.status !== 200) throw new Error(explain(r));
     const meta = await (await fetch(`/transparency/${productId}/metadata.json`)).json();
@@ -353,7 +354,8 @@ async function checkReceipt(productId, tries = 0) {
     if (entry.buyer !== await pseudonymOf(r.data.pseudonymKey, who)) throw new Error('the entry is not yours');
     const n = (x) => x.toLocaleString('en');
     out.className = 'receipt ok';
-    out.textContent = `Request #${n(r.data.index + 1)} of ${n(cp.size)} decided (${entry.outcome.replace('_', ' ')}); verified against the drop's signed log.`;
+    const what = entry.outcome ? ` (${entry.outcome.replace('_', ' ')})` : '';
+    out.textContent = `Request #${n(r.data.index + 1)} of ${n(cp.size)} decided${what}; verified against the drop's signed log.`;
   } catch (e) {
     out.className = 'receipt bad';
     out.textContent = `Your receipt did not verify: ${e.message}`;

@@ -14,7 +14,7 @@ use crate::http::parse_id;
 use crate::pg;
 use crate::state::AppState;
 use crate::transparency::Transparency;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -192,9 +192,12 @@ pub(crate) async fn tile(
     path = "/receipts/{product_id}",
     tag = "buyers",
     security(("edge" = [])),
-    params(("product_id" = String, Path, description = "The drop")),
+    params(
+        ("product_id" = String, Path, description = "The drop"),
+        ("index" = Option<u64>, Query, description = "One of the buyer's entries (the index an acquisition's answer gave); default: their newest"),
+    ),
     responses(
-        (status = 200, description = "The buyer's newest entry in the drop's public log, with its inclusion proof against the newest signed checkpoint (`docs/transparency.md`)"),
+        (status = 200, description = "The buyer's entry in the drop's public log, with its inclusion proof against the newest signed checkpoint (`docs/transparency.md`)"),
         (status = 404, description = "No entry of this buyer is in a signed checkpoint yet (retry after a second), or the origin keeps no logs", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Not signed by the edge (or the signature is stale)", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is wrong: `field` names it", body = crate::http::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -205,18 +208,32 @@ pub(crate) async fn receipt(
     State(state): State<AppState>,
     edge: EdgeContext,
     Path(product_id): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Json<Receipt>> {
     let log = log_of(&state)?.clone();
     let product_id = parse_id(&product_id, "product")?;
+    let wanted = query
+        .get("index")
+        .map(|i| {
+            i.parse::<i64>()
+                .ok()
+                .filter(|i| *i >= 0)
+                .ok_or_else(|| ApiError::validation("index", "must be a log index (0 or more)"))
+        })
+        .transpose()?;
     let (signed, note) = newest(&state, product_id).await?;
     let buyer = log.pseudonym(product_id, edge.user_id);
-    let (index, entry) = pg::transparency::newest_of(&state.db, product_id, &buyer, signed as i64)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no entry of yours in drop {product_id}'s signed log yet; ask again in a second"
-            ))
-        })?;
+    let found = match wanted {
+        Some(idx) => {
+            pg::transparency::entry_of(&state.db, product_id, &buyer, idx, signed as i64).await?
+        }
+        None => pg::transparency::newest_of(&state.db, product_id, &buyer, signed as i64).await?,
+    };
+    let (index, entry) = found.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no entry of yours in drop {product_id}'s signed log yet; ask again in a second"
+        ))
+    })?;
     let index = index as u64;
     let tree = tree_with(&state, product_id, signed, &tree::proof_indexes(signed, index)).await?;
     let proof = tree.prove(signed, index).map_err(|e| {

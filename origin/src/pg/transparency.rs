@@ -173,3 +173,24 @@ pub async fn newest_of(
     .await?;
     Ok(row.map(|r| (r.idx, r.entry)))
 }
+
+/// Entry `idx` of a product's log if it is below `size` and names `buyer`.
+pub async fn entry_of(
+    db: impl PgExecutor<'_>,
+    product_id: Uuid,
+    buyer: &str,
+    idx: i64,
+    size: i64,
+) -> sqlx::Result<Option<(i64, Vec<u8>)>> {
+    let row = sqlx::query!(
+        "SELECT idx, entry FROM transparency_entries \
+         WHERE product_id = $1 AND buyer = $2 AND idx = $3 AND idx < $4",
+        product_id,
+        buyer,
+        idx,
+        size,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.idx, r.entry)))
+}
