@@ -46,6 +46,9 @@ pub enum Availability {
 pub struct Hint {
     pub availability: Availability,
     pub checked_us: u64,
+    /// Sold out: the drop's public-log entry at which the origin said so (its answer's
+    /// receipt), which the edge's own sold-out answers name (`docs/transparency.md`).
+    pub sold_out_at: Option<u64>,
 }
 
 /// What to do with an acquisition, given the product's hint.
@@ -62,14 +65,25 @@ pub enum Judgement {
 
 impl Hint {
     pub fn new(availability: Availability, checked_us: u64) -> Self {
-        Self { availability, checked_us }
+        Self { availability, checked_us, sold_out_at: None }
+    }
+
+    /// The same hint, naming the log entry at which the product was sold out.
+    pub fn sold_out_at(mut self, entry: Option<u64>) -> Self {
+        if self.availability == Availability::SoldOut {
+            self.sold_out_at = entry;
+        }
+        self
     }
 
     pub fn encode(&self) -> String {
         let t = self.checked_us;
         match &self.availability {
             Availability::OnSale => format!("on|{t}"),
-            Availability::SoldOut => format!("so|{t}"),
+            Availability::SoldOut => match self.sold_out_at {
+                Some(entry) => format!("so|{t}|{entry}"),
+                None => format!("so|{t}"),
+            },
             Availability::NotOnSale { starts_ms, starts_at } => {
                 format!("ns|{t}|{starts_ms}|{starts_at}")
             }
@@ -82,9 +96,13 @@ impl Hint {
         let kind = parts.next()?;
         let checked_us = parts.next()?.parse().ok()?;
         let rest = parts.next();
+        let mut sold_out_at = None;
         let availability = match kind {
             "on" => Availability::OnSale,
-            "so" => Availability::SoldOut,
+            "so" => {
+                sold_out_at = rest.and_then(|r| r.parse().ok());
+                Availability::SoldOut
+            }
             "ns" => {
                 let (ms, at) = rest?.split_once('|')?;
                 Availability::NotOnSale { starts_ms: ms.parse().ok()?, starts_at: at.to_owned() }
@@ -92,14 +110,21 @@ impl Hint {
             "en" => Availability::Ended { ends_at: rest?.to_owned() },
             _ => return None,
         };
-        Some(Self { availability, checked_us })
+        Some(Self { availability, checked_us, sold_out_at })
     }
 
     /// The refusal this hint implies at `now_us`, if any.
     pub fn refusal(&self, product_id: &str, now_us: u64) -> Option<Problem> {
         match &self.availability {
             Availability::OnSale => None,
-            Availability::SoldOut => Some(Problem::sold_out(product_id)),
+            Availability::SoldOut => Some(match self.sold_out_at {
+                // Which entry of the drop's public log showed it sold out: any checkpoint
+                // past it proves the refusal.
+                Some(entry) => Problem::sold_out(product_id)
+                    .with("soldOutAtEntry", entry)
+                    .with("log", format!("/transparency/{product_id}/checkpoint")),
+                None => Problem::sold_out(product_id),
+            }),
             Availability::NotOnSale { starts_ms, starts_at } => {
                 let opens_us = u64::try_from(*starts_ms).unwrap_or(0).saturating_mul(1000);
                 (now_us < opens_us).then(|| Problem::not_on_sale(starts_at, *starts_ms))
@@ -191,6 +216,24 @@ pub fn learn(
         },
         _ => None,
     }
+}
+
+/// The public-log entry at which an origin's answer showed the product sold out: the
+/// receipt of the grant that took the last unit, or of a sold-out refusal.
+pub fn sold_out_entry(
+    status: u16,
+    remaining: Option<i64>,
+    body: Option<&serde_json::Value>,
+) -> Option<u64> {
+    let sold_out = match status {
+        201 => remaining == Some(0),
+        409 => body?.get("type")?.as_str()? == "/problems/sold-out",
+        _ => false,
+    };
+    if !sold_out {
+        return None;
+    }
+    body?.get("receipt")?.get("index")?.as_u64()
 }
 
 /// One product's entry in the origin's availability answer, read at `now_ms`.
@@ -580,9 +623,15 @@ impl<'s, S: KeyValue> Shield<'s, S> {
     fn learn_hint(&self, product_id: &str, hint: Hint) {
         self.store.update(&hint_key(product_id), |current| {
             let current = current.and_then(|c| Hint::decode(std::str::from_utf8(c).ok()?));
-            if current.is_some_and(|c| c.checked_us > hint.checked_us) {
+            if current.as_ref().is_some_and(|c| c.checked_us > hint.checked_us) {
                 return None;
             }
+            // Still sold out: keep the log entry that showed it (a re-check does not know it).
+            let kept = current.and_then(|c| c.sold_out_at);
+            let hint = match hint.sold_out_at {
+                None => hint.clone().sold_out_at(kept),
+                Some(_) => hint.clone(),
+            };
             Some(hint.encode().into_bytes())
         });
     }
@@ -640,7 +689,9 @@ impl<'s, S: KeyValue> Shield<'s, S> {
             self.store.delete(&buyer);
         }
         if let Some(availability) = learn(status, remaining, body) {
-            self.learn_hint(&ticket.product_id, Hint::new(availability, ticket.admitted_us));
+            let entry = sold_out_entry(status, remaining, body);
+            let hint = Hint::new(availability, ticket.admitted_us).sold_out_at(entry);
+            self.learn_hint(&ticket.product_id, hint);
         }
         let field = |k: &str| body.and_then(|b| b.get(k));
         let slot = field("slotId").and_then(|v| v.as_str());
@@ -678,6 +729,25 @@ mod tests {
         }
         assert_eq!(Hint::decode("zz|1"), None);
         assert_eq!(Hint::decode("so|x"), None);
+        let named = Hint::new(Availability::SoldOut, 42).sold_out_at(Some(7));
+        assert_eq!(named.encode(), "so|42|7");
+        assert_eq!(Hint::decode("so|42|7"), Some(named.clone()));
+        let p = named.refusal("p", 50).unwrap();
+        assert_eq!(p.extra["soldOutAtEntry"], 7);
+        assert_eq!(p.extra["log"], "/transparency/p/checkpoint");
+        assert_eq!(Hint::new(Availability::OnSale, 1).sold_out_at(Some(7)).sold_out_at, None);
+    }
+
+    #[test]
+    fn the_entry_that_showed_a_product_sold_out_is_read_from_the_origins_receipt() {
+        let granted = json!({"slotId": "s", "receipt": {"index": 20}});
+        assert_eq!(sold_out_entry(201, Some(0), Some(&granted)), Some(20));
+        assert_eq!(sold_out_entry(201, Some(3), Some(&granted)), None, "not the last unit");
+        let refused = json!({"type": "/problems/sold-out", "receipt": {"index": 31}});
+        assert_eq!(sold_out_entry(409, None, Some(&refused)), Some(31));
+        let holding = json!({"type": "/problems/already-holding", "receipt": {"index": 3}});
+        assert_eq!(sold_out_entry(409, None, Some(&holding)), None);
+        assert_eq!(sold_out_entry(409, None, Some(&json!({"type": "/problems/sold-out"}))), None);
     }
 
     #[test]
@@ -853,11 +923,15 @@ mod tests {
             let store = MemoryStore::default();
             let shield = Shield::new(&store, T);
             let ticket = forwarded(shield.admit("p", "a", 0));
-            let granted = json!({"slotId": "s-a", "remainingSeconds": 1800});
+            let granted =
+                json!({"slotId": "s-a", "remainingSeconds": 1800, "receipt": {"index": 9}});
             shield.after_answer(ticket, Some(201), Some(0), Some(&granted), 10);
-            // The winner is answered from its holding, everyone else from the hint.
+            // The winner is answered from its holding, everyone else from the hint, which
+            // names the public-log entry that showed the sell-out.
             assert_eq!(refused(shield.admit("p", "a", 20)), "already-holding");
             assert_eq!(refused(shield.admit("p", "b", 20)), "sold-out");
+            let Admission::Refuse(p) = shield.admit("p", "b", 21) else { panic!("refused") };
+            assert_eq!(p.extra["soldOutAtEntry"], 9);
             // Past the re-check interval one request claims the window, the rest refuse.
             let due = 1_000_100;
             assert!(matches!(shield.admit("p", "b", due), Admission::Refresh { .. }));
