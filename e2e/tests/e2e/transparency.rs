@@ -73,6 +73,25 @@ async fn a_storm_through_the_edge_verifies_from_what_the_edge_serves_and_each_bu
     }
 
     let size = settled(&stack, product).await;
+    // The edge's own sold-out answers name the log entry that showed the sell-out: the
+    // grant of the last unit or a refusal for lack of stock, both in the log.
+    let named: Vec<u64> =
+        answers.iter().filter_map(|(_, _, body)| body["soldOutAtEntry"].as_u64()).collect();
+    println!("{} of the edge's own sold-out answers named a log entry", named.len());
+    let entries: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT entry FROM transparency_entries WHERE product_id = $1 ORDER BY idx",
+    )
+    .bind(product)
+    .fetch_all(&stack.origin.state.db)
+    .await
+    .unwrap();
+    for index in named {
+        let entry = String::from_utf8_lossy(&entries[index as usize]).into_owned();
+        assert!(
+            entry.contains(r#""outcome":"granted""#) || entry.contains(r#""outcome":"sold_out""#),
+            "{entry}"
+        );
+    }
     let prefix = stack.edge.url(&format!("/transparency/{product}"));
     let pinned = Options { keys: vec![stack.id.transparency_vkey()], ..Options::default() };
     let report = verify(&prefix, &pinned).await;
