@@ -298,7 +298,9 @@ async function openNote(note, vkeys) {
     if (!m) continue;
     const sig = b64(m[2]);
     for (const vkey of vkeys) {
-      const [name, id, key] = vkey.split('+');
+      // `name+id+base64`: the base64 may hold '+' too.
+      const a = vkey.indexOf('+'), b = vkey.indexOf('+', a + 1);
+      const [name, id, key] = [vkey.slice(0, a), vkey.slice(a + 1, b), vkey.slice(b + 1)];
       const raw = b64(key);
       if (name !== m[1] || raw[0] !== 1 || hex(sig.slice(0, 4)) !== id) continue;
       const pub = await crypto.subtle.importKey('raw', raw.slice(1), { name: 'Ed25519' }, false, ['verify']);
