@@ -402,6 +402,13 @@ half=$(python3 -c "print(max(1, round($capacity / 2)))")
 load --label full-path-half-capacity --target $edge_addr --auth token --products "$full" \
   --buyers 200000 --buyer-seed 22 --connections "$conns" --duration "$secs" --rate "$half"
 check full-path-half-capacity
+# The same rate with no public log kept: what the log costs the full path's p99.
+start_stack auto one log-off
+full=$(product 10000000)
+load --label full-path-half-capacity-log-off --target $edge_addr --auth token --products "$full" \
+  --buyers 200000 --buyer-seed 23 --connections "$conns" --duration "$secs" --rate "$half"
+check full-path-half-capacity-log-off
+start_stack auto
 
 if ! $fairness_only; then
 # 5. Scaling: 1 vs 1,000 sold-out products; 1k vs 1M buyers.

@@ -160,6 +160,10 @@ def main():
           f"{size['entries']:,} entries) | {size['bytes_per_million_decisions'] / 1e6:.0f} MB | | |")
     p99 = rep.get("full-path-half-capacity", {}).get("p99_ms", float("nan"))
     bar("full path p99 at half capacity (ms)", p99, "< 10", p99 < 10)
+    off = rep.get("full-path-half-capacity-log-off", {}).get("p99_ms")
+    if off is not None:
+        w(f"| full path p99 at half capacity, the public log kept / not kept | {p99:.2f} / "
+          f"{off:.2f} ms | (the same rate) | |")
     for name, a_, b_ in [
         ("edge sold-out cost, 1,000 products / 1 product", "edge-sold-out-1000-products", "edge-sold-out"),
         ("origin sold-out cost, 1,000 products / 1 product", "origin-sold-out-1000-products", "origin-sold-out"),
