@@ -77,7 +77,16 @@ async fn a_storm_leaves_no_secret_token_or_pass_in_logs_spans_metrics_or_answers
     .await
     .unwrap();
     let answers = Mutex::new(String::new());
-    let mut secrets: Vec<String> = vec![s.id.secret_hex.clone(), webhook_secret.clone()];
+    // The edge secret, the webhook secret, and the public logs' signing key and pseudonym
+    // secret (its verifier key is public; the signing key's private part is the base64 tail).
+    let log_key = s.id.transparency_key.splitn(5, '+').nth(4).unwrap().to_owned();
+    let mut secrets: Vec<String> = vec![
+        s.id.secret_hex.clone(),
+        webhook_secret.clone(),
+        s.id.transparency_key.clone(),
+        log_key,
+        s.id.transparency_secret.clone(),
+    ];
     let admin = s.id.admin();
     secrets.push(admin.clone());
 
@@ -194,7 +203,7 @@ async fn a_storm_leaves_no_secret_token_or_pass_in_logs_spans_metrics_or_answers
     let answers = answers.into_inner().unwrap();
     assert!(answers.contains("/problems/unauthorized"), "the forged requests' answers were kept");
     // The sinks saw the storm (the search below can fail).
-    assert!(logs.lines().count() > 100, "{} log lines", logs.lines().count());
+    assert!(logs.lines().count() > 50, "{} log lines", logs.lines().count());
     assert!(logs.contains(&product.to_string()), "the logs name the product");
     assert!(spans.contains("acquire") || spans.contains("granted"), "spans were exported");
     assert!(metrics.contains("flashgate_"));
