@@ -408,7 +408,11 @@ full=$(product 10000000)
 load --label full-path-half-capacity-log-off --target $edge_addr --auth token --products "$full" \
   --buyers 200000 --buyer-seed 23 --connections "$conns" --duration "$secs" --rate "$half"
 check full-path-half-capacity-log-off
+# Back to the stack as shipped, with a sold-out product again for the rows below.
 start_stack auto
+sold=$(product 1)
+prime --target $origin_addr --auth edge --products "$sold" --buyers 1 \
+  --buyer-seed 12 --connections 1 --duration 1 --warmup 0 --max-requests 1
 
 if ! $fairness_only; then
 # 5. Scaling: 1 vs 1,000 sold-out products; 1k vs 1M buyers.
