@@ -78,13 +78,7 @@ async fn a_storm_through_the_edge_verifies_from_what_the_edge_serves_and_each_bu
     let named: Vec<u64> =
         answers.iter().filter_map(|(_, _, body)| body["soldOutAtEntry"].as_u64()).collect();
     println!("{} of the edge's own sold-out answers named a log entry", named.len());
-    let entries: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT entry FROM transparency_entries WHERE product_id = $1 ORDER BY idx",
-    )
-    .bind(product)
-    .fetch_all(&stack.origin.state.db)
-    .await
-    .unwrap();
+    let entries = stored(&stack.origin.state.db, product).await;
     for index in named {
         let entry = String::from_utf8_lossy(&entries[index as usize]).into_owned();
         assert!(
@@ -96,15 +90,8 @@ async fn a_storm_through_the_edge_verifies_from_what_the_edge_serves_and_each_bu
     let pinned = Options { keys: vec![stack.id.transparency_vkey()], ..Options::default() };
     let report = verify(&prefix, &pinned).await;
     if !report.ok() {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT entry FROM transparency_entries WHERE product_id = $1 ORDER BY idx",
-        )
-        .bind(product)
-        .fetch_all(&stack.origin.state.db)
-        .await
-        .unwrap();
-        for row in rows {
-            eprintln!("{}", String::from_utf8_lossy(&row));
+        for entry in &entries {
+            eprintln!("{}", String::from_utf8_lossy(entry));
         }
     }
     assert!(report.ok(), "{:?}", report.failed);
@@ -163,6 +150,11 @@ async fn a_storm_through_the_edge_verifies_from_what_the_edge_serves_and_each_bu
     let copy = verify(dir.to_str().unwrap(), &again).await;
     assert!(copy.ok(), "{:?}", copy.failed);
     assert!(copy.passed.iter().any(|p| p.contains("append-only")), "{:?}", copy.passed);
+}
+
+/// Every entry of `product`'s log as PostgreSQL stores it, in order.
+async fn stored(db: &sqlx::PgPool, product: Uuid) -> Vec<Vec<u8>> {
+    flashgate_origin::pg::transparency::entries(db, product, 0, i64::MAX).await.unwrap()
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -264,19 +256,7 @@ async fn tampering_with_the_stored_log_is_caught_and_named() {
     assert_eq!(honest.checkpoint.size, 9);
     let dir = tempdir();
     export(&prefix, &dir).await.unwrap();
-    let entries = |t: &DrivenOrigin| {
-        let db = t.origin.state.db.clone();
-        async move {
-            sqlx::query_scalar::<_, Vec<u8>>(
-                "SELECT entry FROM transparency_entries WHERE product_id = $1 ORDER BY idx",
-            )
-            .bind(product)
-            .fetch_all(&db)
-            .await
-            .unwrap()
-        }
-    };
-    let original = entries(&t).await;
+    let original = stored(&t.origin.state.db, product).await;
 
     // A decision changed: a refusal turned into a grant.
     tamper(
