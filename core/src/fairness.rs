@@ -142,23 +142,21 @@ impl DelayTracker {
     }
 
     /// The window in force at `now_us`: the largest quantile among the edges heard from
-    /// lately, at most `max_us`. While any edge heard from lately has not been heard from
-    /// often enough to know its delays (or none was heard from at all: a drop's first
-    /// burst), the window is `max_us`: a delay nobody measured yet is taken to be the
-    /// longest allowed, so the first requests of a storm are decided in stamp order too.
+    /// often enough lately, at most `max_us`. While no edge has been heard from often enough
+    /// to know its delays (a drop's first burst, or the first after a quiet spell), the
+    /// window is `max_us`: a delay nobody measured yet is taken to be the longest allowed,
+    /// so the first requests of a storm are decided in stamp order too. Once one edge is
+    /// known, the few requests of edges not known yet do not hold everyone for `max_us`.
     pub fn window_us(&mut self, now_us: i64) -> i64 {
         let WindowPolicy { quantile, max_us, period_us, min_samples } = self.policy;
-        let mut window = 0;
-        let mut unknown = self.edges.is_empty();
+        let mut window = None;
         for delays in self.edges.values_mut() {
             delays.rotate(now_us, period_us);
             if delays.total() >= min_samples {
-                window = window.max(delays.quantile_us(quantile));
-            } else if delays.total() > 0 {
-                unknown = true;
+                window = Some(window.unwrap_or(0).max(delays.quantile_us(quantile)));
             }
         }
-        if unknown { max_us.max(0) } else { window.clamp(0, max_us) }
+        window.unwrap_or(max_us).clamp(0, max_us.max(0))
     }
 
     /// Drops the edges not heard from for two periods.
@@ -300,12 +298,14 @@ mod tests {
             t.record("e", 30 * MS, 0);
         }
         assert!(t.window_us(0) < 250 * MS, "twenty are");
+        t.record("quiet edge", 200 * MS, 0);
+        assert!(t.window_us(0) < 250 * MS, "a few requests of an edge not known yet hold nobody");
         for _ in 0..100 {
             t.record("e", 900 * MS, 0);
         }
         assert_eq!(t.window_us(0), 250 * MS);
         t.record("new edge", MS, 0);
-        assert_eq!(t.window_us(0), 250 * MS, "an edge just heard from is not known yet");
+        assert_eq!(t.window_us(0), 250 * MS, "a new edge does not shrink a known one's window");
     }
 
     #[test]
